@@ -1,0 +1,56 @@
+"""rtq_nb: a Jupyter-friendly SDK for a real-time AI inference queue on Redis.
+
+Public API::
+
+    Client, AsyncClient           submit, call, stream, inspect (sync facade / async core)
+    RequestHandle, AsyncRequestHandle
+    Worker, Request               serve a queue with a handler
+    Chunk, RequestRecord, Status  wire-format models
+    EmbeddedRedis                 a private redis-server
+    errors                        the exception tree (RtqError and subclasses)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import errors
+from ._models import Chunk, Request, RequestRecord, Status
+from .client import AsyncClient
+from .embedded import EmbeddedRedis
+from .errors import (
+    RequestCancelled,
+    RequestExpired,
+    RequestFailed,
+    RequestTimeout,
+    RtqError,
+)
+from .handle import AsyncRequestHandle
+from .registry import WorkerInfo
+from .sync import Client, RequestHandle
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+logging.getLogger("rtq_nb").addHandler(logging.NullHandler())
+
+__all__ = [
+    "AsyncClient",
+    "AsyncRequestHandle",
+    "Chunk",
+    "Client",
+    "EmbeddedRedis",
+    "Request",
+    "RequestCancelled",
+    "RequestExpired",
+    "RequestFailed",
+    "RequestHandle",
+    "RequestRecord",
+    "RequestTimeout",
+    "RtqError",
+    "Status",
+    "Worker",
+    "WorkerInfo",
+    "__version__",
+    "errors",
+]

@@ -1,0 +1,320 @@
+"""Calling a handler of any kind and turning what it returns into outcomes (no Redis here).
+
+A handler gets a :class:`~rtq_nb.Request` (or a list of them when batching) and may be a plain
+function, an async function, a generator or an async generator (generators stream text).
+Sync code runs in a thread pool, never on the event loop. Streamed pieces go through a
+:class:`StreamWriter`, which re-chunks and coalesces them and sends at most one flush at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from ._chunking import Chunker, Coalescer, Entry
+from ._models import Request, Status
+
+SendFn = Callable[[Entry], Awaitable[int]]
+
+
+@dataclass
+class Outcome:
+    """How one request ended on this worker; ``tail`` is a final stream entry not yet sent."""
+
+    status: Status
+    value: Any = None
+    error: str | None = None
+    tail: Entry | None = None
+    stopped: int = 1  # 1 normal, 0 lease lost, -1 cancelled (from the last stream append)
+    pieces: int = 0  # stream pieces produced
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class StreamWriter:
+    """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
+
+    def __init__(self, request: Request, send: SendFn | None, chunker: Chunker, interval: float):
+        self.request = request
+        self._send = send
+        self._chunker = chunker
+        self._co = Coalescer(interval)
+        self._parts: list[str] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.state = 1  # 1 ok, 0 lease lost, -1 cancelled
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    @property
+    def pieces(self) -> int:
+        return len(self._parts)
+
+    @property
+    def stopped(self) -> bool:
+        return self.state != 1
+
+    def write(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"a streaming handler must yield str, got {type(text).__name__}: convert it "
+                "(e.g. json.dumps) before yielding"
+            )
+        for piece in self._chunker.feed(text):
+            self._add(piece)
+
+    def _add(self, piece: str) -> None:
+        self._parts.append(piece)
+        if self._send is None:
+            return
+        self._co.add(piece)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._send is not None
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._co) and not self._closing:
+                delay = self._co.due_at() - loop.time()
+                if delay > 0:  # wait out the interval; a wake only re-checks (close/overflow)
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                entry = self._co.take(loop.time())
+                if entry is not None:
+                    self.state = await self._send(entry)
+                    if self.state != 1:
+                        self.request.cancelled = self.state == -1
+                        return
+
+    async def close(self) -> Entry | None:
+        """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
+        for piece in self._chunker.flush():
+            self._add(piece)
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        return None if self.stopped else self._co.take(0.0)
+
+
+class _ThreadFeed:
+    """Hands pieces from a generator running in a thread to the writer on the loop,
+    waking the loop once per batch rather than once per piece."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: StreamWriter) -> None:
+        self._loop, self._writer = loop, writer
+        self._lock = threading.Lock()
+        self._buf: list[str] = []
+        self._scheduled = False
+        self.error: BaseException | None = None
+
+    def put(self, text: str) -> None:
+        with self._lock:
+            self._buf.append(text)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._buf, self._scheduled = self._buf, [], False
+        try:
+            for t in items:
+                self._writer.write(t)
+        except BaseException as exc:
+            self.error = exc
+            self._writer.request.cancelled = True  # stops the generator thread
+
+
+def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:
+    try:
+        for piece in it:
+            if req.cancelled or feed.error is not None:
+                break
+            feed.put(piece)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> None:
+    try:
+        async for piece in ait:
+            writer.write(piece)
+            if writer.stopped or writer.request.cancelled:
+                break
+    finally:
+        aclose = getattr(ait, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _is_stream(value: Any) -> bool:
+    return inspect.isgenerator(value) or inspect.isasyncgen(value) or (
+        hasattr(value, "__anext__") and not isinstance(value, (str, bytes, dict, list))
+    )
+
+
+async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
+    """Feed a handler's streamed output (sync or async iterator) into ``writer``."""
+    if hasattr(value, "__anext__"):
+        await _drive_async_iter(value, writer)
+    else:
+        loop = asyncio.get_running_loop()
+        feed = _ThreadFeed(loop, writer)
+        await loop.run_in_executor(executor, _drive_sync_iter, iter(value), feed, writer.request)
+        await asyncio.sleep(0)  # let the last scheduled _drain run before we close
+        if feed.error is not None:
+            raise feed.error
+
+
+async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor) -> Any:
+    """Call ``handler(arg)`` without blocking the loop; returns its value or its iterator."""
+    if inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler):
+        value = handler(arg)
+        return await value if inspect.isawaitable(value) else value
+    if inspect.isgeneratorfunction(handler):
+        return handler(arg)  # iterated in a thread by consume()
+    value = await asyncio.get_running_loop().run_in_executor(executor, handler, arg)
+    return await value if inspect.isawaitable(value) else value
+
+
+async def finish(value: Any, writer: StreamWriter, executor: Executor) -> Outcome:
+    """Turn a handler's value (plain or stream) into an outcome for ``writer.request``."""
+    req = writer.request
+    if _is_stream(value):
+        await consume(value, writer, executor)
+        return await _close_stream(writer)
+    if req.stream:  # a plain value for a streaming request: one chunk
+        writer.write(value if isinstance(value, str) else json.dumps(value))
+        return await _close_stream(writer)
+    return Outcome(Status.COMPLETED, value=value)
+
+
+async def _close_stream(writer: StreamWriter) -> Outcome:
+    tail = await writer.close()
+    if writer.state == -1 or writer.request.cancelled:
+        return Outcome(Status.CANCELLED, stopped=-1)
+    return Outcome(Status.COMPLETED, value=writer.text, tail=tail, stopped=writer.state,
+                   pieces=writer.pieces)
+
+
+async def run_single(
+    handler: Callable[..., Any], writer: StreamWriter, executor: Executor
+) -> Outcome:
+    try:
+        value = await call_handler(handler, writer.request, executor)
+        return await finish(value, writer, executor)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await writer.close()
+        return Outcome(Status.FAILED, error=describe(exc), stopped=writer.state)
+
+
+async def run_batch(
+    handler: Callable[..., Any], writers: list[StreamWriter], executor: Executor
+) -> list[Outcome]:
+    """Batch handler: gets ``list[Request]``; returns a list (one value or iterator per
+    request, same order) or is an (async) generator yielding ``(index, text)`` pairs."""
+    reqs = [w.request for w in writers]
+    try:
+        value = await call_handler(handler, reqs, executor)
+        if _is_stream(value):
+            await consume(_Demux(value, writers), _NullWriter(), executor)
+            return [await _close_stream(w) for w in writers]
+        if not isinstance(value, (list, tuple)) or len(value) != len(reqs):
+            raise TypeError(
+                f"a batch handler must return a list of {len(reqs)} results (one per request, "
+                f"same order), got {type(value).__name__}"
+                + (f" of length {len(value)}" if isinstance(value, (list, tuple)) else "")
+            )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        for w in writers:
+            await w.close()
+        return [Outcome(Status.FAILED, error=describe(exc)) for _ in writers]
+    results = await asyncio.gather(
+        *(finish(v, w, executor) for v, w in zip(value, writers)), return_exceptions=True
+    )
+    return [
+        r if isinstance(r, Outcome) else Outcome(Status.FAILED, error=describe(r))
+        for r in results
+    ]
+
+
+class _Demux:
+    """Routes ``(index, text)`` pairs of a streaming batch handler to per-request writers."""
+
+    def __init__(self, source: Any, writers: list[StreamWriter]) -> None:
+        self.source, self.writers = source, writers
+
+    def route(self, pair: Any) -> None:
+        try:
+            i, text = pair
+            self.writers[i].write(text)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise TypeError(
+                f"a streaming batch handler must yield (index, text) pairs, got {pair!r}"
+            ) from exc
+
+    def __aiter__(self) -> _Demux:
+        return self
+
+    async def __anext__(self) -> str:
+        if hasattr(self.source, "__anext__"):
+            pair = await self.source.__anext__()
+        else:
+            loop = asyncio.get_running_loop()
+            pair = await loop.run_in_executor(None, next, self.source, _STOP)
+            if pair is _STOP:
+                raise StopAsyncIteration
+        self.route(pair)
+        return ""
+
+    async def aclose(self) -> None:
+        close = getattr(self.source, "aclose", None) or getattr(self.source, "close", None)
+        if close is not None:
+            res = close()
+            if inspect.isawaitable(res):
+                await res
+
+
+_STOP = object()
+
+
+class _NullWriter(StreamWriter):
+    def __init__(self) -> None:
+        super().__init__(Request(id="-", input=None), None, _NoChunk(), 0.0)
+
+    def write(self, text: str) -> None:
+        return None
+
+
+class _NoChunk:
+    def feed(self, text: str) -> list[str]:
+        return []
+
+    def flush(self) -> list[str]:
+        return []

@@ -1,0 +1,133 @@
+"""Every Redis key rtq_nb uses is built here, and nowhere else.
+
+Layout (wire format v1), for prefix ``rtq`` and queue ``default``::
+
+    rtq:queues                         set    names of queues seen (untagged, single-key ops only)
+    rtq:{default}:pending              zset   request id -> score (priority, FIFO; see _scores)
+    rtq:{default}:running              zset   request id -> lease expiry (ms since epoch)
+    rtq:{default}:wake                 list   one token per submission; workers block on it
+    rtq:{default}:seq                  string arrival counter for FIFO scores
+    rtq:{default}:history              zset   request id -> created (ms); trimmed by retention
+    rtq:{default}:dead                 zset   dead-lettered request id -> time (ms)
+    rtq:{default}:stats                hash   completed/failed counters, service-time EWMA
+    rtq:{default}:workers              zset   worker id -> last heartbeat (ms)
+    rtq:{default}:worker:<wid>         hash   worker registry entry (TTL)
+    rtq:{default}:ctl:<wid>            list   stop tokens for one worker's blocked fetches
+    rtq:{default}:clients              zset   client id -> last seen (ms)
+    rtq:{default}:client:<cid>         hash   client registry entry (TTL)
+    rtq:{default}:req:<id>             hash   the request record (TTL = retention)
+    rtq:{default}:res:<id>             list   non-streaming result envelope (client BLPOPs it)
+    rtq:{default}:stream:<id>          stream streamed chunks with sequence numbers + end marker
+
+``{default}`` is a Redis Cluster hash tag: all keys of one queue live in one slot, so every
+multi-key script of a queue is cluster-safe. Different queues spread over the cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+WIRE_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Validate a prefix, queue, worker or client name; raise a clear error otherwise."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(
+            f"invalid {kind} name {value!r}: use 1-64 characters from A-Z a-z 0-9 _ . -"
+        )
+    return value
+
+
+def check_id(value: str) -> str:
+    """Validate a request id (what may follow ``req:`` in a key)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ConfigurationError(
+            f"invalid request id {value!r}: use 1-128 characters from A-Z a-z 0-9 _ . : -"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one queue under one prefix."""
+
+    prefix: str = "rtq"
+    queue: str = "default"
+
+    def __post_init__(self) -> None:
+        check_name("prefix", self.prefix)
+        check_name("queue", self.queue)
+
+    @property
+    def base(self) -> str:
+        """``<prefix>:{<queue>}``: the common, hash-tagged start of every queue key."""
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.base}:pending"
+
+    @property
+    def running(self) -> str:
+        return f"{self.base}:running"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.base}:wake"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.base}:seq"
+
+    @property
+    def history(self) -> str:
+        return f"{self.base}:history"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.base}:dead"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}:stats"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}:workers"
+
+    @property
+    def clients(self) -> str:
+        return f"{self.base}:clients"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.base}:worker:{worker_id}"
+
+    def control(self, worker_id: str) -> str:
+        """A worker's control list (stop tokens wake its blocked fetches at once)."""
+        return f"{self.base}:ctl:{worker_id}"
+
+    def client(self, client_id: str) -> str:
+        return f"{self.base}:client:{client_id}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.base}:req:{request_id}"
+
+    def result(self, request_id: str) -> str:
+        return f"{self.base}:res:{request_id}"
+
+    def stream(self, request_id: str) -> str:
+        return f"{self.base}:stream:{request_id}"
+
+    def request_keys(self, request_id: str) -> tuple[str, str, str]:
+        """(record, result list, stream) of one request."""
+        return self.request(request_id), self.result(request_id), self.stream(request_id)

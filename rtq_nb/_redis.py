@@ -1,0 +1,235 @@
+"""The one boundary between rtq_nb and redis-py: connections, scripts, error mapping.
+
+Every Redis exception is turned into an :mod:`rtq_nb.errors` exception here (``raise ... from``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio as aredis
+from redis import exceptions as rex
+
+from . import _scripts
+from .errors import ConfigurationError, RedisUnavailable, RtqError
+
+log = logging.getLogger("rtq_nb.redis")
+
+URL_ENV_VARS = ("RTQ_REDIS_URL", "REDIS_URL")
+
+
+def configured_url(url: str | None = None) -> str | None:
+    """The Redis URL from the argument, else ``RTQ_REDIS_URL``, else ``REDIS_URL``, else None."""
+    if url:
+        return url
+    for name in URL_ENV_VARS:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def resolve_url(url: str | None = None) -> str:
+    """A usable Redis URL; starts the process-wide embedded redis-server when none is set."""
+    found = configured_url(url)
+    if found:
+        return found
+    from .embedded import default_server
+
+    return default_server().url
+
+
+def _arg(a: Any) -> bytes:
+    t = type(a)
+    if t is str:
+        return a.encode()  # type: ignore[no-any-return]
+    if t is int:
+        return b"%d" % a
+    if t is bytes:
+        return a  # type: ignore[no-any-return]
+    if t is float:
+        return repr(a).encode()
+    raise TypeError(f"cannot send {type(a).__name__} to Redis: {a!r}")
+
+
+class Packed(bytes):
+    """Commands already RESP-encoded by :func:`pack`; ``n`` is how many (replies to read)."""
+
+    n: int
+
+
+Command = tuple[Any, ...] | Packed
+
+
+def pack(commands: Sequence[Command]) -> Packed:
+    """RESP2-encode commands (tuples of str/bytes/int/float) into one buffer. A
+    :class:`Packed` item is inserted as is (constant commands are packed once, reused)."""
+    out: list[bytes] = []
+    n = 0
+    for cmd in commands:
+        if isinstance(cmd, Packed):
+            out.append(cmd)
+            n += cmd.n
+            continue
+        n += 1
+        out.append(b"*%d\r\n" % len(cmd))
+        for a in cmd:
+            b = _arg(a)
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    packed = Packed(b"".join(out))
+    packed.n = n
+    return packed
+
+
+def pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    """A raw flat ``[field, value, ...]`` reply (HGETALL, stream entry) as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+def _sha(src: str) -> str:
+    return hashlib.sha1(src.encode()).hexdigest()
+
+
+SHAS: dict[str, str] = {name: _sha(src) for name, src in _scripts.ALL.items()}
+
+
+@contextlib.contextmanager
+def mapped_errors(url: str) -> Any:
+    """Map redis-py exceptions to the rtq_nb tree."""
+    try:
+        yield
+    except rex.ResponseError as exc:
+        msg = str(exc)
+        if "RTQ_DUPLICATE" in msg:
+            raise ConfigurationError(
+                msg.split("RTQ_DUPLICATE ", 1)[-1] + ": choose another request_id (nothing was "
+                "overwritten)"
+            ) from exc
+        raise RtqError(f"Redis at {url} refused a command: {msg}") from exc
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(
+            f"cannot reach Redis at {url}: {exc}. Check that it runs, or pass url=... "
+            f"(or set RTQ_REDIS_URL); with no URL rtq_nb starts an embedded redis-server."
+        ) from exc
+    except rex.RedisError as exc:
+        raise RtqError(f"Redis error at {url}: {exc}") from exc
+
+
+class Conn:
+    """An asyncio Redis client plus our scripts (EVALSHA, reloaded on NOSCRIPT)."""
+
+    def __init__(self, url: str, *, max_connections: int | None = None) -> None:
+        self.url = url
+        opts: dict[str, Any] = {"socket_keepalive": True} if not url.startswith("unix") else {}
+        self.redis: aredis.Redis = aredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            protocol=2,
+            socket_connect_timeout=5,
+            socket_timeout=None,  # blocking reads carry their own timeouts
+            health_check_interval=30,
+            max_connections=max_connections,
+            **opts,
+        )
+        self._loaded = False
+        self._idle: list[Any] = []
+        self.max_idle = 64
+
+    async def load_scripts(self) -> None:
+        with mapped_errors(self.url):
+            pipe = self.redis.pipeline(transaction=False)
+            for src in _scripts.ALL.values():
+                pipe.script_load(src)
+            await pipe.execute()
+        self._loaded = True
+
+    async def ensure(self) -> None:
+        if not self._loaded:
+            await self.load_scripts()
+
+    @staticmethod
+    def script_cmd(name: str, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False) -> tuple[Any, ...]:
+        """Command tuple for a script: EVALSHA, or EVAL with the source when ``inline``
+        (used in pipelines followed by a blocking read, where NOSCRIPT must never happen)."""
+        head = ("EVAL", _scripts.ALL[name]) if inline else ("EVALSHA", SHAS[name])
+        return (*head, len(keys), *keys, *args)
+
+    async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script; reload all scripts once on NOSCRIPT."""
+        await self.ensure()
+        with mapped_errors(self.url):
+            try:
+                return await self.redis.execute_command(*self.script_cmd(name, keys, args))
+            except rex.NoScriptError:
+                log.info("scripts missing on %s (restart or SCRIPT FLUSH?): reloading", self.url)
+                await self.load_scripts()
+                return await self.redis.execute_command(*self.script_cmd(name, keys, args))
+
+    async def _acquire(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        pool = self.redis.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
+        await conn.connect()
+        return conn
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """Send commands in one round trip (no MULTI) and return their raw RESP2 replies
+        (strings, ints, nested lists; HGETALL is a flat list). Raises the first error, mapped.
+
+        This is the hot path, so it skips redis-py's Pipeline object (a task, a lock and
+        several loop turns per call): commands are packed here and written on a pooled
+        connection, replies are read with redis-py's parser (hiredis when installed).
+        A NOSCRIPT reply reloads the scripts and raises, so the caller's own retry decides
+        what to re-run (a blocking read that already ran is not repeated blindly)."""
+        await self.ensure()
+        with mapped_errors(self.url):
+            conn = await self._acquire()
+            replies: list[Any] = []
+            data = pack(commands)
+            try:
+                await conn.send_packed_command(data, check_health=False)
+                for _ in range(data.n):
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except rex.ResponseError as exc:
+                        replies.append(exc)
+            except BaseException:
+                await conn.disconnect(nowait=True)  # reply state unknown: never reuse
+                raise
+            if len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+            else:
+                await conn.disconnect()
+            for r in replies:
+                if isinstance(r, rex.NoScriptError):
+                    await self.load_scripts()
+                if isinstance(r, Exception):
+                    raise r
+            return replies
+
+    async def call(self, *args: Any) -> Any:
+        with mapped_errors(self.url):
+            return await self.redis.execute_command(*args)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Conn]:
+    conn = Conn(url)
+    try:
+        yield conn
+    finally:
+        await conn.aclose()

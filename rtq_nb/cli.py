@@ -1,0 +1,216 @@
+"""``rtq-nb``: the command line (a thin layer over the library).
+
+    rtq-nb demo     stream a fake LLM answer through an embedded Redis and an in-process worker
+    rtq-nb worker   serve a queue with package.module:handler
+    rtq-nb bench    measure rtq_nb against a raw redis-py floor in the same run
+    rtq-nb redis    run an embedded redis-server in the foreground and print its URLs
+    rtq-nb status   pending counts, workers and counters of a queue
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from .errors import ConfigurationError, RtqError
+
+URL_HELP = (
+    "Redis URL (redis://host:port/db, rediss:// for TLS, unix:///path.sock). Default: "
+    "$RTQ_REDIS_URL, else $REDIS_URL, else an embedded redis-server started for this command"
+)
+
+
+def load_handler(spec: str) -> Any:
+    """Import ``package.module:attribute``; errors say what to fix."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise ConfigurationError(f"handler {spec!r} must look like package.module:function")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import module {mod_name!r} for handler {spec!r}: {exc}. Is it on PYTHONPATH?"
+        ) from exc
+    obj: Any = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigurationError(f"module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigurationError(f"{spec!r} is not callable")
+    return obj
+
+
+def cmd_worker(a: argparse.Namespace) -> int:
+    from .worker import Worker
+
+    handler = load_handler(a.handler)
+    w = Worker(
+        handler, a.url, queue=a.queue, prefix=a.prefix, concurrency=a.concurrency,
+        batch_size=a.batch_size, batch_wait=a.batch_wait, granularity=a.granularity,
+        flush_interval=a.flush_ms / 1000, lease=a.lease, heartbeat=a.heartbeat,
+        worker_id=a.worker_id,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.astop()))
+        await w.run()
+
+    logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, w.url)
+    asyncio.run(main())
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import fake_llm
+    from .sync import Client
+    from .worker import Worker
+
+    client = Client(a.url, queue=a.queue, timeout=a.timeout)
+    print(f"rtq-nb demo: Redis at {client.url}", file=sys.stderr)
+    with Worker(fake_llm, client.url, queue=a.queue, concurrency=2):
+        print(f"prompt> {a.prompt}\n", file=sys.stderr)
+        t0 = time.perf_counter()
+        ttft = None
+        n = 0
+        for chunk in client.stream(a.prompt, params={"tokens": a.tokens, "rate": a.rate}):
+            ttft = ttft if ttft is not None else time.perf_counter() - t0
+            n += chunk.count
+            print(chunk, end="", flush=True)
+        total = time.perf_counter() - t0
+        print("\n", file=sys.stderr)
+        answer = client.call("What is 2+2?", params={"tokens": 8, "rate": 0})
+        print(f"non-streaming call -> {answer!r}", file=sys.stderr)
+        print(
+            f"summary: {n} tokens, time to first token {1000 * (ttft or 0):.1f} ms, "
+            f"{n / total:.0f} tokens/s, total {total:.2f} s; pending now "
+            f"{client.pending_count()}; workers {len(client.workers())}",
+            file=sys.stderr,
+        )
+    client.close()
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    result = run_bench(a.url, quick=a.quick)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        from .bench import format_table
+
+        print(format_table(result))
+    return 0
+
+
+def cmd_redis(a: argparse.Namespace) -> int:
+    from .embedded import EmbeddedRedis
+
+    with EmbeddedRedis(tcp=True, port=a.port or None) as srv:
+        print(f"RTQ_REDIS_URL={srv.tcp_url}\n# or, same machine: {srv.url}", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from .sync import Client
+
+    c = Client(a.url, queue=a.queue, prefix=a.prefix)
+    out = {
+        "url": c.url, "queue": a.queue, "pending": c.pending_count(),
+        "pending_by_priority": c.pending_by_priority(), "stats": c.stats(),
+        "estimated_wait_s": c.estimated_wait(),
+        "workers": [w.__dict__ | {"raw": None} for w in c.workers()],
+    }
+    print(json.dumps(out, indent=2, default=str))
+    c.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rtq-nb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--url", default=None, help=URL_HELP)
+        sp.add_argument("--queue", default="default", help="queue name (default: %(default)s)")
+        sp.add_argument("--prefix", default="rtq", help="key prefix (default: %(default)s)")
+
+    d = sub.add_parser("demo", help="stream a fake LLM answer end to end (embedded Redis)",
+                       description="Start Redis (embedded unless --url) and an in-process worker "
+                       "serving a deterministic fake LLM, stream a prompt's tokens to the "
+                       "terminal as they arrive, then print a summary.")
+    common(d)
+    d.add_argument("--prompt", default="Explain a Redis inference queue.", help="the prompt")
+    d.add_argument("--tokens", type=int, default=60, help="tokens to generate (default 60)")
+    d.add_argument("--rate", type=float, default=40.0, help="tokens per second (default 40)")
+    d.add_argument("--timeout", type=float, default=60.0, help="request timeout, s")
+    d.set_defaults(fn=cmd_demo)
+
+    w = sub.add_parser("worker", help="serve a queue with a handler",
+                       description="Serve a queue: pop requests by priority, call HANDLER "
+                       "(package.module:function; plain, async, generator or async generator), "
+                       "deliver results or streams. SIGTERM/Ctrl-C stop gracefully.")
+    w.add_argument("handler", help="package.module:function, e.g. rtq_nb.demo:fake_llm")
+    common(w)
+    w.add_argument("--concurrency", "-c", type=int, default=1, help="requests at once (default 1)")
+    w.add_argument("--batch-size", type=int, default=1, help="requests per handler call (default 1)")
+    w.add_argument("--batch-wait", type=float, default=0.005, help="max s to gather a batch")
+    w.add_argument("--granularity", default="token", help="token | sentence | fixed:N")
+    w.add_argument("--flush-ms", type=float, default=20.0, help="stream coalescing window, ms")
+    w.add_argument("--lease", type=float, default=30.0, help="lease seconds (default 30)")
+    w.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat seconds (default 2)")
+    w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
+    w.set_defaults(fn=cmd_worker)
+
+    b = sub.add_parser("bench", help="benchmark against a raw redis-py floor",
+                       description="Latency (1 client x 1 worker, 100-byte echo), throughput "
+                       "(clients x worker processes) and tiny-token streaming, each measured "
+                       "for rtq_nb and for a minimal raw redis-py implementation in the same run. "
+                       "Compare the ratios, not absolute times.")
+    b.add_argument("--url", default=None, help=URL_HELP)
+    b.add_argument("--quick", action="store_true", help="about 30 s on 2 cores")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(fn=cmd_bench)
+
+    r = sub.add_parser("redis", help="run an embedded redis-server until Ctrl-C")
+    r.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    r.set_defaults(fn=cmd_redis)
+
+    s = sub.add_parser("status", help="print a queue's pending counts, workers and counters")
+    common(s)
+    s.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args))
+    except RtqError as exc:
+        print(f"rtq-nb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

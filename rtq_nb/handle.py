@@ -1,0 +1,253 @@
+"""AsyncRequestHandle: one submitted request, its result or its stream (async core)."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._keys import Keys
+from ._models import Chunk, RequestRecord, Status, decode_envelope
+from ._redis import Conn, pairs
+from .errors import (
+    MalformedRecord,
+    RequestCancelled,
+    RequestExpired,
+    RequestFailed,
+    RequestNotFound,
+    RequestTimeout,
+)
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+log = logging.getLogger("rtq_nb.client")
+
+XREAD_COUNT = 1024  # stream entries fetched per round trip
+
+
+class AsyncRequestHandle:
+    """A submitted request. ``await h.result()`` for a whole result, ``async for chunk in h``
+    for a stream (each chunk is a ``str`` with ``.seq``/``.count`` metadata)."""
+
+    def __init__(
+        self, client: AsyncClient, keys: Keys, request_id: str, *, stream: bool,
+        timeout: float | None, input: Any, params: dict[str, Any] | None, priority: int,
+    ) -> None:
+        self._client = client
+        self.keys = keys
+        self.id = request_id
+        self.queue = keys.queue
+        self.stream = stream
+        self.timeout = timeout
+        self.priority = priority
+        self.input = input
+        self.params = params
+        self.submitted_at = time.monotonic()
+        self.deadline = None if not timeout else self.submitted_at + timeout
+        self._last_entry = "0-0"
+        self._parts: list[str] = []
+        self._done = False
+        self._result: Any = None
+        self._outcome: Status | None = None
+        self.chunk_count = 0
+        self.first_chunk_at: float | None = None
+
+    @property
+    def _conn(self) -> Conn:
+        return self._client._conn
+
+    @property
+    def text(self) -> str:
+        """Stream text received so far (no I/O)."""
+        return "".join(self._parts)
+
+    @property
+    def done(self) -> bool:
+        """True once this handle has seen the request end (no I/O)."""
+        return self._done
+
+    def _remaining(self, timeout: float | None) -> float | None:
+        if timeout is not None:
+            return timeout
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    # ---- whole results -------------------------------------------------------------------
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the result. ``timeout`` (s) defaults to what is left of the request's own
+        timeout. Raises RequestTimeout / RequestFailed / RequestCancelled / RequestExpired."""
+        if self._done:
+            return self._finish_outcome()
+        if self.stream:
+            async for _ in self.chunks(timeout=timeout):
+                pass
+            return self.text
+        return await self._wait_envelope(self._remaining(timeout), ())
+
+    async def _wait_envelope(self, remaining: float | None, before: Sequence[tuple[Any, ...]]) -> Any:
+        t0 = time.monotonic()
+        block = 0.0 if remaining is None else max(remaining, 0.001)
+        replies = await self._conn.pipeline([*before, ("BLPOP", self.keys.result(self.id), block)])
+        popped = replies[-1]
+        if popped is None:
+            return await self._on_timeout(time.monotonic() - t0)
+        status, result, error = decode_envelope(popped[1])
+        self._set_outcome(status, result, error)
+        return self._finish_outcome()
+
+    def _set_outcome(self, status: Status, result: Any, error: str | None) -> None:
+        self._done = True
+        self._outcome = status
+        self._result = result if status is Status.COMPLETED else (error or status.value)
+
+    def _finish_outcome(self) -> Any:
+        st, rid = self._outcome, self.id
+        if st is Status.COMPLETED:
+            return self._result
+        if st is Status.FAILED:
+            raise RequestFailed(
+                f"request {rid} failed on the worker: {self._result}", request_id=rid,
+                error=str(self._result),
+            )
+        if st is Status.CANCELLED:
+            raise RequestCancelled(f"request {rid} was cancelled: {self._result}", request_id=rid)
+        if st is Status.EXPIRED:
+            raise RequestExpired(
+                f"request {rid} expired: its deadline passed while it was queued, so no worker "
+                "started it (queued time counts against the timeout). Resubmit with a larger "
+                "timeout or a higher priority, or add workers.", request_id=rid,
+            )
+        raise MalformedRecord(f"request {rid} ended with unexpected status {st!r}")
+
+    # ---- streams -------------------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self.chunks()
+
+    async def chunks(
+        self, timeout: float | None = None, *, _before: Sequence[tuple[Any, ...]] = ()
+    ) -> AsyncIterator[Chunk]:
+        """Yield the stream's chunks in order, fetching them in batches; ends at the end
+        marker. Resumes where this handle left off if called again."""
+        key = self.keys.stream(self.id)
+        before = list(_before)
+        t0 = time.monotonic()
+        end = None if (rem := self._remaining(timeout)) is None else t0 + rem
+        while not self._done:
+            block_ms = 0 if end is None else max(1, int((end - time.monotonic()) * 1000))
+            cmd = ("XREAD", "COUNT", XREAD_COUNT, "BLOCK", block_ms, "STREAMS", key, self._last_entry)
+            replies = await self._conn.pipeline([*before, cmd])
+            before = []
+            got = replies[-1]
+            if not got:
+                if end is not None and time.monotonic() >= end:
+                    await self._on_timeout(time.monotonic() - t0)
+                continue
+            for entry_id, fields in got[0][1]:
+                self._last_entry = entry_id
+                chunk = self._on_entry(entry_id, pairs(fields))
+                if chunk is not None:
+                    yield chunk
+        if self._outcome is not Status.COMPLETED:
+            self._finish_outcome()
+
+    def _on_entry(self, entry_id: str, f: dict[str, str]) -> Chunk | None:
+        kind = f.get("k")
+        if kind == "d":
+            try:
+                chunk = Chunk(f["d"], int(f["s"]), int(f["n"]), entry_id)
+            except (KeyError, ValueError):
+                log.warning("skipping malformed stream entry %s of %s: %r", entry_id, self.id, f)
+                return None
+            if self.first_chunk_at is None:
+                self.first_chunk_at = time.monotonic()
+            self._parts.append(chunk)
+            self.chunk_count += chunk.count
+            return chunk
+        outcome = {"e": Status.COMPLETED, "f": Status.FAILED, "c": Status.CANCELLED,
+                   "x": Status.EXPIRED}.get(kind or "")
+        if outcome is None:
+            log.debug("ignoring stream entry of unknown kind %r in %s", kind, self.id)
+            return None
+        self._set_outcome(outcome, self.text, f.get("d"))
+        return None
+
+    # ---- what is known, and the reference design's recipes --------------------------------
+    async def _on_timeout(self, waited: float) -> Any:
+        rec = await self._client._record_or_none(self.keys, self.id)
+        rid = self.id
+        if rec is None:
+            raise RequestNotFound(f"request {rid} has no record (its TTL ran out?)", request_id=rid)
+        if rec.status.terminal and not self.stream:
+            # the envelope was consumed elsewhere (another viewer): the record has the outcome
+            self._set_outcome(rec.status, rec.result, rec.error)
+            return self._finish_outcome()
+        if rec.status is Status.EXPIRED:
+            self._set_outcome(rec.status, None, rec.error)
+            return self._finish_outcome()
+        now_ms = await self._client._server_ms()
+        age = (now_ms - rec.created_ms) / 1000 if rec.created_ms else None
+        running_for = (now_ms - rec.started_ms) / 1000 if rec.started_ms else None
+        if rec.status is Status.PENDING:
+            ahead = await self._client._ahead_of(self.keys, rec.score)
+            state = f"still pending, {ahead} request(s) ahead of it in queue {self.queue!r}"
+        elif rec.status is Status.RUNNING:
+            state = f"running on worker {rec.worker} for {running_for or 0:.1f} s"
+        else:
+            state = f"status {rec.status.value}"
+        raise RequestTimeout(
+            f"request {rid} timed out after waiting {waited:.1f} s: {state}. Recipes: "
+            f"handle.wait(timeout=...) waits longer (and extends its deadline), "
+            f"handle.resubmit(priority=...) sends a fresh copy with a new id, "
+            f"handle.cancel() gives up.",
+            request_id=rid, status=rec.status.value, worker_id=rec.worker, waited=waited,
+            age=age, running_for=running_for, chunks=list(self._parts),
+        )
+
+    async def wait(self, timeout: float) -> Any:
+        """Wait ``timeout`` more seconds, moving the request's deadline so that a queued
+        request is still started (recipe 1). Returns the result (streams: the full text)."""
+        await self._conn.script("extend", [self.keys.request(self.id)], [int(timeout * 1000)])
+        self.deadline = time.monotonic() + timeout
+        return await self.result(timeout=timeout)
+
+    async def resubmit(self, *, priority: int | None = None, timeout: float | None = None,
+                       cancel_old: bool = True) -> AsyncRequestHandle:
+        """Send a fresh copy with a new id (recipe 2): by default one priority step higher,
+        cancelling this one so no worker wastes time on it."""
+        if cancel_old:
+            await self.cancel("resubmitted")
+        return await self._client.submit(
+            self.input, priority=self.priority + 1 if priority is None else priority,
+            timeout=self.timeout if timeout is None else timeout, stream=self.stream,
+            params=self.params, queue=self.queue,
+        )
+
+    async def cancel(self, reason: str = "cancelled by client") -> Status | None:
+        """Give up (recipe 3): a pending request leaves the queue, a running one is told to
+        stop. Returns the status it had (None when no record exists)."""
+        return await self._client.cancel(self.id, reason=reason, queue=self.queue)
+
+    async def record(self) -> RequestRecord:
+        """The stored record (status, timestamps, metrics)."""
+        return await self._client.get(self.id, queue=self.queue)
+
+    async def status(self) -> Status:
+        return (await self.record()).status
+
+    def __repr__(self) -> str:
+        state = self._outcome.value if self._outcome else "submitted"
+        kind = "stream" if self.stream else "request"
+        return f"<{type(self).__name__} {kind} {self.id} queue={self.queue!r} {state}>"
+
+    def _repr_html_(self) -> str:
+        state = self._outcome.value if self._outcome else "submitted"
+        preview = html.escape(self.text[-300:]) if self.stream else ""
+        return (
+            f"<div class='rtq-handle'><b>rtq request</b> <code>{html.escape(self.id)}</code> "
+            f"&middot; queue <code>{html.escape(self.queue)}</code> &middot; {state}"
+            + (f"<pre style='white-space:pre-wrap'>{preview}</pre>" if preview else "") + "</div>"
+        )

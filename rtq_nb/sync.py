@@ -1,0 +1,191 @@
+"""The synchronous facade: :class:`Client` and :class:`RequestHandle`.
+
+Each method runs the matching :class:`~rtq_nb.AsyncClient` coroutine on rtq_nb's background
+loop thread (see ``_loop``), so it works in scripts, inside a running Jupyter kernel, and from
+any thread. No logic lives here: it is one line per method.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from ._loop import LoopThread, portal
+from ._models import Chunk
+from .client import DEFAULT, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
+from .handle import AsyncRequestHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _facade(fn: Callable[Concatenate[Any, P], Awaitable[R]]) -> Callable[Concatenate[Any, P], R]:
+    """Sync method that runs ``fn(self._async, ...)`` on the loop thread."""
+
+    @functools.wraps(fn)
+    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._portal.call(fn(self._async, *args, **kwargs))  # type: ignore[no-any-return]
+
+    return method
+
+
+class RequestHandle:
+    """Sync view of one request: ``h.result()``, ``for chunk in h: ...``, ``h.cancel()``."""
+
+    def __init__(self, handle: AsyncRequestHandle, loop: LoopThread) -> None:
+        self._async = handle
+        self._portal = loop
+
+    @property
+    def id(self) -> str:
+        return self._async.id
+
+    @property
+    def queue(self) -> str:
+        return self._async.queue
+
+    @property
+    def stream(self) -> bool:
+        return self._async.stream
+
+    @property
+    def text(self) -> str:
+        """Stream text received so far (no I/O)."""
+        return self._async.text
+
+    @property
+    def done(self) -> bool:
+        return self._async.done
+
+    @property
+    def async_handle(self) -> AsyncRequestHandle:
+        return self._async
+
+    result = _facade(AsyncRequestHandle.result)
+    record = _facade(AsyncRequestHandle.record)
+    status = _facade(AsyncRequestHandle.status)
+    cancel = _facade(AsyncRequestHandle.cancel)
+
+    def wait(self, timeout: float) -> Any:
+        """Wait ``timeout`` more seconds, extending the request's deadline (recipe 1)."""
+        return self._portal.call(self._async.wait(timeout))
+
+    def resubmit(self, *, priority: int | None = None, timeout: float | None = None,
+                 cancel_old: bool = True) -> RequestHandle:
+        """Fresh copy with a new id, one priority step higher by default (recipe 2)."""
+        h = self._portal.call(self._async.resubmit(priority=priority, timeout=timeout, cancel_old=cancel_old))
+        return RequestHandle(h, self._portal)
+
+    def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
+        """Iterate the stream's chunks (``str`` text deltas with ``.seq``/``.count``)."""
+        return self._portal.iterate(self._async.chunks(timeout))
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self.chunks()
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncRequestHandle", "RequestHandle")
+
+    def _repr_html_(self) -> str:
+        return self._async._repr_html_()
+
+
+class Client:
+    """Synchronous client; same arguments as :class:`~rtq_nb.AsyncClient`.
+
+    >>> c = Client()                      # embedded Redis when no URL is configured
+    >>> c.call("hello")                   # submit + wait (1 round trip)
+    >>> for tok in c.stream("Tell me"):   # text deltas as they arrive
+    ...     print(tok, end="")
+    """
+
+    def __init__(
+        self, url: str | None = None, *, queue: str = "default", prefix: str = "rtq",
+        timeout: float | None = DEFAULT_TIMEOUT, retention: float = DEFAULT_RETENTION,
+        client_id: str | None = None,
+    ) -> None:
+        self._portal = portal()
+        self._async = AsyncClient(
+            url, queue=queue, prefix=prefix, timeout=timeout, retention=retention,
+            client_id=client_id,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._async.url
+
+    @property
+    def queue(self) -> str:
+        return self._async.queue
+
+    @property
+    def client_id(self) -> str:
+        return self._async.client_id
+
+    @property
+    def async_client(self) -> AsyncClient:
+        """The AsyncClient behind this facade (lives on rtq_nb's loop thread)."""
+        return self._async
+
+    def _wrap(self, h: AsyncRequestHandle) -> RequestHandle:
+        return RequestHandle(h, self._portal)
+
+    def submit(self, input: Any, *, priority: int = 0, timeout: float | None = DEFAULT,
+               stream: bool = False, params: dict[str, Any] | None = None,
+               request_id: str | None = None, queue: str | None = None) -> RequestHandle:
+        """Queue one request; returns its handle at once. See AsyncClient.submit."""
+        return self._wrap(self._portal.call(self._async.submit(
+            input, priority=priority, timeout=timeout, stream=stream, params=params,
+            request_id=request_id, queue=queue,
+        )))
+
+    def submit_many(self, inputs: Iterable[Any], **kw: Any) -> list[RequestHandle]:
+        """Queue many requests, pipelined. See AsyncClient.submit_many."""
+        return [self._wrap(h) for h in self._portal.call(self._async.submit_many(inputs, **kw))]
+
+    def handle(self, request_id: str, *, stream: bool = False, queue: str | None = None) -> RequestHandle:
+        """A handle for an existing request id (e.g. a second viewer of a stream)."""
+        return self._wrap(self._async.handle(request_id, stream=stream, queue=queue))
+
+    def call(self, input: Any, **kw: Any) -> Any:
+        """Submit and wait for the result (1 round trip). See AsyncClient.call."""
+        return self._portal.call(self._async.call(input, **kw))
+
+    def stream(self, input: Any, **kw: Any) -> Iterator[Chunk]:
+        """Submit a streaming request and iterate its text deltas as they arrive."""
+        return self._portal.iterate(self._async.stream(input, **kw))
+
+    cancel = _facade(AsyncClient.cancel)
+    get = _facade(AsyncClient.get)
+    queues = _facade(AsyncClient.queues)
+    pending_count = _facade(AsyncClient.pending_count)
+    pending_by_priority = _facade(AsyncClient.pending_by_priority)
+    estimated_wait = _facade(AsyncClient.estimated_wait)
+    workers = _facade(AsyncClient.workers)
+    stats = _facade(AsyncClient.stats)
+
+    def close(self) -> None:
+        self._portal.call(self._async.aclose())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncClient", "Client")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        a = self._async
+        return (
+            f"<div class='rtq-client'><b>rtq_nb Client</b> &middot; <code>{html.escape(a.url)}</code>"
+            f" &middot; queue <code>{html.escape(a.queue)}</code> &middot; prefix "
+            f"<code>{html.escape(a.prefix)}</code> &middot; id <code>{a.client_id}</code></div>"
+        )
+
+
+__all__ = ["Client", "RequestHandle"]

@@ -1,0 +1,418 @@
+"""Worker: pulls requests by priority, runs a handler, delivers results or streams.
+
+Round trips per request on a busy queue: 1 (completion of one request and the pop of the
+next are pipelined), plus one per stream flush. An idle worker blocks on the queue's wake
+list and pops in the same round trip (``BLPOP wake`` + ``POP`` pipelined): no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import _invoke
+from ._chunking import ChunkerSpec, Entry, make_chunker
+from ._keys import Keys, check_name
+from ._loop import portal
+from ._models import Request, Status, encode_envelope, parse_job
+from ._scripts import JOB_FIELDS
+from ._redis import Conn, Packed, pack, resolve_url
+from .client import DEFAULT_RETENTION
+from .errors import ConfigurationError, EncodingError, MalformedRecord, RedisUnavailable, RtqError
+
+log = logging.getLogger("rtq_nb.worker")
+
+Handler = Callable[..., Any]
+
+
+class _Popped:
+    """One popped request with its lease token (worker id + attempt, as stored)."""
+
+    __slots__ = ("attempt", "flushed", "id", "request", "started", "stream")
+
+    def __init__(self, rid: str, attempt: str, stream: bool, request: Request | None) -> None:
+        self.id = rid
+        self.attempt = attempt
+        self.stream = stream
+        self.request = request
+        self.flushed = 0
+        self.started = time.monotonic()
+
+
+class Worker:
+    """Serves one queue with ``handler``.
+
+    ``concurrency``: requests (or batches) processed at once by this process.
+    ``batch_size`` > 1: the handler receives ``list[Request]`` gathered for up to
+    ``batch_wait`` seconds. ``granularity``: ``"token"``, ``"sentence"``, ``"fixed:N"`` or a
+    chunker. ``flush_interval``: stream pieces produced within this many seconds share one
+    Redis write (the first piece always goes out at once). ``lease``: seconds a popped request
+    stays assigned to this worker without a heartbeat renewing it.
+    """
+
+    def __init__(
+        self, handler: Handler, url: str | None = None, *, queue: str = "default",
+        prefix: str = "rtq", concurrency: int = 1, batch_size: int = 1,
+        batch_wait: float = 0.005, granularity: ChunkerSpec = "token",
+        flush_interval: float = 0.02, lease: float = 30.0, heartbeat: float = 2.0,
+        block_timeout: float = 2.0, retention: float = DEFAULT_RETENTION,
+        worker_id: str | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigurationError(f"handler must be callable, got {handler!r}")
+        for name, val, lo in (("concurrency", concurrency, 1), ("batch_size", batch_size, 1)):
+            if not isinstance(val, int) or val < lo:
+                raise ConfigurationError(f"{name} must be an int >= {lo}, got {val!r}")
+        if lease <= heartbeat:
+            raise ConfigurationError(f"lease ({lease} s) must be longer than heartbeat ({heartbeat} s)")
+        make_chunker(granularity)  # validate now, not at the first request
+        self.handler = handler
+        self.url = resolve_url(url)
+        self.keys = Keys(prefix, queue)
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.batch_wait = batch_wait
+        self.granularity = granularity
+        self.flush_interval = flush_interval
+        self.lease_ms = int(lease * 1000)
+        self.heartbeat = heartbeat
+        self.block_timeout = block_timeout
+        self.retention = int(retention)
+        self._base_id = check_name("worker id", worker_id) if worker_id else None
+        self.id = ""
+        self.host = socket.gethostname()
+        self.processed = 0
+        self.failed = 0
+        self.service_ms_ewma: float | None = None
+        self._in_flight: dict[str, _Popped] = {}
+        self._stopping = False
+        self._runs = 0
+        self._ready = threading.Event()
+        self._future: Any = None
+        self._stopped_evt: asyncio.Event | None = None
+        self._conn: Conn | None = None
+        self._fetch_cmd: Packed | None = None  # constant commands, packed once per run
+        self._pop_next_cmd: Packed | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until :meth:`astop` / :meth:`stop` is called; then finish in-flight work and
+        deregister."""
+        self._runs += 1
+        self.id = self._base_id or f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        if self._runs > 1 and self._base_id:
+            self.id = f"{self._base_id}-{self._runs}"
+        self._stopping = False
+        self._fetch_cmd = self._pop_next_cmd = None
+        self._stopped_evt = asyncio.Event()
+        self._conn = Conn(self.url, max_connections=None)
+        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"rtq-{self.id}")
+        beat: asyncio.Task[None] | None = None
+        try:
+            await self._register()
+            self._ready.set()
+            log.info("worker %s serving queue %r on %s", self.id, self.keys.queue, self.url)
+            beat = asyncio.create_task(self._heartbeat_loop())
+            await asyncio.gather(*(self._slot(executor) for _ in range(self.concurrency)))
+        finally:
+            if beat:
+                beat.cancel()
+            executor.shutdown(wait=False)
+            try:
+                await self._deregister()
+            except RtqError as exc:
+                log.warning("worker %s could not deregister: %s", self.id, exc)
+            await self._conn.aclose()
+            self._stopped_evt.set()
+            log.info("worker %s stopped (%d processed, %d failed)", self.id, self.processed, self.failed)
+
+    async def astop(self) -> None:
+        """Stop taking work, finish what is in flight, deregister; returns when done."""
+        self._stopping = True
+        if self._conn is not None and self.id:
+            ctl = self.keys.control(self.id)
+            try:
+                await self._conn.pipeline([
+                    ("LPUSH", ctl, *["stop"] * self.concurrency), ("EXPIRE", ctl, 60),
+                ])
+            except RtqError as exc:
+                log.warning("could not wake worker %s fetches: %s", self.id, exc)
+        if self._stopped_evt is not None:
+            await self._stopped_evt.wait()
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        """Run in the background (rtq_nb's loop thread): for scripts and notebook cells.
+        Returns once the worker is registered and taking requests."""
+        if self.running:
+            raise RtqError(f"worker {self.id} is already running; call stop() first")
+        self._ready.clear()
+        self._future = portal().submit(self.run())
+        self._future.add_done_callback(lambda _: self._ready.set())  # start-up errors too
+        if not self._ready.wait(timeout):
+            raise RtqError(f"worker did not start within {timeout} s")
+        if self._future.done():
+            self._future.result()  # raises the start-up error
+        return self
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Stop a worker started with :meth:`start` (graceful: in-flight work finishes)."""
+        if self._future is None:
+            return
+        portal().call(self.astop(), timeout)
+        self._future.result(timeout)
+        self._future = None
+
+    @property
+    def running(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    async def __aenter__(self) -> Worker:
+        self._task = asyncio.create_task(self.run())
+        while not self._ready.is_set():
+            if self._task.done():
+                await self._task
+            await asyncio.sleep(0.001)  # registration takes one round trip
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+        await self._task
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- registry ---------------------------------------------------------------------------
+    def _registry_fields(self, status: str) -> list[Any]:
+        return [
+            "id", self.id, "queue", self.keys.queue, "host", self.host, "pid", os.getpid(),
+            "status", status, "concurrency", self.concurrency, "batch_size", self.batch_size,
+            "in_flight", len(self._in_flight), "heartbeat_s", self.heartbeat,
+            "last_seen_ms", int(time.time() * 1000), "processed", self.processed,
+            "failed", self.failed, "service_ms_ewma", round(self.service_ms_ewma or 0.0, 3),
+        ]
+
+    def _beat_cmds(self, status: str) -> list[tuple[Any, ...]]:
+        k, now = self.keys, int(time.time() * 1000)
+        ttl = max(2, int(self.heartbeat * 3 + 1))
+        return [
+            ("HSET", k.worker(self.id), *self._registry_fields(status)),
+            ("EXPIRE", k.worker(self.id), ttl),
+            ("ZADD", k.workers, now, self.id),
+            ("ZREMRANGEBYSCORE", k.workers, "-inf", now - int(self.heartbeat * 10_000)),
+        ]
+
+    async def _register(self) -> None:
+        assert self._conn
+        await self._conn.ensure()
+        k = self.keys
+        await self._conn.pipeline([
+            ("SADD", k.queues, k.queue), ("DEL", k.control(self.id)),
+            ("HSET", k.worker(self.id), "started_ms", int(time.time() * 1000)),
+            *self._beat_cmds("idle"),
+        ])
+
+    async def _deregister(self) -> None:
+        assert self._conn
+        k = self.keys
+        await self._conn.pipeline([
+            ("DEL", k.worker(self.id)), ("ZREM", k.workers, self.id), ("DEL", k.control(self.id)),
+        ])
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._conn
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            status = "stopping" if self._stopping else ("busy" if self._in_flight else "idle")
+            cmds = self._beat_cmds(status)
+            if self._in_flight:
+                cmds.append(Conn.script_cmd(
+                    "renew", [self.keys.running], [self.lease_ms, *self._in_flight]
+                ))
+            try:
+                await self._conn.pipeline(cmds)
+            except RtqError as exc:
+                log.warning("worker %s heartbeat failed: %s", self.id, exc)
+
+    # ---- the work loop --------------------------------------------------------------------
+    def _pop_cmd(self, count: int, consumed: int) -> tuple[Any, ...]:
+        k = self.keys
+        return Conn.script_cmd(
+            "pop", [k.pending, k.running, k.wake],
+            [k.base, self.id, self.lease_ms, count, consumed, self.retention],
+        )
+
+    async def _slot(self, executor: ThreadPoolExecutor) -> None:
+        assert self._conn
+        batch: list[_Popped] = []
+        backoff = 0.05
+        while True:
+            try:
+                if not batch:
+                    if self._stopping:
+                        return
+                    batch = await self._fetch()
+                    if not batch:
+                        continue
+                outcomes = await self._process(batch, executor)
+                batch = await self._deliver(batch, outcomes)
+                backoff = 0.05
+            except RedisUnavailable as exc:
+                log.warning("worker %s: %s; retrying in %.2f s", self.id, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:  # never let one bad request kill the worker
+                log.exception("worker %s: unexpected error in work loop", self.id)
+                batch = []
+                await asyncio.sleep(backoff)
+
+    async def _fetch(self) -> list[_Popped]:
+        """Block until work arrives (or a stop token / the block timeout), popping in the same
+        round trip; then, when batching, gather more for up to ``batch_wait``."""
+        assert self._conn
+        k = self.keys
+        if self._fetch_cmd is None:
+            self._fetch_cmd = pack([
+                ("BLPOP", k.control(self.id), k.wake, self.block_timeout),
+                self._pop_cmd(self.batch_size, 1),
+            ])
+        replies = await self._conn.pipeline([self._fetch_cmd])
+        got = await self._accept(replies[-1])
+        if self.batch_size > 1 and got and len(got) < self.batch_size and self.batch_wait > 0:
+            end = time.monotonic() + self.batch_wait
+            while len(got) < self.batch_size and not self._stopping:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                replies = await self._conn.pipeline([
+                    ("BLPOP", k.control(self.id), k.wake, max(left, 0.001)),
+                    self._pop_cmd(self.batch_size - len(got), 1),
+                ])
+                got += await self._accept(replies[-1])
+        return got
+
+    async def _accept(self, flat: list[Any]) -> list[_Popped]:
+        """Parse POP's reply; malformed records fail right here (nothing else is touched)."""
+        out: list[_Popped] = []
+        for i in range(0, len(flat), 3):
+            rid, kind, payload = flat[i], flat[i + 1], flat[i + 2]
+            if kind == "gone":
+                log.warning("dropped queued id %r: it has no record (TTL ran out or garbage)", rid)
+                continue
+            if kind != "run":
+                log.debug("skipped queued id %r (status %s)", rid, payload)
+                continue
+            try:
+                attempt, request = parse_job(rid, payload, JOB_FIELDS)
+            except (MalformedRecord, ValueError, TypeError) as exc:
+                attempt = payload[0] if isinstance(payload, list) and payload else ""
+                stream = isinstance(payload, list) and len(payload) > 7 and payload[7] == "1"
+                p = _Popped(rid, str(attempt), stream, None)
+                self._in_flight[rid] = p
+                log.warning("failing malformed request %r: %s", rid, exc)
+                await self._complete_now(p, _invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {exc}"))
+                continue
+            p = _Popped(rid, attempt, request.stream, request)
+            self._in_flight[rid] = p
+            out.append(p)
+        return out
+
+    async def _process(self, batch: list[_Popped], executor: ThreadPoolExecutor) -> list[_invoke.Outcome]:
+        writers = [self._writer(p) for p in batch]
+        if self.batch_size > 1:
+            return await _invoke.run_batch(self.handler, writers, executor)
+        return [await _invoke.run_single(self.handler, writers[0], executor)]
+
+    def _writer(self, p: _Popped) -> _invoke.StreamWriter:
+        assert p.request is not None
+        send = self._sender(p) if p.stream else None
+        return _invoke.StreamWriter(p.request, send, make_chunker(self.granularity), self.flush_interval)
+
+    def _append_cmd(self, p: _Popped, e: Entry) -> tuple[Any, ...]:
+        first = "1" if p.flushed == 0 else "0"
+        p.flushed += 1
+        return Conn.script_cmd(
+            "append", [self.keys.request(p.id), self.keys.stream(p.id)],
+            [self.id, p.attempt, self.retention, first, e.seq, e.count, e.text],
+        )
+
+    def _sender(self, p: _Popped) -> Callable[[Entry], Any]:
+        async def send(entry: Entry) -> int:
+            assert self._conn
+            return int((await self._conn.pipeline([self._append_cmd(p, entry)]))[0])
+        return send
+
+    def _complete_cmds(self, p: _Popped, o: _invoke.Outcome) -> list[tuple[Any, ...]]:
+        k = self.keys
+        cmds: list[tuple[Any, ...]] = []
+        if o.tail is not None and o.stopped == 1:
+            cmds.append(self._append_cmd(p, o.tail))
+        status, value, error = o.status, o.value, o.error
+        if status is Status.CANCELLED:
+            return cmds  # the cancel script already told the client
+        try:
+            envelope = encode_envelope(status, value, error)
+            field, text = ("result", _json(value)) if status is Status.COMPLETED else ("error", error or "")
+        except EncodingError as exc:
+            status, error = Status.FAILED, f"EncodingError: handler result: {exc}"
+            envelope, field, text = encode_envelope(status, None, error), "error", error
+        cmds.append(Conn.script_cmd(
+            "complete", [k.request(p.id), k.result(p.id), k.stream(p.id), k.running, k.stats],
+            [self.id, p.attempt, p.id, status.value, field, text, envelope,
+             "1" if p.stream else "0", self.retention, o.pieces],
+        ))
+        if status is Status.COMPLETED:
+            self.processed += 1
+        else:
+            self.failed += 1
+        ms = (time.monotonic() - p.started) * 1000
+        self.service_ms_ewma = ms if self.service_ms_ewma is None else 0.9 * self.service_ms_ewma + 0.1 * ms
+        return cmds
+
+    async def _complete_now(self, p: _Popped, o: _invoke.Outcome) -> None:
+        assert self._conn
+        try:
+            await self._conn.pipeline(self._complete_cmds(p, o))
+        finally:
+            self._in_flight.pop(p.id, None)
+
+    async def _deliver(self, batch: list[_Popped], outcomes: list[_invoke.Outcome]) -> list[_Popped]:
+        """Complete every request of the batch and pop the next batch, in one round trip."""
+        assert self._conn
+        cmds = [c for p, o in zip(batch, outcomes) for c in self._complete_cmds(p, o)]
+        fetch = not self._stopping
+        if fetch:
+            if self._pop_next_cmd is None:
+                self._pop_next_cmd = pack([self._pop_cmd(self.batch_size, 0)])
+            cmds.append(self._pop_next_cmd)
+        try:
+            replies = await self._conn.pipeline(cmds)
+        finally:
+            for p in batch:
+                self._in_flight.pop(p.id, None)
+        return await self._accept(replies[-1]) if fetch else []
+
+    def __repr__(self) -> str:
+        state = "running" if self.running or self._stopped_evt and not self._stopped_evt.is_set() else "stopped"
+        return (f"<Worker {self.id or '(not started)'} queue={self.keys.queue!r} "
+                f"concurrency={self.concurrency} {state} processed={self.processed}>")
+
+    def _repr_html_(self) -> str:
+        import html
+        return f"<div class='rtq-worker'><b>rtq worker</b> <code>{html.escape(repr(self))}</code></div>"
+
+
+def _json(value: Any) -> str:
+    from ._models import dumps
+
+    return dumps(value, "handler result")

@@ -94,7 +94,7 @@ def make_chunker(spec: ChunkerSpec) -> Chunker:
             f"unknown granularity {spec!r}: use 'token', 'sentence', 'fixed:N' "
             "or an object with feed(text)->list[str] and flush()->list[str]"
         )
-    if isinstance(spec, Chunker):
+    if isinstance(spec, Chunker) and not isinstance(spec, type):
         return spec
     if callable(spec):
         made = spec()
@@ -115,9 +115,14 @@ class Entry:
 class Coalescer:
     """Buffers pieces and says when to flush: at once if the last flush is older than
     ``interval`` seconds (so the first token goes out immediately), else at
-    ``last_flush + interval``; a buffer above ``max_chars`` is due at once."""
+    ``last_flush + interval``; a buffer above ``max_chars`` is due at once.
 
-    def __init__(self, interval: float, max_chars: int = 65536) -> None:
+    ``merge=True`` (token granularity) joins the buffered pieces into one entry; with
+    ``merge=False`` (sentences, fixed chunks, custom) each piece stays its own entry and
+    only the round trip is shared."""
+
+    def __init__(self, interval: float, max_chars: int = 65536, *, merge: bool = True) -> None:
+        self.merge = merge
         if interval < 0:
             raise ConfigurationError(f"flush interval must be >= 0 seconds, got {interval}")
         self.interval = interval
@@ -148,12 +153,17 @@ class Coalescer:
             return float("-inf")
         return self._last_flush + self.interval
 
-    def take(self, now: float) -> Entry | None:
-        """Merge everything buffered into one entry and mark ``now`` as the flush time."""
+    def take(self, now: float) -> list[Entry]:
+        """Everything buffered, as entries (one merged, or one per piece); marks ``now`` as
+        the flush time. Empty list when nothing is buffered."""
         if not self._pieces:
-            return None
-        entry = Entry(self._next_seq, len(self._pieces), "".join(self._pieces))
+            return []
+        seq = self._next_seq
+        if self.merge:
+            entries = [Entry(seq, len(self._pieces), "".join(self._pieces))]
+        else:
+            entries = [Entry(seq + i, 1, p) for i, p in enumerate(self._pieces)]
         self._next_seq += len(self._pieces)
         self._pieces, self._chars = [], 0
         self._last_flush = now
-        return entry
+        return entries

@@ -15,13 +15,13 @@ import json
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._chunking import Chunker, Coalescer, Entry
 from ._models import Request, Status
 
-SendFn = Callable[[Entry], Awaitable[int]]
+SendFn = Callable[[list[Entry]], Awaitable[int]]
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Outcome:
     status: Status
     value: Any = None
     error: str | None = None
-    tail: Entry | None = None
+    tail: list[Entry] = field(default_factory=list)
     stopped: int = 1  # 1 normal, 0 lease lost, -1 cancelled (from the last stream append)
     pieces: int = 0  # stream pieces produced
 
@@ -43,11 +43,14 @@ def describe(exc: BaseException) -> str:
 class StreamWriter:
     """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
 
-    def __init__(self, request: Request, send: SendFn | None, chunker: Chunker, interval: float):
+    def __init__(
+        self, request: Request, send: SendFn | None, chunker: Chunker, interval: float,
+        *, merge: bool = True,
+    ) -> None:
         self.request = request
         self._send = send
         self._chunker = chunker
-        self._co = Coalescer(interval)
+        self._co = Coalescer(interval, merge=merge)
         self._parts: list[str] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -97,14 +100,14 @@ class StreamWriter:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
                     continue
-                entry = self._co.take(loop.time())
-                if entry is not None:
-                    self.state = await self._send(entry)
+                entries = self._co.take(loop.time())
+                if entries:
+                    self.state = await self._send(entries)
                     if self.state != 1:
                         self.request.cancelled = self.state == -1
                         return
 
-    async def close(self) -> Entry | None:
+    async def close(self) -> list[Entry]:
         """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
         for piece in self._chunker.flush():
             self._add(piece)
@@ -112,7 +115,7 @@ class StreamWriter:
         self._wake.set()
         if self._task is not None:
             await self._task
-        return None if self.stopped else self._co.take(0.0)
+        return [] if self.stopped else self._co.take(0.0)
 
 
 class _ThreadFeed:

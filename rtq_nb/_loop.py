@@ -62,6 +62,11 @@ class LoopThread:
             except StopAsyncIteration:
                 return
 
+    def iterate_batches(self, ait: AsyncIterator[list[T]]) -> Iterator[T]:
+        """Flatten an async iterator of lists: one thread hop per list, not per item."""
+        for batch in self.iterate(ait):
+            yield from batch
+
 
 async def _anext(nxt: Any) -> Any:
     return await nxt()

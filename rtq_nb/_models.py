@@ -235,8 +235,9 @@ def parse_job(request_id: str, payload: list[str], fields: tuple[str, ...]) -> t
         v = values.get(name, "")
         if v == "" and not required:
             return None
+        v = need(name)
         try:
-            return int(need(name))
+            return int(v)
         except ValueError:
             raise MalformedRecord(f"request {request_id!r}: field {name!r} is not an integer: {v!r:.50}") from None
 

@@ -175,7 +175,11 @@ class Conn:
             return self._idle.pop()
         pool = self.redis.connection_pool
         conn = pool.connection_class(**pool.connection_kwargs)
-        await conn.connect()
+        try:
+            await conn.connect()
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
         return conn
 
     async def pipeline(self, commands: Sequence[Command]) -> list[Any]:

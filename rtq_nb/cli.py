@@ -5,6 +5,7 @@
     rtq-nb bench    measure rtq_nb against a raw redis-py floor in the same run
     rtq-nb redis    run an embedded redis-server in the foreground and print its URLs
     rtq-nb status   pending counts, workers and counters of a queue
+    rtq-nb lab      JupyterLab on the sample notebooks, with a Redis available
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def cmd_redis(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(a: argparse.Namespace) -> int:
+    from .lab import run_lab
+
+    return run_lab(a.url, a.dir, a.port, not a.no_browser)
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     from .sync import Client
 
@@ -192,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("redis", help="run an embedded redis-server until Ctrl-C")
     r.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     r.set_defaults(fn=cmd_redis)
+
+    lab = sub.add_parser("lab", help="JupyterLab on the sample notebooks, with a Redis available",
+                         description="Open JupyterLab on the sample notebooks. Kernels get "
+                         "RTQ_REDIS_URL: the --url given, else $RTQ_REDIS_URL/$REDIS_URL, else "
+                         "an embedded redis-server that lives as long as JupyterLab.")
+    lab.add_argument("--url", default=None, help=URL_HELP)
+    lab.add_argument("--dir", default="notebooks", help="notebook folder (default: %(default)s)")
+    lab.add_argument("--port", type=int, default=None, help="JupyterLab port (default: free)")
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    lab.set_defaults(fn=cmd_lab)
 
     s = sub.add_parser("status", help="print a queue's pending counts, workers and counters")
     common(s)

@@ -180,6 +180,18 @@ class AsyncClient:
         async for chunk in handle.chunks(_before=cmds):
             yield chunk
 
+    async def stream_batches(self, input: Any, **kw: Any) -> AsyncIterator[list[Chunk]]:
+        """Like :meth:`stream`, one list of chunks per Redis read."""
+        cmds, handle = self._prepare(
+            input, priority=kw.pop("priority", 0), timeout=kw.pop("timeout", DEFAULT),
+            stream=True, params=kw.pop("params", None), request_id=kw.pop("request_id", None),
+            queue=kw.pop("queue", None), inline=True,
+        )
+        if kw:
+            raise TypeError(f"stream() got unexpected arguments: {', '.join(kw)}")
+        async for batch in handle.batches(_before=cmds):
+            yield batch
+
     def handle(self, request_id: str, *, stream: bool = False, queue: str | None = None) -> AsyncRequestHandle:
         """A handle for an existing request id (e.g. to watch a stream from a second viewer)."""
         return AsyncRequestHandle(

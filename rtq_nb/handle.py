@@ -132,6 +132,14 @@ class AsyncRequestHandle:
     ) -> AsyncIterator[Chunk]:
         """Yield the stream's chunks in order, fetching them in batches; ends at the end
         marker. Resumes where this handle left off if called again."""
+        async for batch in self.batches(timeout, _before=_before):
+            for chunk in batch:
+                yield chunk
+
+    async def batches(
+        self, timeout: float | None = None, *, _before: Sequence[tuple[Any, ...]] = ()
+    ) -> AsyncIterator[list[Chunk]]:
+        """Like :meth:`chunks`, one list per Redis read (what arrived together)."""
         key = self.keys.stream(self.id)
         before = list(_before)
         t0 = time.monotonic()
@@ -146,11 +154,14 @@ class AsyncRequestHandle:
                 if end is not None and time.monotonic() >= end:
                     await self._on_timeout(time.monotonic() - t0)
                 continue
+            batch = []
             for entry_id, fields in got[0][1]:
                 self._last_entry = entry_id
                 chunk = self._on_entry(entry_id, pairs(fields))
                 if chunk is not None:
-                    yield chunk
+                    batch.append(chunk)
+            if batch:
+                yield batch
         if self._outcome is not Status.COMPLETED:
             self._finish_outcome()
 

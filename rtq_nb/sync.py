@@ -79,7 +79,7 @@ class RequestHandle:
 
     def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
         """Iterate the stream's chunks (``str`` text deltas with ``.seq``/``.count``)."""
-        return self._portal.iterate(self._async.chunks(timeout))
+        return self._portal.iterate_batches(self._async.batches(timeout))
 
     def __iter__(self) -> Iterator[Chunk]:
         return self.chunks()
@@ -154,7 +154,7 @@ class Client:
 
     def stream(self, input: Any, **kw: Any) -> Iterator[Chunk]:
         """Submit a streaming request and iterate its text deltas as they arrive."""
-        return self._portal.iterate(self._async.stream(input, **kw))
+        return self._portal.iterate_batches(self._async.stream_batches(input, **kw))
 
     cancel = _facade(AsyncClient.cancel)
     get = _facade(AsyncClient.get)

@@ -8,6 +8,7 @@ list and pops in the same round trip (``BLPOP wake`` + ``POP`` pipelined): no po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -125,6 +126,8 @@ class Worker:
         finally:
             if beat:
                 beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
             executor.shutdown(wait=False)
             try:
                 await self._deregister()
@@ -336,26 +339,30 @@ class Worker:
     def _writer(self, p: _Popped) -> _invoke.StreamWriter:
         assert p.request is not None
         send = self._sender(p) if p.stream else None
-        return _invoke.StreamWriter(p.request, send, make_chunker(self.granularity), self.flush_interval)
-
-    def _append_cmd(self, p: _Popped, e: Entry) -> tuple[Any, ...]:
-        first = "1" if p.flushed == 0 else "0"
-        p.flushed += 1
-        return Conn.script_cmd(
-            "append", [self.keys.request(p.id), self.keys.stream(p.id)],
-            [self.id, p.attempt, self.retention, first, e.seq, e.count, e.text],
+        return _invoke.StreamWriter(
+            p.request, send, make_chunker(self.granularity), self.flush_interval,
+            merge=self.granularity in (None, "token"),
         )
 
-    def _sender(self, p: _Popped) -> Callable[[Entry], Any]:
-        async def send(entry: Entry) -> int:
+    def _append_cmd(self, p: _Popped, entries: list[Entry]) -> tuple[Any, ...]:
+        first = "1" if p.flushed == 0 else "0"
+        p.flushed += 1
+        triples = [x for e in entries for x in (e.seq, e.count, e.text)]
+        return Conn.script_cmd(
+            "append", [self.keys.request(p.id), self.keys.stream(p.id)],
+            [self.id, p.attempt, self.retention, first, *triples],
+        )
+
+    def _sender(self, p: _Popped) -> Callable[[list[Entry]], Any]:
+        async def send(entries: list[Entry]) -> int:
             assert self._conn
-            return int((await self._conn.pipeline([self._append_cmd(p, entry)]))[0])
+            return int((await self._conn.pipeline([self._append_cmd(p, entries)]))[0])
         return send
 
     def _complete_cmds(self, p: _Popped, o: _invoke.Outcome) -> list[tuple[Any, ...]]:
         k = self.keys
         cmds: list[tuple[Any, ...]] = []
-        if o.tail is not None and o.stopped == 1:
+        if o.tail and o.stopped == 1:
             cmds.append(self._append_cmd(p, o.tail))
         status, value, error = o.status, o.value, o.error
         if status is Status.CANCELLED:

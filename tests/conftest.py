@@ -1,0 +1,116 @@
+"""Shared fixtures: one real redis-server per test session, a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rtq_nb import Client, Worker
+from rtq_nb.embedded import EmbeddedRedis
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or os.environ.get("RTQ_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tcp=True) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(url: str, prefix: str) -> Iterator[Client]:
+    c = Client(url, prefix=prefix, timeout=30)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def raw(redis_server: EmbeddedRedis) -> Iterator[Any]:
+    """A plain redis-py client (for inspecting and corrupting data)."""
+    import redis
+
+    r = redis.Redis(unix_socket_path=redis_server.socket_path, decode_responses=True)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def start_worker(url: str, prefix: str) -> Iterator[Callable[..., Worker]]:
+    """Start in-process workers (on rtq_nb's loop thread); all are stopped at teardown."""
+    started: list[Worker] = []
+
+    def start(handler: Any, **kw: Any) -> Worker:
+        kw.setdefault("prefix", prefix)
+        w = Worker(handler, url, **kw).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def worker_process(url: str, prefix: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``rtq-nb worker`` processes (real separate processes); all end at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(handler: str, *args: str, queue: str = "default") -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "rtq_nb.cli", "worker", handler, "--url", url,
+             "--prefix", prefix, "--queue", queue, *args],
+        )
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until truthy (for conditions we cannot block on, like a process's
+    registry entry appearing); fails the test with ``what`` after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)

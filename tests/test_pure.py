@@ -1,0 +1,206 @@
+"""Pure logic, no Redis: scores, chunking, coalescing, record parsing, encoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtq_nb._chunking import (
+    Coalescer,
+    FixedChunker,
+    SentenceChunker,
+    TokenChunker,
+    make_chunker,
+)
+from rtq_nb._keys import Keys, check_id
+from rtq_nb._models import (
+    Chunk,
+    RequestRecord,
+    Status,
+    decode_envelope,
+    dumps,
+    encode_envelope,
+    parse_job,
+    timeout_to_ms,
+)
+from rtq_nb._scores import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    SEQ_SPAN,
+    check_priority,
+    decode_priority,
+    encode_score,
+    priority_bounds,
+)
+from rtq_nb._scripts import JOB_FIELDS
+from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
+
+priorities = st.integers(PRIORITY_MIN, PRIORITY_MAX)
+seqs = st.integers(1, SEQ_SPAN - 1)
+
+
+@given(st.lists(st.tuples(priorities, st.integers(1, 10**6)), min_size=2, max_size=200, unique_by=lambda t: t[1]))
+def test_pop_order_is_priority_then_fifo(reqs: list[tuple[int, int]]) -> None:
+    """Sorting by score descending (ZPOPMAX order) = priority descending, then arrival."""
+    by_score = sorted(reqs, key=lambda r: encode_score(r[0], r[1]), reverse=True)
+    expected = sorted(reqs, key=lambda r: (-r[0], r[1]))
+    assert by_score == expected
+
+
+@given(priorities, seqs)
+def test_score_is_exact_as_double_and_decodes(priority: int, seq: int) -> None:
+    score = encode_score(priority, seq)
+    assert float(score) == score  # exact in a double, as Redis stores it
+    assert decode_priority(float(score)) == priority
+    lo, hi = priority_bounds(priority)
+    assert lo <= score <= hi
+
+
+@given(priorities, seqs, seqs)
+def test_neighbouring_seqs_never_collide(priority: int, a: int, b: int) -> None:
+    if a != b:
+        assert float(encode_score(priority, a)) != float(encode_score(priority, b))
+
+
+@pytest.mark.parametrize("bad", [1001, -1001, 1.5, True, "3", None])
+def test_priority_validation_names_the_problem(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="priority"):
+        check_priority(bad)  # type: ignore[arg-type]
+
+
+def test_sentence_chunker() -> None:
+    c = SentenceChunker()
+    out = []
+    for piece in ["Hello wor", "ld. How are", " you? Fine", "!\nOk"]:
+        out += c.feed(piece)
+    out += c.flush()
+    assert out == ["Hello world. ", "How are you? ", "Fine!\n", "Ok"]
+    assert "".join(out) == "Hello world. How are you? Fine!\nOk"
+
+
+def test_fixed_and_token_chunkers() -> None:
+    f = FixedChunker(4)
+    assert f.feed("abcdefghij") == ["abcd", "efgh"]
+    assert f.feed("k") == []
+    assert f.flush() == ["ijk"]
+    assert TokenChunker().feed("") == [] and TokenChunker().feed("x") == ["x"]
+    assert isinstance(make_chunker("fixed:3"), FixedChunker)
+    with pytest.raises(ConfigurationError, match="granularity"):
+        make_chunker("paragraphs")
+
+
+def test_custom_chunker_factory() -> None:
+    class Upper:
+        def feed(self, text: str) -> list[str]:
+            return [text.upper()]
+
+        def flush(self) -> list[str]:
+            return []
+
+    assert make_chunker(Upper).feed("a") == ["A"]
+
+
+def test_coalescer_first_piece_immediately_then_interval() -> None:
+    co = Coalescer(interval=0.02)
+    assert co.due_at() == float("inf")
+    co.add("a")
+    assert co.due_at() == float("-inf")  # never flushed: due at once
+    [e] = co.take(now=10.0)
+    assert (e.seq, e.count, e.text) == (0, 1, "a")
+    for t in "bcd":
+        co.add(t)
+    assert co.due_at() == pytest.approx(10.02)
+    [e] = co.take(now=10.02)
+    assert (e.seq, e.count, e.text) == (1, 3, "bcd")
+    assert co.take(now=11) == []
+
+
+def test_coalescer_without_merge_keeps_pieces_apart() -> None:
+    co = Coalescer(interval=1.0, merge=False)
+    for t in ["One. ", "Two. "]:
+        co.add(t)
+    assert [(e.seq, e.count, e.text) for e in co.take(0.0)] == [(0, 1, "One. "), (1, 1, "Two. ")]
+
+
+def test_coalescer_size_cap_flushes_at_once() -> None:
+    co = Coalescer(interval=10, max_chars=5)
+    co.add("x")
+    co.take(0.0)
+    co.add("123456")
+    assert co.due_at() == float("-inf")
+
+
+def test_keys_share_one_hash_tag_per_queue() -> None:
+    k = Keys("rtq", "gpu")
+    names = [k.pending, k.running, k.wake, k.seq, k.history, k.stats, k.workers, k.clients,
+             k.request("a"), k.result("a"), k.stream("a"), k.worker("w"), k.client("c")]
+    assert all(n.startswith("rtq:{gpu}:") for n in names)
+    with pytest.raises(ConfigurationError):
+        Keys("rtq", "bad{queue}")
+    with pytest.raises(ConfigurationError):
+        check_id("has space")
+
+
+def test_dumps_rejects_non_json_with_advice() -> None:
+    with pytest.raises(EncodingError, match="input must be JSON-serialisable"):
+        dumps({1, 2}, "input")
+    with pytest.raises(EncodingError):
+        dumps(float("nan"), "input")
+    with pytest.raises(EncodingError, match="timeout"):
+        timeout_to_ms(-1)
+
+
+def test_envelopes_round_trip() -> None:
+    assert decode_envelope(encode_envelope(Status.COMPLETED, {"a": [1]})) == (Status.COMPLETED, {"a": [1]}, None)
+    assert decode_envelope(encode_envelope(Status.FAILED, error="boom")) == (Status.FAILED, None, "boom")
+    with pytest.raises(MalformedRecord):
+        decode_envelope("{not json")
+
+
+def _job(**over: str) -> list[str]:
+    base = {"v": "1", "id": "r1", "queue": "q", "priority": "3", "input": '"hi"',
+            "params": "{}", "stream": "1", "created_ms": "5", "deadline_ms": "0"}
+    base.update(over)
+    return ["1", *(base[f] for f in JOB_FIELDS)]
+
+
+def test_parse_job_ok() -> None:
+    attempt, req = parse_job("r1", _job(), JOB_FIELDS)
+    assert attempt == "1" and req.input == "hi" and req.stream and req.priority == 3
+    assert req.deadline_ms is None
+
+
+@pytest.mark.parametrize(
+    ("over", "msg"),
+    [
+        ({"input": "{bad"}, "'input' is not valid JSON"),
+        ({"input": ""}, "missing field 'input'"),
+        ({"params": "[1]"}, "'params' must be a JSON object"),
+        ({"v": "9"}, "unsupported wire version 9"),
+        ({"priority": "high"}, "'priority' is not an integer"),
+        ({"stream": "yes"}, "'stream' must be"),
+        ({"id": "other"}, "does not match"),
+    ],
+)
+def test_parse_job_rejects_garbage_precisely(over: dict[str, str], msg: str) -> None:
+    with pytest.raises(MalformedRecord, match=msg):
+        parse_job("r1", _job(**over), JOB_FIELDS)
+
+
+def test_record_from_redis_malformed() -> None:
+    with pytest.raises(MalformedRecord, match="status"):
+        RequestRecord.from_redis({"v": "1", "id": "x", "client": "c", "queue": "q",
+                                  "priority": "0", "status": "weird"})
+    with pytest.raises(MalformedRecord, match="result"):
+        RequestRecord.from_redis({"v": "1", "id": "x", "client": "c", "queue": "q",
+                                  "priority": "0", "status": "completed", "result": "{"})
+
+
+def test_chunk_is_a_str_with_metadata() -> None:
+    c = Chunk("abc", seq=4, count=2, entry_id="1700000000123-0")
+    assert c == "abc" and c.upper() == "ABC" and c.seq == 4 and c.count == 2
+    assert c.timestamp_ms == 1700000000123
+    assert json.dumps(c) == '"abc"'

@@ -19,7 +19,9 @@ HERE = Path(__file__).resolve().parent
 Cell = tuple[str, str]
 
 QUICKSTART: list[Cell] = [
-    ("md", """\
+    (
+        "md",
+        """\
 # rtq_nb quickstart
 
 A real-time inference queue on Redis, from one notebook:
@@ -34,8 +36,11 @@ A real-time inference queue on Redis, from one notebook:
 5. **stop** the worker.
 
 In production the worker runs next to the GPU (`rtq-nb worker package.module:handler --url
-redis://...`) and only the client lives in the notebook."""),
-    ("code", """\
+redis://...`) and only the client lives in the notebook.""",
+    ),
+    (
+        "code",
+        """\
 from IPython.display import HTML, display
 
 from rtq_nb import AsyncClient, Client, Worker
@@ -43,65 +48,101 @@ from rtq_nb.demo import fake_llm
 from rtq_nb.notebook import stream_view
 
 client = Client()  # $RTQ_REDIS_URL if set, else an embedded redis-server
-client"""),
-    ("md", """\
+client""",
+    ),
+    (
+        "md",
+        """\
 ## A worker, in the background of this kernel
 
 `Worker(handler, url, concurrency=N).start()` returns once the worker is registered and
-taking requests; it keeps serving while you run other cells."""),
-    ("code", """\
+taking requests; it keeps serving while you run other cells.""",
+    ),
+    (
+        "code",
+        """\
 worker = Worker(fake_llm, client.url, concurrency=2).start()
-worker"""),
-    ("md", """\
+worker""",
+    ),
+    (
+        "md",
+        """\
 ## Stream an answer into a widget
 
 `stream_view` submits a streaming request and shows its text as the tokens arrive (60 tokens
 at 30 tokens/s: about two seconds). `block=True` makes the cell wait until the answer is
-complete; without it the cell returns at once and the widget keeps filling."""),
-    ("code", """\
+complete; without it the cell returns at once and the widget keeps filling.""",
+    ),
+    (
+        "code",
+        """\
 PROMPT = "Explain how a Redis queue serves real-time inference."
 PARAMS = {"tokens": 60, "rate": 30}
 
-view = stream_view(client, PROMPT, params=PARAMS, block=True)"""),
-    ("code", """\
+view = stream_view(client, PROMPT, params=PARAMS, block=True)""",
+    ),
+    (
+        "code",
+        """\
 print(f"status: {view.status}; widget updates: {view.update_count}; "
-      f"{len(view.text.split())} words")"""),
-    ("md", """\
+      f"{len(view.text.split())} words")""",
+    ),
+    (
+        "md",
+        """\
 ## The same request through the sync API
 
 `client.call` submits and waits for the whole result in one round trip; `client.stream`
-yields text deltas (`Chunk`, a `str` with `.seq`/`.count`) as they arrive. The fake model is
+yields text deltas (`Chunk`, a `str` with `.seq`/`.pieces`) as they arrive. The fake model is
 deterministic, so every answer to the prompt is the same; here it runs at full speed
-(`rate: 0`) to keep the notebook quick."""),
-    ("code", """\
+(`rate: 0`) to keep the notebook quick.""",
+    ),
+    (
+        "code",
+        """\
 FAST = {**PARAMS, "rate": 0}
 answer = client.call(PROMPT, params=FAST)
 streamed = "".join(client.stream(PROMPT, params=FAST))
 assert answer == streamed == view.text, (answer, streamed, view.text)
-print(answer)"""),
-    ("md", """\
+print(answer)""",
+    ),
+    (
+        "md",
+        """\
 ## ... and through the async API
 
-Jupyter cells can `await` directly. `AsyncClient` is the asyncio core that `Client` wraps."""),
-    ("code", """\
+Jupyter cells can `await` directly. `AsyncClient` is the asyncio core that `Client` wraps.""",
+    ),
+    (
+        "code",
+        """\
 async with AsyncClient(client.url) as aclient:
     async_answer = await aclient.call(PROMPT, params=FAST)
     async_streamed = "".join([chunk async for chunk in aclient.stream(PROMPT, params=FAST)])
 assert async_answer == async_streamed == answer
-print("async API: same answer,", len(async_answer), "characters")"""),
-    ("md", """\
+print("async API: same answer,", len(async_answer), "characters")""",
+    ),
+    (
+        "md",
+        """\
 ## Clean up
 
 `worker.stop()` is graceful: requests in flight finish first. The embedded Redis (if one was
-started) stops when the kernel shuts down."""),
-    ("code", """\
+started) stops when the kernel shuts down.""",
+    ),
+    (
+        "code",
+        """\
 worker.stop()
 client.close()
-display(HTML("<div class='rtq-quickstart-done'>[DONE] quickstart finished</div>"))"""),
+display(HTML("<div class='rtq-quickstart-done'>[DONE] quickstart finished</div>"))""",
+    ),
 ]
 
 PROMPT_LAB: list[Cell] = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Prompt lab: prompts x parameter sets
 
 `PromptLab` submits every prompt with every parameter set, shows their progress while they
@@ -110,16 +151,22 @@ run on the queue's workers, and collects the outcomes (text, timings) into a pan
 (status, queue wait, time to first chunk, duration).
 
 Here an in-process worker serving the fake model stands in for a GPU; the parameter sets vary
-the answer length (`tokens`) and the model's speed (`rate`, tokens/s)."""),
-    ("code", """\
+the answer length (`tokens`) and the model's speed (`rate`, tokens/s).""",
+    ),
+    (
+        "code",
+        """\
 from rtq_nb import Client, Worker, views
 from rtq_nb.demo import fake_llm
 from rtq_nb.notebook import PromptLab
 
 client = Client(queue="prompt-lab")  # $RTQ_REDIS_URL if set, else an embedded redis-server
 worker = Worker(fake_llm, client.url, queue="prompt-lab", concurrency=4).start()
-client"""),
-    ("code", """\
+client""",
+    ),
+    (
+        "code",
+        """\
 prompts = [
     "Summarise the benefits of a priority queue.",
     "Why do workers pull work instead of being pushed it?",
@@ -132,33 +179,54 @@ param_sets = [
 ]
 lab = PromptLab(client, prompts, param_sets)
 lab.run()   # returns at once; the widget shows progress
-lab.wait()"""),
-    ("code", """\
+lab.wait()""",
+    ),
+    (
+        "code",
+        """\
 results = lab.results()
 assert len(results) == len(prompts) * len(param_sets), results
-results"""),
+results""",
+    ),
     ("md", "Per parameter set: the answer length and the model's pace set the elapsed time."),
-    ("code", """\
+    (
+        "code",
+        """\
 param_set = results.params.map(lambda p: f"{p['tokens']} tokens @ {p['rate']}/s")
-results.groupby(param_set)[["tokens", "ttft_ms", "elapsed_s"]].mean().round(3)"""),
-    ("md", """\
+results.groupby(param_set)[["tokens", "ttft_ms", "elapsed_s"]].mean().round(3)""",
+    ),
+    (
+        "md",
+        """\
 ## What Redis recorded
 
 `views.history` reads the request records of this queue: one row per request with its status
-and the server-side timings."""),
-    ("code", """\
+and the server-side timings.""",
+    ),
+    (
+        "code",
+        """\
 history = views.history(client)
 assert len(history) >= len(prompts) * len(param_sets), history
-history"""),
-    ("code", """\
-views.history(client, status="completed", limit=5)"""),
-    ("code", """\
+history""",
+    ),
+    (
+        "code",
+        """\
+views.history(client, status="completed", limit=5)""",
+    ),
+    (
+        "code",
+        """\
 worker.stop()
-client.close()"""),
+client.close()""",
+    ),
 ]
 
 QUEUE_INSPECTION: list[Cell] = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Inspecting a queue
 
 Attach to a running system and look at it as tables: what is **pending** (by priority),
@@ -167,56 +235,92 @@ is a live dashboard that refreshes itself every `interval` seconds.
 
 Set `RTQ_REDIS_URL` (e.g. `rtq-nb lab` does) to inspect a real deployment; without it this
 notebook starts an embedded Redis and creates a little traffic itself, so there is something
-to see."""),
-    ("code", """\
+to see.""",
+    ),
+    (
+        "code",
+        """\
 from rtq_nb import Client, Worker, views
 from rtq_nb.demo import fake_llm
 from rtq_nb.notebook import QueueMonitor
 
 client = Client(queue="inspection")  # $RTQ_REDIS_URL if set, else an embedded redis-server
-print("Redis:", client.url)"""),
-    ("md", """\
+print("Redis:", client.url)""",
+    ),
+    (
+        "md",
+        """\
 ## Some traffic: requests waiting at three priorities
 
 No worker serves the `inspection` queue yet, so they wait. Higher priority is served first;
-FIFO among equals."""),
-    ("code", """\
+FIFO among equals.""",
+    ),
+    (
+        "code",
+        """\
 handles = [
     client.submit(f"job {i}", priority=p, params={"tokens": 8, "rate": 100}, timeout=120)
     for i, p in enumerate([0, 0, 0, 5, 5, 10])
 ]
-views.pending(client)"""),
-    ("code", """\
-views.pending(client, by_priority=False)"""),
+views.pending(client)""",
+    ),
+    (
+        "code",
+        """\
+views.pending(client, by_priority=False)""",
+    ),
     ("md", "## A live monitor"),
-    ("code", """\
+    (
+        "code",
+        """\
 monitor = QueueMonitor(client, interval=0.5)
-monitor.start()"""),
-    ("md", """\
+monitor.start()""",
+    ),
+    (
+        "md",
+        """\
 ## Start a worker and let it drain the queue
 
-The monitor above follows along; `refresh()` forces an update now."""),
-    ("code", """\
+The monitor above follows along; `refresh()` forces an update now.""",
+    ),
+    (
+        "code",
+        """\
 worker = Worker(fake_llm, client.url, queue="inspection", concurrency=2).start()
 answers = [h.result() for h in handles]
 monitor.refresh()
-print(len(answers), "answers; pending now:", client.pending_count())"""),
-    ("code", """\
-views.workers(client)"""),
-    ("code", """\
-views.clients(client)"""),
-    ("code", """\
+print(len(answers), "answers; pending now:", client.pending_count())""",
+    ),
+    (
+        "code",
+        """\
+views.workers(client)""",
+    ),
+    (
+        "code",
+        """\
+views.clients(client)""",
+    ),
+    (
+        "code",
+        """\
 history = views.history(client)
 assert len(history) >= len(handles), history
-history"""),
-    ("code", """\
+history""",
+    ),
+    (
+        "code",
+        """\
 monitor.stop()
 worker.stop()
-client.close()"""),
+client.close()""",
+    ),
 ]
 
 SCALING: list[Cell] = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Scaling: throughput against clients x workers
 
 Worker **processes** (`rtq-nb worker rtq_nb.demo:aecho`, the cheapest possible handler: it
@@ -228,8 +332,11 @@ Everything (Redis, workers, clients, this kernel) shares this machine's CPU core
 throughput to grow only until the cores are busy: on a 2-core machine the grid measures the
 CPU cost per request more than the queue's ability to scale. Run the same notebook against a
 Redis on another host, with workers on other machines, to see horizontal scaling. The grid
-finishes in well under 30 s."""),
-    ("code", """\
+finishes in well under 30 s.""",
+    ),
+    (
+        "code",
+        """\
 import json
 import os
 import subprocess
@@ -247,11 +354,17 @@ QUEUE = f"scaling-{uuid.uuid4().hex[:6]}"
 CLIENTS = [1, 2, 4]
 WORKERS = [1, 2, 4]
 SECONDS = 1.0  # measuring time per grid point
-print(f"Redis {URL}, queue {QUEUE}, {os.cpu_count()} CPU cores")"""),
-    ("md", """\
+print(f"Redis {URL}, queue {QUEUE}, {os.cpu_count()} CPU cores")""",
+    ),
+    (
+        "md",
+        """\
 Each client process connects, makes one warm-up call, says `ready`, then runs one measurement
-per `go` line it reads on stdin. All clients of a grid point get their `go` at the same time."""),
-    ("code", """\
+per `go` line it reads on stdin. All clients of a grid point get their `go` at the same time.""",
+    ),
+    (
+        "code",
+        """\
 CLIENT_SCRIPT = r'''
 import json, sys, time
 from rtq_nb import Client
@@ -305,8 +418,11 @@ def measure(procs, seconds):
         p.stdin.write(f"{seconds}\\n")
         p.stdin.flush()
     runs = [json.loads(p.stdout.readline()) for p in procs]
-    return sum(r["n"] / r["s"] for r in runs)"""),
-    ("code", """\
+    return sum(r["n"] / r["s"] for r in runs)""",
+    ),
+    (
+        "code",
+        """\
 t_start = time.perf_counter()
 workers, clients, rows = [], [], []
 try:
@@ -339,8 +455,11 @@ elapsed = time.perf_counter() - t_start
 results = pd.DataFrame(rows)
 table = results.pivot(index="clients", columns="workers", values="requests_per_s")
 print(f"grid measured in {elapsed:.1f} s (requests/s; rows: clients, columns: workers)")
-table"""),
-    ("code", """\
+table""",
+    ),
+    (
+        "code",
+        """\
 try:
     import matplotlib.pyplot as plt
 except ImportError:
@@ -351,8 +470,11 @@ if plt is not None:
     ax.set_xlabel("client processes")
     ax.set_ylabel("requests/s")
     ax.legend(title="worker processes")
-    plt.show()"""),
-    ("md", """\
+    plt.show()""",
+    ),
+    (
+        "md",
+        """\
 ## Does it scale linearly?
 
 Linear scaling would mean `requests/s(n clients, n workers) = n x requests/s(1, 1)`: every
@@ -366,8 +488,11 @@ idle: on 2 cores expect sub-linear growth up to about 2 pairs and flat (or falli
 beyond, where extra processes mostly add context switches. Each point is measured for one
 second only, so numbers vary by some 10-20 % from run to run. That is the machine's limit,
 not the queue's: Redis alone does well over 100k simple commands/s on one core. To see horizontal
-scaling, put workers and clients on other machines (`rtq-nb lab --url redis://...`)."""),
-    ("code", """\
+scaling, put workers and clients on other machines (`rtq-nb lab --url redis://...`).""",
+    ),
+    (
+        "code",
+        """\
 base = table.loc[1, 1]
 pairs = zip(results.clients, results.workers, strict=True)
 results["linear"] = [base * min(c, w) for c, w in pairs]
@@ -384,7 +509,8 @@ for row in diagonal.itertuples():
 linear = bool((diagonal.efficiency >= 0.8).all())
 print("verdict:", "close to linear on this machine" if linear else
       "NOT linear on this machine: the processes compete for the same CPU cores")
-results"""),
+results""",
+    ),
 ]
 
 NOTEBOOKS: dict[str, list[Cell]] = {
@@ -398,7 +524,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 def build(name: str, cells: list[Cell]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python",
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
     }
     nb.metadata["language_info"] = {"name": "python"}
     for i, (kind, src) in enumerate(cells):

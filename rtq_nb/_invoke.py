@@ -44,8 +44,13 @@ class StreamWriter:
     """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
 
     def __init__(
-        self, request: Request, send: SendFn | None, chunker: Chunker, interval: float,
-        *, merge: bool = True,
+        self,
+        request: Request,
+        send: SendFn | None,
+        chunker: Chunker,
+        interval: float,
+        *,
+        merge: bool = True,
     ) -> None:
         self.request = request
         self._send = send
@@ -173,8 +178,10 @@ async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> No
 
 
 def _is_stream(value: Any) -> bool:
-    return inspect.isgenerator(value) or inspect.isasyncgen(value) or (
-        hasattr(value, "__anext__") and not isinstance(value, (str, bytes, dict, list))
+    return (
+        inspect.isgenerator(value)
+        or inspect.isasyncgen(value)
+        or (hasattr(value, "__anext__") and not isinstance(value, (str, bytes, dict, list)))
     )
 
 
@@ -218,8 +225,9 @@ async def _close_stream(writer: StreamWriter) -> Outcome:
     tail = await writer.close()
     if writer.state == -1 or writer.request.cancelled:
         return Outcome(Status.CANCELLED, stopped=-1)
-    return Outcome(Status.COMPLETED, value=writer.text, tail=tail, stopped=writer.state,
-                   pieces=writer.pieces)
+    return Outcome(
+        Status.COMPLETED, value=writer.text, tail=tail, stopped=writer.state, pieces=writer.pieces
+    )
 
 
 async def run_single(
@@ -262,8 +270,7 @@ async def run_batch(
         *(finish(v, w, executor) for v, w in zip(value, writers)), return_exceptions=True
     )
     return [
-        r if isinstance(r, Outcome) else Outcome(Status.FAILED, error=describe(r))
-        for r in results
+        r if isinstance(r, Outcome) else Outcome(Status.FAILED, error=describe(r)) for r in results
     ]
 
 

@@ -84,8 +84,17 @@ class RequestRecord(BaseModel):
     chunks: int = 0
 
     @field_validator(
-        "created_ms", "deadline_ms", "started_ms", "first_chunk_ms", "finished_ms",
-        "queue_wait_ms", "ttfc_ms", "duration_ms", "timeout_ms", "score", mode="before",
+        "created_ms",
+        "deadline_ms",
+        "started_ms",
+        "first_chunk_ms",
+        "finished_ms",
+        "queue_wait_ms",
+        "ttfc_ms",
+        "duration_ms",
+        "timeout_ms",
+        "score",
+        mode="before",
     )
     @classmethod
     def _opt_ms(cls, v: Any) -> int | None:
@@ -119,14 +128,17 @@ class RequestRecord(BaseModel):
                 try:
                     data[name] = json.loads(data[name])
                 except (TypeError, ValueError) as exc:
-                    raise MalformedRecord(f"field {name!r} is not valid JSON: {exc}", key=key) from exc
+                    raise MalformedRecord(
+                        f"field {name!r} is not valid JSON: {exc}", key=key
+                    ) from exc
             elif name in data:
                 data.pop(name)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
+                for e in exc.errors()
             )
             raise MalformedRecord(f"invalid request record: {problems}", key=key) from exc
 
@@ -143,17 +155,35 @@ class RequestRecord(BaseModel):
 
 
 def record_fields(
-    *, request_id: str, client: str, queue: str, priority: int, input: Any,
-    params: dict[str, Any] | None, stream: bool, timeout_ms: int,
+    *,
+    request_id: str,
+    client: str,
+    queue: str,
+    priority: int,
+    input: Any,
+    params: dict[str, Any] | None,
+    stream: bool,
+    timeout_ms: int,
 ) -> list[str]:
     """The field/value list a client writes at submission (the script adds the rest)."""
     if params is not None and not isinstance(params, dict):
-        raise EncodingError(f"params must be a dict of JSON-serialisable values, got {type(params).__name__}")
+        raise EncodingError(
+            f"params must be a dict of JSON-serialisable values, got {type(params).__name__}"
+        )
     del request_id, priority, timeout_ms  # the submit script stores these from its ARGV
     return [
-        "v", str(WIRE_VERSION), "client", client, "queue", queue,
-        "input", dumps(input, "input"), "params", dumps(params or {}, "params"),
-        "stream", "1" if stream else "0",
+        "v",
+        str(WIRE_VERSION),
+        "client",
+        client,
+        "queue",
+        queue,
+        "input",
+        dumps(input, "input"),
+        "params",
+        dumps(params or {}, "params"),
+        "stream",
+        "1" if stream else "0",
     ]
 
 
@@ -161,25 +191,32 @@ def timeout_to_ms(timeout: float | None) -> int:
     """Seconds (None or 0 = no deadline) to integer ms; rejects negatives and NaN."""
     if timeout is None or timeout == 0:
         return 0
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout) or timeout < 0:
-        raise EncodingError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise EncodingError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
     return max(1, int(timeout * 1000))
 
 
 class Chunk(str):
     """A text delta of a stream; a ``str`` with the chunk's metadata as attributes.
 
-    ``seq`` is the sequence number of its first piece, ``count`` how many pieces the worker
-    coalesced into it, ``entry_id`` the Redis stream entry id (resume point).
+    ``seq`` is the sequence number of its first piece, ``pieces`` how many pieces (tokens)
+    the worker coalesced into it, ``entry_id`` the Redis stream entry id (resume point).
     """
 
     seq: int
-    count: int
+    pieces: int
     entry_id: str
 
-    def __new__(cls, text: str, seq: int = 0, count: int = 1, entry_id: str = "") -> Chunk:
+    def __new__(cls, text: str, seq: int = 0, pieces: int = 1, entry_id: str = "") -> Chunk:
         obj = super().__new__(cls, text)
-        obj.seq, obj.count, obj.entry_id = seq, count, entry_id
+        obj.seq, obj.pieces, obj.entry_id = seq, pieces, entry_id
         return obj
 
     @property
@@ -210,9 +247,15 @@ class Request:
     @classmethod
     def from_record(cls, rec: RequestRecord) -> Request:
         return cls(
-            id=rec.id, input=rec.input, params=dict(rec.params), stream=rec.stream,
-            priority=rec.priority, attempt=rec.attempts, queue=rec.queue,
-            created_ms=rec.created_ms, deadline_ms=rec.deadline_ms or None,
+            id=rec.id,
+            input=rec.input,
+            params=dict(rec.params),
+            stream=rec.stream,
+            priority=rec.priority,
+            attempt=rec.attempts,
+            queue=rec.queue,
+            created_ms=rec.created_ms,
+            deadline_ms=rec.deadline_ms or None,
         )
 
 
@@ -239,17 +282,24 @@ def parse_job(request_id: str, payload: list[str], fields: tuple[str, ...]) -> t
         try:
             return int(v)
         except ValueError:
-            raise MalformedRecord(f"request {request_id!r}: field {name!r} is not an integer: {v!r:.50}") from None
+            raise MalformedRecord(
+                f"request {request_id!r}: field {name!r} is not an integer: {v!r:.50}"
+            ) from None
 
     def js(name: str) -> Any:
         try:
             return json.loads(need(name))
         except ValueError as exc:
-            raise MalformedRecord(f"request {request_id!r}: field {name!r} is not valid JSON: {exc}") from None
+            raise MalformedRecord(
+                f"request {request_id!r}: field {name!r} is not valid JSON: {exc}"
+            ) from None
 
     version = integer("v")
     if version != WIRE_VERSION:
-        raise MalformedRecord(f"request {request_id!r}: unsupported wire version {version} (this rtq_nb speaks {WIRE_VERSION})")
+        raise MalformedRecord(
+            f"request {request_id!r}: unsupported wire version {version} "
+            f"(this rtq_nb speaks {WIRE_VERSION})"
+        )
     if need("id") != request_id:
         raise MalformedRecord(f"request {request_id!r}: record id {values['id']!r} does not match")
     params = js("params")
@@ -257,11 +307,19 @@ def parse_job(request_id: str, payload: list[str], fields: tuple[str, ...]) -> t
         raise MalformedRecord(f"request {request_id!r}: field 'params' must be a JSON object")
     stream = need("stream")
     if stream not in ("0", "1"):
-        raise MalformedRecord(f"request {request_id!r}: field 'stream' must be '0' or '1', got {stream!r:.20}")
+        raise MalformedRecord(
+            f"request {request_id!r}: field 'stream' must be '0' or '1', got {stream!r:.20}"
+        )
     return attempt, Request(
-        id=request_id, input=js("input"), params=params, stream=stream == "1",
-        priority=integer("priority") or 0, attempt=int(attempt), queue=need("queue"),
-        created_ms=integer("created_ms", False), deadline_ms=integer("deadline_ms", False) or None,
+        id=request_id,
+        input=js("input"),
+        params=params,
+        stream=stream == "1",
+        priority=integer("priority") or 0,
+        attempt=int(attempt),
+        queue=need("queue"),
+        created_ms=integer("created_ms", False),
+        deadline_ms=integer("deadline_ms", False) or None,
     )
 
 

@@ -126,7 +126,7 @@ class Conn:
     def __init__(self, url: str, *, max_connections: int | None = None) -> None:
         self.url = url
         opts: dict[str, Any] = {"socket_keepalive": True} if not url.startswith("unix") else {}
-        self.redis: aredis.Redis = aredis.Redis.from_url(
+        self.redis: Any = aredis.Redis.from_url(
             url,
             decode_responses=True,
             protocol=2,
@@ -153,7 +153,9 @@ class Conn:
             await self.load_scripts()
 
     @staticmethod
-    def script_cmd(name: str, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False) -> tuple[Any, ...]:
+    def script_cmd(
+        name: str, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
+    ) -> tuple[Any, ...]:
         """Command tuple for a script: EVALSHA, or EVAL with the source when ``inline``
         (used in pipelines followed by a blocking read, where NOSCRIPT must never happen)."""
         head = ("EVAL", _scripts.ALL[name]) if inline else ("EVALSHA", SHAS[name])

@@ -20,7 +20,9 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 # KEYS: record, pending, wake, seq, history
 # ARGV: id, priority, timeout_ms, retention_s, wake_cap, field, value, ...
 # 8 commands: the client registry is refreshed separately (at most every few seconds).
-SUBMIT = _NOW + """
+SUBMIT = (
+    _NOW
+    + """
 if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then
   return redis.error_reply('RTQ_DUPLICATE request id already exists: ' .. ARGV[1])
 end
@@ -39,14 +41,24 @@ redis.call('LPUSH', KEYS[3], '1')
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 if seq % 1024 == 0 then
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', now - retention * 1000))
+  local cutoff = string.format('%d', now - retention * 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. cutoff)
 end
 return {now, score}
 """
+)
 
 # Fields POP returns for each request it leases, in this order (see _models.parse_job).
 JOB_FIELDS = (
-    "v", "id", "queue", "priority", "input", "params", "stream", "created_ms", "deadline_ms",
+    "v",
+    "id",
+    "queue",
+    "priority",
+    "input",
+    "params",
+    "stream",
+    "created_ms",
+    "deadline_ms",
 )
 
 # KEYS: pending, running, wake
@@ -55,15 +67,18 @@ JOB_FIELDS = (
 #   'run'  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
 #   'gone' payload = '' (no record: TTL ran out or garbage id)
 #   'skip' payload = the status it had (expired now, or cancelled/terminal before)
-POP = _NOW + """
+POP = (
+    _NOW
+    + """
 local popped = redis.call('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
 local out = {}
 local n = 0
 for i = 1, #popped, 2 do
   local id = popped[i]
   local rk = ARGV[1] .. ':req:' .. id
-  local st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', """ + ", ".join(
-    f"'{f}'" for f in JOB_FIELDS) + """)
+  local st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', """
+    + ", ".join(f"'{f}'" for f in JOB_FIELDS)
+    + """)
   n = n + 1
   if st[1] == false then
     out[#out + 1] = id; out[#out + 1] = 'gone'; out[#out + 1] = ''
@@ -101,6 +116,7 @@ local extra = n - tonumber(ARGV[5])
 if extra > 0 then redis.call('LTRIM', KEYS[3], extra, -1) end
 return out
 """
+)
 
 _LEASE_CHECK = """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
@@ -114,7 +130,10 @@ end
 # ARGV: worker_id, attempt, retention_s, first ('1' on the first flush), then triples
 #       (seq, count, text)
 # Returns 1 (appended), 0 (lease lost: discarded), -1 (cancelled: stop generating)
-APPEND = _NOW + _LEASE_CHECK + """
+APPEND = (
+    _NOW
+    + _LEASE_CHECK
+    + """
 for i = 5, #ARGV, 3 do
   redis.call('XADD', KEYS[2], '*', 'k', 'd', 's', ARGV[i], 'n', ARGV[i + 1], 'd', ARGV[i + 2])
 end
@@ -124,13 +143,16 @@ if ARGV[4] == '1' then
 end
 return 1
 """
+)
 
 # KEYS: record, result list, stream, running, stats
 # ARGV: worker_id, attempt, request_id, status (completed|failed), field (result|error),
 #       value, envelope (JSON for the result list), stream flag ('1'/'0'), retention_s,
 #       chunks (pieces streamed)
 # Returns 1 (delivered), 0 (lease lost: discarded), -1 (was cancelled: discarded)
-COMPLETE = _NOW + """
+COMPLETE = (
+    _NOW
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'created_ms',
                        'started_ms', 'first_chunk_ms')
 if cur[1] ~= 'running' or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
@@ -161,11 +183,14 @@ redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 return 1
 """
+)
 
 # KEYS: record, pending, running, result list, stream
 # ARGV: request_id, reason, retention_s
 # Returns the status the request had ('' when there is no record).
-CANCEL = _NOW + """
+CANCEL = (
+    _NOW
+    + """
 local st = redis.call('HMGET', KEYS[1], 'status', 'stream')
 if st[1] == false then return '' end
 if st[1] ~= 'pending' and st[1] ~= 'running' then return st[1] end
@@ -183,6 +208,7 @@ else
 end
 return st[1]
 """
+)
 
 # KEYS: pending.  Returns {priority, count, priority, count, ...} highest priority first,
 # one ZCOUNT per distinct priority (O(P log N)), never a scan of the whole set.
@@ -212,7 +238,9 @@ ALL: dict[str, str] = {
 
 # KEYS: record.  ARGV: extra_ms.  Moves the deadline of a pending/running request to
 # now + extra_ms (the "wait longer" recipe). Returns the status ('' if no record).
-EXTEND = _NOW + """
+EXTEND = (
+    _NOW
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st == false then return '' end
 if st == 'pending' or st == 'running' then
@@ -220,16 +248,20 @@ if st == 'pending' or st == 'running' then
 end
 return st
 """
+)
 
 ALL["extend"] = EXTEND
 
 # KEYS: running.  ARGV: lease_ms, id, id, ...  Renews leases of ids still held (ZADD XX).
-RENEW = _NOW + """
+RENEW = (
+    _NOW
+    + """
 local n = 0
 for i = 2, #ARGV do
   n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
 end
 return n
 """
+)
 
 ALL["renew"] = RENEW

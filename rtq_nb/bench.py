@@ -65,8 +65,12 @@ def _floor_stream(url: str, ns: str, tokens: int) -> tuple[float, float]:
     r = _floor_redis(url)
     rid = f"s:{uuid.uuid4().hex[:8]}:{tokens}"
     t0 = time.perf_counter()
-    _ = r.pipeline(transaction=False).hset(f"{ns}:req:{rid}", "id", rid).zadd(
-        f"{ns}:pending", {rid: 0}).execute()
+    _ = (
+        r.pipeline(transaction=False)
+        .hset(f"{ns}:req:{rid}", "id", rid)
+        .zadd(f"{ns}:pending", {rid: 0})
+        .execute()
+    )
     ttft, n = None, 0
     while True:
         msg = json.loads(r.brpop([f"{ns}:stream:{rid}"], 30)[1])
@@ -107,7 +111,7 @@ def _rtq_stream(url: str, queue: str, tokens: int) -> tuple[float, float]:
     ttft, n = None, 0
     for chunk in c.stream("bench", params={"tokens": tokens}):
         ttft = ttft or time.perf_counter() - t0
-        n += chunk.count
+        n += chunk.pieces
     assert n == tokens, f"stream delivered {n} of {tokens} tokens"
     return ttft or 0.0, n / (time.perf_counter() - t0)
 
@@ -118,11 +122,14 @@ class _Workers:
         self.kind, self.url, self.ns = kind, url, ns
         self.stop_key = f"{ns}:stop"
         if kind == "floor":
-            self.procs = [_ctx.Process(target=_floor_worker, args=(url, ns, self.stop_key))
-                          for _ in range(count)]
+            self.procs = [
+                _ctx.Process(target=_floor_worker, args=(url, ns, self.stop_key))
+                for _ in range(count)
+            ]
         else:
-            self.procs = [_ctx.Process(target=_rtq_worker, args=(url, ns, handler))
-                          for _ in range(count)]
+            self.procs = [
+                _ctx.Process(target=_rtq_worker, args=(url, ns, handler)) for _ in range(count)
+            ]
         for p in self.procs:
             p.start()
 
@@ -140,7 +147,9 @@ class _Workers:
                 p.kill()
 
 
-def _clients(kind: str, url: str, ns: str, count: int, n: int, duration: float) -> list[list[float]]:
+def _clients(
+    kind: str, url: str, ns: str, count: int, n: int, duration: float
+) -> list[list[float]]:
     q = _ctx.Queue()
     target = _floor_client if kind == "floor" else _rtq_client
     procs = [_ctx.Process(target=target, args=(url, ns, n, duration, q)) for _ in range(count)]
@@ -183,7 +192,8 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         "floor_p99_us": round(_pct(lat["floor"], 0.99) * 1e6, 1),
     }
     res["latency_1x1"]["p50_ratio"] = round(
-        res["latency_1x1"]["rtq_p50_us"] / res["latency_1x1"]["floor_p50_us"], 3)
+        res["latency_1x1"]["rtq_p50_us"] / res["latency_1x1"]["floor_p50_us"], 3
+    )
 
     rows = []
     for clients, workers in combos:
@@ -203,7 +213,8 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         ns = f"b{tag}{kind}st"
         ws = _Workers(kind, url, ns, 1, "rtq_nb.demo:tokens")
         fn = _floor_stream if kind == "floor" else _rtq_stream
-        runs = [fn(url, ns, tokens) for _ in range(2 if quick else 5)]
+        fn(url, ns, 10)  # warm-up: waits until the worker process is up and connected
+        runs = [fn(url, ns, tokens) for _ in range(3 if quick else 7)]
         ws.stop()
         st[kind] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
     res["stream"] = {
@@ -231,8 +242,10 @@ def format_table(r: dict[str, Any]) -> str:
         f"  {'clients':>7} {'workers':>7} {'rtq':>9} {'floor':>9} {'ratio':>6}",
     ]
     for row in r["throughput"]:
-        lines.append(f"  {row['clients']:>7} {row['workers']:>7} {row['rtq_rps']:>9.0f} "
-                     f"{row['floor_rps']:>9.0f} {row['ratio']:>6.2f}")
+        lines.append(
+            f"  {row['clients']:>7} {row['workers']:>7} {row['rtq_rps']:>9.0f} "
+            f"{row['floor_rps']:>9.0f} {row['ratio']:>6.2f}"
+        )
     lines += [
         "  (target ratio >= 0.8)",
         "",

@@ -1,17 +1,18 @@
 """``rtq-nb``: the command line (a thin layer over the library).
 
-    rtq-nb demo     stream a fake LLM answer through an embedded Redis and an in-process worker
-    rtq-nb worker   serve a queue with package.module:handler
-    rtq-nb bench    measure rtq_nb against a raw redis-py floor in the same run
-    rtq-nb redis    run an embedded redis-server in the foreground and print its URLs
-    rtq-nb status   pending counts, workers and counters of a queue
-    rtq-nb lab      JupyterLab on the sample notebooks, with a Redis available
+rtq-nb demo     stream a fake LLM answer through an embedded Redis and an in-process worker
+rtq-nb worker   serve a queue with package.module:handler
+rtq-nb bench    measure rtq_nb against a raw redis-py floor in the same run
+rtq-nb redis    run an embedded redis-server in the foreground and print its URLs
+rtq-nb status   pending counts, workers and counters of a queue
+rtq-nb lab      JupyterLab on the sample notebooks, with a Redis available
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -54,9 +55,17 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
     handler = load_handler(a.handler)
     w = Worker(
-        handler, a.url, queue=a.queue, prefix=a.prefix, concurrency=a.concurrency,
-        batch_size=a.batch_size, batch_wait=a.batch_wait, granularity=a.granularity,
-        flush_interval=a.flush_ms / 1000, lease=a.lease, heartbeat=a.heartbeat,
+        handler,
+        a.url,
+        queue=a.queue,
+        prefix=a.prefix,
+        concurrency=a.concurrency,
+        batch_size=a.batch_size,
+        batch_wait=a.batch_wait,
+        granularity=a.granularity,
+        flush_interval=a.flush_ms / 1000,
+        lease=a.lease,
+        heartbeat=a.heartbeat,
         worker_id=a.worker_id,
     )
 
@@ -85,7 +94,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         n = 0
         for chunk in client.stream(a.prompt, params={"tokens": a.tokens, "rate": a.rate}):
             ttft = ttft if ttft is not None else time.perf_counter() - t0
-            n += chunk.count
+            n += chunk.pieces
             print(chunk, end="", flush=True)
         total = time.perf_counter() - t0
         print("\n", file=sys.stderr)
@@ -119,10 +128,8 @@ def cmd_redis(a: argparse.Namespace) -> int:
 
     with EmbeddedRedis(tcp=True, port=a.port or None) as srv:
         print(f"RTQ_REDIS_URL={srv.tcp_url}\n# or, same machine: {srv.url}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -137,8 +144,11 @@ def cmd_status(a: argparse.Namespace) -> int:
 
     c = Client(a.url, queue=a.queue, prefix=a.prefix)
     out = {
-        "url": c.url, "queue": a.queue, "pending": c.pending_count(),
-        "pending_by_priority": c.pending_by_priority(), "stats": c.stats(),
+        "url": c.url,
+        "queue": a.queue,
+        "pending": c.pending_count(),
+        "pending_by_priority": c.pending_by_priority(),
+        "stats": c.stats(),
         "estimated_wait_s": c.estimated_wait(),
         "workers": [w.__dict__ | {"raw": None} for w in c.workers()],
     }
@@ -159,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--queue", default="default", help="queue name (default: %(default)s)")
         sp.add_argument("--prefix", default="rtq", help="key prefix (default: %(default)s)")
 
-    d = sub.add_parser("demo", help="stream a fake LLM answer end to end (embedded Redis)",
-                       description="Start Redis (embedded unless --url) and an in-process worker "
-                       "serving a deterministic fake LLM, stream a prompt's tokens to the "
-                       "terminal as they arrive, then print a summary.")
+    d = sub.add_parser(
+        "demo",
+        help="stream a fake LLM answer end to end (embedded Redis)",
+        description="Start Redis (embedded unless --url) and an in-process worker "
+        "serving a deterministic fake LLM, stream a prompt's tokens to the "
+        "terminal as they arrive, then print a summary.",
+    )
     common(d)
     d.add_argument("--prompt", default="Explain a Redis inference queue.", help="the prompt")
     d.add_argument("--tokens", type=int, default=60, help="tokens to generate (default 60)")
@@ -170,14 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=60.0, help="request timeout, s")
     d.set_defaults(fn=cmd_demo)
 
-    w = sub.add_parser("worker", help="serve a queue with a handler",
-                       description="Serve a queue: pop requests by priority, call HANDLER "
-                       "(package.module:function; plain, async, generator or async generator), "
-                       "deliver results or streams. SIGTERM/Ctrl-C stop gracefully.")
+    w = sub.add_parser(
+        "worker",
+        help="serve a queue with a handler",
+        description="Serve a queue: pop requests by priority, call HANDLER "
+        "(package.module:function; plain, async, generator or async generator), "
+        "deliver results or streams. SIGTERM/Ctrl-C stop gracefully.",
+    )
     w.add_argument("handler", help="package.module:function, e.g. rtq_nb.demo:fake_llm")
     common(w)
     w.add_argument("--concurrency", "-c", type=int, default=1, help="requests at once (default 1)")
-    w.add_argument("--batch-size", type=int, default=1, help="requests per handler call (default 1)")
+    w.add_argument(
+        "--batch-size", type=int, default=1, help="requests per handler call (default 1)"
+    )
     w.add_argument("--batch-wait", type=float, default=0.005, help="max s to gather a batch")
     w.add_argument("--granularity", default="token", help="token | sentence | fixed:N")
     w.add_argument("--flush-ms", type=float, default=20.0, help="stream coalescing window, ms")
@@ -186,11 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
     w.set_defaults(fn=cmd_worker)
 
-    b = sub.add_parser("bench", help="benchmark against a raw redis-py floor",
-                       description="Latency (1 client x 1 worker, 100-byte echo), throughput "
-                       "(clients x worker processes) and tiny-token streaming, each measured "
-                       "for rtq_nb and for a minimal raw redis-py implementation in the same run. "
-                       "Compare the ratios, not absolute times.")
+    b = sub.add_parser(
+        "bench",
+        help="benchmark against a raw redis-py floor",
+        description="Latency (1 client x 1 worker, 100-byte echo), throughput "
+        "(clients x worker processes) and tiny-token streaming, each measured "
+        "for rtq_nb and for a minimal raw redis-py implementation in the same run. "
+        "Compare the ratios, not absolute times.",
+    )
     b.add_argument("--url", default=None, help=URL_HELP)
     b.add_argument("--quick", action="store_true", help="about 30 s on 2 cores")
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -200,10 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     r.set_defaults(fn=cmd_redis)
 
-    lab = sub.add_parser("lab", help="JupyterLab on the sample notebooks, with a Redis available",
-                         description="Open JupyterLab on the sample notebooks. Kernels get "
-                         "RTQ_REDIS_URL: the --url given, else $RTQ_REDIS_URL/$REDIS_URL, else "
-                         "an embedded redis-server that lives as long as JupyterLab.")
+    lab = sub.add_parser(
+        "lab",
+        help="JupyterLab on the sample notebooks, with a Redis available",
+        description="Open JupyterLab on the sample notebooks. Kernels get "
+        "RTQ_REDIS_URL: the --url given, else $RTQ_REDIS_URL/$REDIS_URL, else "
+        "an embedded redis-server that lives as long as JupyterLab.",
+    )
     lab.add_argument("--url", default=None, help=URL_HELP)
     lab.add_argument("--dir", default="notebooks", help="notebook folder (default: %(default)s)")
     lab.add_argument("--port", type=int, default=None, help="JupyterLab port (default: free)")

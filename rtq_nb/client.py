@@ -50,8 +50,13 @@ class AsyncClient:
     """
 
     def __init__(
-        self, url: str | None = None, *, queue: str = "default", prefix: str = "rtq",
-        timeout: float | None = DEFAULT_TIMEOUT, retention: float = DEFAULT_RETENTION,
+        self,
+        url: str | None = None,
+        *,
+        queue: str = "default",
+        prefix: str = "rtq",
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retention: float = DEFAULT_RETENTION,
         client_id: str | None = None,
     ) -> None:
         self.url = resolve_url(url)
@@ -83,15 +88,36 @@ class AsyncClient:
         ck = keys.client(self.client_id)
         return [
             ("ZADD", keys.clients, now_ms, self.client_id),
-            ("HSET", ck, "id", self.client_id, "queue", keys.queue, "host", _HOST,
-             "pid", os.getpid(), "last_seen_ms", now_ms, "submitted", self.submitted),
+            (
+                "HSET",
+                ck,
+                "id",
+                self.client_id,
+                "queue",
+                keys.queue,
+                "host",
+                _HOST,
+                "pid",
+                os.getpid(),
+                "last_seen_ms",
+                now_ms,
+                "submitted",
+                self.submitted,
+            ),
             ("EXPIRE", ck, self.retention),
         ]
 
     # ---- submitting ------------------------------------------------------------------------
     def _prepare(
-        self, input: Any, *, priority: int, timeout: Any, stream: bool,
-        params: dict[str, Any] | None, request_id: str | None, queue: str | None,
+        self,
+        input: Any,
+        *,
+        priority: int,
+        timeout: Any,
+        stream: bool,
+        params: dict[str, Any] | None,
+        request_id: str | None,
+        queue: str | None,
         inline: bool = False,
     ) -> tuple[list[tuple[Any, ...]], AsyncRequestHandle]:
         keys = self.keys(queue)
@@ -100,32 +126,54 @@ class AsyncClient:
         timeout_ms = timeout_to_ms(t)
         rid = check_id(request_id) if request_id else f"{self.client_id}-{next(self._counter)}"
         fields = record_fields(
-            request_id=rid, client=self.client_id, queue=keys.queue, priority=priority,
-            input=input, params=params, stream=stream, timeout_ms=timeout_ms,
+            request_id=rid,
+            client=self.client_id,
+            queue=keys.queue,
+            priority=priority,
+            input=input,
+            params=params,
+            stream=stream,
+            timeout_ms=timeout_ms,
         )
         cmds: list[tuple[Any, ...]] = []
         if keys.queue not in self._announced:
             cmds.append(("SADD", keys.queues, keys.queue))
             self._announced.add(keys.queue)
-        cmds.append(Conn.script_cmd(
-            "submit", [keys.request(rid), keys.pending, keys.wake, keys.seq, keys.history],
-            [rid, priority, timeout_ms, self.retention, WAKE_CAP, *fields], inline=inline,
-        ))
+        cmds.append(
+            Conn.script_cmd(
+                "submit",
+                [keys.request(rid), keys.pending, keys.wake, keys.seq, keys.history],
+                [rid, priority, timeout_ms, self.retention, WAKE_CAP, *fields],
+                inline=inline,
+            )
+        )
         self.submitted += 1
         now = time.monotonic()
         if now - self._announced_at.get(keys.queue, -1e9) > CLIENT_HEARTBEAT:
             self._announced_at[keys.queue] = now
             cmds += self._registry_cmds(keys)
         handle = AsyncRequestHandle(
-            self, keys, rid, stream=stream, timeout=t or None, input=input, params=params,
+            self,
+            keys,
+            rid,
+            stream=stream,
+            timeout=t or None,
+            input=input,
+            params=params,
             priority=priority,
         )
         return cmds, handle
 
     async def submit(
-        self, input: Any, *, priority: int = 0, timeout: float | None = DEFAULT,
-        stream: bool = False, params: dict[str, Any] | None = None,
-        request_id: str | None = None, queue: str | None = None,
+        self,
+        input: Any,
+        *,
+        priority: int = 0,
+        timeout: float | None = DEFAULT,
+        stream: bool = False,
+        params: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        queue: str | None = None,
     ) -> AsyncRequestHandle:
         """Queue one request and return its handle at once (1 round trip).
 
@@ -133,22 +181,40 @@ class AsyncClient:
         [-1000, 1000] (higher first, FIFO among equals); ``timeout`` in seconds counts from
         now, queueing included (None = no deadline)."""
         cmds, handle = self._prepare(
-            input, priority=priority, timeout=timeout, stream=stream, params=params,
-            request_id=request_id, queue=queue,
+            input,
+            priority=priority,
+            timeout=timeout,
+            stream=stream,
+            params=params,
+            request_id=request_id,
+            queue=queue,
         )
         await self._conn.pipeline(cmds)
         return handle
 
     async def submit_many(
-        self, inputs: Iterable[Any], *, priority: int = 0, timeout: float | None = DEFAULT,
-        stream: bool = False, params: dict[str, Any] | None = None, queue: str | None = None,
+        self,
+        inputs: Iterable[Any],
+        *,
+        priority: int = 0,
+        timeout: float | None = DEFAULT,
+        stream: bool = False,
+        params: dict[str, Any] | None = None,
+        queue: str | None = None,
         chunk_size: int = 500,
     ) -> list[AsyncRequestHandle]:
         """Queue many requests, pipelined ``chunk_size`` per round trip. Every input is
         encoded before anything is sent, so a bad one leaves the queue untouched."""
         prepared = [
-            self._prepare(x, priority=priority, timeout=timeout, stream=stream, params=params,
-                          request_id=None, queue=queue)
+            self._prepare(
+                x,
+                priority=priority,
+                timeout=timeout,
+                stream=stream,
+                params=params,
+                request_id=None,
+                queue=queue,
+            )
             for x in inputs
         ]
         cmds = [c for cs, _ in prepared for c in cs]
@@ -159,9 +225,14 @@ class AsyncClient:
     async def call(self, input: Any, **kw: Any) -> Any:
         """Submit and wait for the result in one round trip (the common case)."""
         cmds, handle = self._prepare(
-            input, priority=kw.pop("priority", 0), timeout=kw.pop("timeout", DEFAULT),
-            stream=False, params=kw.pop("params", None), request_id=kw.pop("request_id", None),
-            queue=kw.pop("queue", None), inline=True,
+            input,
+            priority=kw.pop("priority", 0),
+            timeout=kw.pop("timeout", DEFAULT),
+            stream=False,
+            params=kw.pop("params", None),
+            request_id=kw.pop("request_id", None),
+            queue=kw.pop("queue", None),
+            inline=True,
         )
         if kw:
             raise TypeError(f"call() got unexpected arguments: {', '.join(kw)}")
@@ -171,9 +242,14 @@ class AsyncClient:
         """Submit a streaming request and yield its chunks (text deltas) as they arrive; the
         first batch comes back in the submit's own round trip."""
         cmds, handle = self._prepare(
-            input, priority=kw.pop("priority", 0), timeout=kw.pop("timeout", DEFAULT),
-            stream=True, params=kw.pop("params", None), request_id=kw.pop("request_id", None),
-            queue=kw.pop("queue", None), inline=True,
+            input,
+            priority=kw.pop("priority", 0),
+            timeout=kw.pop("timeout", DEFAULT),
+            stream=True,
+            params=kw.pop("params", None),
+            request_id=kw.pop("request_id", None),
+            queue=kw.pop("queue", None),
+            inline=True,
         )
         if kw:
             raise TypeError(f"stream() got unexpected arguments: {', '.join(kw)}")
@@ -183,30 +259,45 @@ class AsyncClient:
     async def stream_batches(self, input: Any, **kw: Any) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`stream`, one list of chunks per Redis read."""
         cmds, handle = self._prepare(
-            input, priority=kw.pop("priority", 0), timeout=kw.pop("timeout", DEFAULT),
-            stream=True, params=kw.pop("params", None), request_id=kw.pop("request_id", None),
-            queue=kw.pop("queue", None), inline=True,
+            input,
+            priority=kw.pop("priority", 0),
+            timeout=kw.pop("timeout", DEFAULT),
+            stream=True,
+            params=kw.pop("params", None),
+            request_id=kw.pop("request_id", None),
+            queue=kw.pop("queue", None),
+            inline=True,
         )
         if kw:
             raise TypeError(f"stream() got unexpected arguments: {', '.join(kw)}")
         async for batch in handle.batches(_before=cmds):
             yield batch
 
-    def handle(self, request_id: str, *, stream: bool = False, queue: str | None = None) -> AsyncRequestHandle:
+    def handle(
+        self, request_id: str, *, stream: bool = False, queue: str | None = None
+    ) -> AsyncRequestHandle:
         """A handle for an existing request id (e.g. to watch a stream from a second viewer)."""
         return AsyncRequestHandle(
-            self, self.keys(queue), check_id(request_id), stream=stream, timeout=None,
-            input=None, params=None, priority=0,
+            self,
+            self.keys(queue),
+            check_id(request_id),
+            stream=stream,
+            timeout=None,
+            input=None,
+            params=None,
+            priority=0,
         )
 
-    async def cancel(self, request_id: str, *, reason: str = "cancelled by client",
-                     queue: str | None = None) -> Status | None:
+    async def cancel(
+        self, request_id: str, *, reason: str = "cancelled by client", queue: str | None = None
+    ) -> Status | None:
         """Cancel by id: pending -> removed from the queue; running -> the worker stops at
         its next chunk. Returns the status the request had (None: no such request)."""
         k = self.keys(queue)
         rid = check_id(request_id)
         prev = await self._conn.script(
-            "cancel", [k.request(rid), k.pending, k.running, k.result(rid), k.stream(rid)],
+            "cancel",
+            [k.request(rid), k.pending, k.running, k.result(rid), k.stream(rid)],
             [rid, reason, self.retention],
         )
         return Status(prev) if prev in Status._value2member_map_ else None
@@ -225,7 +316,8 @@ class AsyncClient:
         if rec is None:
             raise RequestNotFound(
                 f"no request {request_id!r} in queue {self.keys(queue).queue!r} (never "
-                "submitted, or its retention TTL ran out)", request_id=request_id,
+                "submitted, or its retention TTL ran out)",
+                request_id=request_id,
             )
         return rec
 
@@ -291,9 +383,13 @@ class AsyncClient:
     async def stats(self, queue: str | None = None) -> dict[str, float]:
         """Counters of the queue: completed, failed, pending, running."""
         k = await self._check_queue(queue)
-        raw, pending, running = await self._conn.pipeline([
-            ("HGETALL", k.stats), ("ZCARD", k.pending), ("ZCARD", k.running),
-        ])
+        raw, pending, running = await self._conn.pipeline(
+            [
+                ("HGETALL", k.stats),
+                ("ZCARD", k.pending),
+                ("ZCARD", k.running),
+            ]
+        )
         out: dict[str, float] = {}
         for name, val in pairs(raw).items():
             try:

@@ -63,8 +63,13 @@ class EmbeddedRedis:
     """
 
     def __init__(
-        self, *, tcp: bool = False, port: int | None = None, appendonly: bool = False,
-        data_dir: str | os.PathLike[str] | None = None, binary: str | None = None,
+        self,
+        *,
+        tcp: bool = False,
+        port: int | None = None,
+        appendonly: bool = False,
+        data_dir: str | os.PathLike[str] | None = None,
+        binary: str | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
         self.binary = binary or find_redis_server()
@@ -92,13 +97,30 @@ class EmbeddedRedis:
     def args(self) -> list[str]:
         assert self.binary
         return [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--unixsocket", self.socket_path, "--unixsocketperm", "700",
-            "--dir", str(self.dir), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always" if self.appendonly else "everysec",
-            "--daemonize", "no", "--loglevel", "warning",
-            "--logfile", str(self.dir / "redis.log"), *self.extra_args,
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            self.socket_path,
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always" if self.appendonly else "everysec",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
@@ -108,7 +130,9 @@ class EmbeddedRedis:
             os.unlink(self.socket_path)
         try:
             self.proc = subprocess.Popen(
-                self.args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                self.args(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         except OSError as exc:

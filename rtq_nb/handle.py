@@ -30,11 +30,19 @@ XREAD_COUNT = 1024  # stream entries fetched per round trip
 
 class AsyncRequestHandle:
     """A submitted request. ``await h.result()`` for a whole result, ``async for chunk in h``
-    for a stream (each chunk is a ``str`` with ``.seq``/``.count`` metadata)."""
+    for a stream (each chunk is a ``str`` with ``.seq``/``.pieces`` metadata)."""
 
     def __init__(
-        self, client: AsyncClient, keys: Keys, request_id: str, *, stream: bool,
-        timeout: float | None, input: Any, params: dict[str, Any] | None, priority: int,
+        self,
+        client: AsyncClient,
+        keys: Keys,
+        request_id: str,
+        *,
+        stream: bool,
+        timeout: float | None,
+        input: Any,
+        params: dict[str, Any] | None,
+        priority: int,
     ) -> None:
         self._client = client
         self.keys = keys
@@ -88,7 +96,9 @@ class AsyncRequestHandle:
             return self.text
         return await self._wait_envelope(self._remaining(timeout), ())
 
-    async def _wait_envelope(self, remaining: float | None, before: Sequence[tuple[Any, ...]]) -> Any:
+    async def _wait_envelope(
+        self, remaining: float | None, before: Sequence[tuple[Any, ...]]
+    ) -> Any:
         t0 = time.monotonic()
         block = 0.0 if remaining is None else max(remaining, 0.001)
         replies = await self._conn.pipeline([*before, ("BLPOP", self.keys.result(self.id), block)])
@@ -110,7 +120,8 @@ class AsyncRequestHandle:
             return self._result
         if st is Status.FAILED:
             raise RequestFailed(
-                f"request {rid} failed on the worker: {self._result}", request_id=rid,
+                f"request {rid} failed on the worker: {self._result}",
+                request_id=rid,
                 error=str(self._result),
             )
         if st is Status.CANCELLED:
@@ -119,7 +130,8 @@ class AsyncRequestHandle:
             raise RequestExpired(
                 f"request {rid} expired: its deadline passed while it was queued, so no worker "
                 "started it (queued time counts against the timeout). Resubmit with a larger "
-                "timeout or a higher priority, or add workers.", request_id=rid,
+                "timeout or a higher priority, or add workers.",
+                request_id=rid,
             )
         raise MalformedRecord(f"request {rid} ended with unexpected status {st!r}")
 
@@ -146,7 +158,16 @@ class AsyncRequestHandle:
         end = None if (rem := self._remaining(timeout)) is None else t0 + rem
         while not self._done:
             block_ms = 0 if end is None else max(1, int((end - time.monotonic()) * 1000))
-            cmd = ("XREAD", "COUNT", XREAD_COUNT, "BLOCK", block_ms, "STREAMS", key, self._last_entry)
+            cmd = (
+                "XREAD",
+                "COUNT",
+                XREAD_COUNT,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                key,
+                self._last_entry,
+            )
             replies = await self._conn.pipeline([*before, cmd])
             before = []
             got = replies[-1]
@@ -176,10 +197,14 @@ class AsyncRequestHandle:
             if self.first_chunk_at is None:
                 self.first_chunk_at = time.monotonic()
             self._parts.append(chunk)
-            self.chunk_count += chunk.count
+            self.chunk_count += chunk.pieces
             return chunk
-        outcome = {"e": Status.COMPLETED, "f": Status.FAILED, "c": Status.CANCELLED,
-                   "x": Status.EXPIRED}.get(kind or "")
+        outcome = {
+            "e": Status.COMPLETED,
+            "f": Status.FAILED,
+            "c": Status.CANCELLED,
+            "x": Status.EXPIRED,
+        }.get(kind or "")
         if outcome is None:
             log.debug("ignoring stream entry of unknown kind %r in %s", kind, self.id)
             return None
@@ -214,8 +239,13 @@ class AsyncRequestHandle:
             f"handle.wait(timeout=...) waits longer (and extends its deadline), "
             f"handle.resubmit(priority=...) sends a fresh copy with a new id, "
             f"handle.cancel() gives up.",
-            request_id=rid, status=rec.status.value, worker_id=rec.worker, waited=waited,
-            age=age, running_for=running_for, chunks=list(self._parts),
+            request_id=rid,
+            status=rec.status.value,
+            worker_id=rec.worker,
+            waited=waited,
+            age=age,
+            running_for=running_for,
+            chunks=list(self._parts),
         )
 
     async def wait(self, timeout: float) -> Any:
@@ -225,16 +255,20 @@ class AsyncRequestHandle:
         self.deadline = time.monotonic() + timeout
         return await self.result(timeout=timeout)
 
-    async def resubmit(self, *, priority: int | None = None, timeout: float | None = None,
-                       cancel_old: bool = True) -> AsyncRequestHandle:
+    async def resubmit(
+        self, *, priority: int | None = None, timeout: float | None = None, cancel_old: bool = True
+    ) -> AsyncRequestHandle:
         """Send a fresh copy with a new id (recipe 2): by default one priority step higher,
         cancelling this one so no worker wastes time on it."""
         if cancel_old:
             await self.cancel("resubmitted")
         return await self._client.submit(
-            self.input, priority=self.priority + 1 if priority is None else priority,
-            timeout=self.timeout if timeout is None else timeout, stream=self.stream,
-            params=self.params, queue=self.queue,
+            self.input,
+            priority=self.priority + 1 if priority is None else priority,
+            timeout=self.timeout if timeout is None else timeout,
+            stream=self.stream,
+            params=self.params,
+            queue=self.queue,
         )
 
     async def cancel(self, reason: str = "cancelled by client") -> Status | None:
@@ -260,5 +294,6 @@ class AsyncRequestHandle:
         return (
             f"<div class='rtq-handle'><b>rtq request</b> <code>{html.escape(self.id)}</code> "
             f"&middot; queue <code>{html.escape(self.queue)}</code> &middot; {state}"
-            + (f"<pre style='white-space:pre-wrap'>{preview}</pre>" if preview else "") + "</div>"
+            + (f"<pre style='white-space:pre-wrap'>{preview}</pre>" if preview else "")
+            + "</div>"
         )

@@ -67,9 +67,12 @@ def run_lab(url: str | None, notebook_dir: str, port: int | None, open_browser: 
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         redis_url = server.tcp_url
-    print(f"rtq-nb lab: RTQ_REDIS_URL={redis_url}"
-          + (" (embedded redis-server, stopped with JupyterLab)" if server else ""),
-          file=sys.stderr, flush=True)
+    print(
+        f"rtq-nb lab: RTQ_REDIS_URL={redis_url}"
+        + (" (embedded redis-server, stopped with JupyterLab)" if server else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
     env = dict(os.environ, RTQ_REDIS_URL=redis_url)
     proc: subprocess.Popen[bytes] | None = None

@@ -45,14 +45,21 @@ class WorkerInfo:
             return cls(id=worker_id, status="gone", alive=False)
         try:
             return cls(
-                id=worker_id, queue=f.get("queue", ""), host=f.get("host", ""),
-                pid=_int(f.get("pid")), status=f.get("status", "unknown"),
-                concurrency=_int(f.get("concurrency"), 1), batch_size=_int(f.get("batch_size"), 1),
-                in_flight=_int(f.get("in_flight")), processed=_int(f.get("processed")),
-                failed=_int(f.get("failed")), started_ms=_int(f.get("started_ms")),
+                id=worker_id,
+                queue=f.get("queue", ""),
+                host=f.get("host", ""),
+                pid=_int(f.get("pid")),
+                status=f.get("status", "unknown"),
+                concurrency=_int(f.get("concurrency"), 1),
+                batch_size=_int(f.get("batch_size"), 1),
+                in_flight=_int(f.get("in_flight")),
+                processed=_int(f.get("processed")),
+                failed=_int(f.get("failed")),
+                started_ms=_int(f.get("started_ms")),
                 last_seen_ms=_int(f.get("last_seen_ms")),
                 heartbeat_s=float(f.get("heartbeat_s") or 0),
-                service_ms_ewma=float(f.get("service_ms_ewma") or 0), raw=dict(f),
+                service_ms_ewma=float(f.get("service_ms_ewma") or 0),
+                raw=dict(f),
             )
         except (TypeError, ValueError) as exc:  # never let a bad entry break a view
             return cls(id=worker_id, status="malformed", alive=False, error=str(exc), raw=dict(f))
@@ -68,4 +75,8 @@ class WorkerInfo:
 
 def parse_workers(ids: list[str], replies: list[dict[str, str]]) -> list[WorkerInfo]:
     """Registry entries for ``ids`` (a vanished hash means the worker's TTL ran out)."""
-    return [w for w in (WorkerInfo.from_fields(i, r) for i, r in zip(ids, replies)) if w.alive or w.status == "malformed"]
+    return [
+        w
+        for w in (WorkerInfo.from_fields(i, r) for i, r in zip(ids, replies))
+        if w.alive or w.status == "malformed"
+    ]

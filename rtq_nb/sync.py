@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._loop import LoopThread, portal
 from ._models import Chunk
@@ -27,7 +27,7 @@ def _facade(fn: Callable[Concatenate[Any, P], Awaitable[R]]) -> Callable[Concate
     def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._portal.call(fn(self._async, *args, **kwargs))  # type: ignore[no-any-return]
 
-    return method
+    return cast(Callable[Concatenate[Any, P], R], method)
 
 
 class RequestHandle:
@@ -71,10 +71,13 @@ class RequestHandle:
         """Wait ``timeout`` more seconds, extending the request's deadline (recipe 1)."""
         return self._portal.call(self._async.wait(timeout))
 
-    def resubmit(self, *, priority: int | None = None, timeout: float | None = None,
-                 cancel_old: bool = True) -> RequestHandle:
+    def resubmit(
+        self, *, priority: int | None = None, timeout: float | None = None, cancel_old: bool = True
+    ) -> RequestHandle:
         """Fresh copy with a new id, one priority step higher by default (recipe 2)."""
-        h = self._portal.call(self._async.resubmit(priority=priority, timeout=timeout, cancel_old=cancel_old))
+        h = self._portal.call(
+            self._async.resubmit(priority=priority, timeout=timeout, cancel_old=cancel_old)
+        )
         return RequestHandle(h, self._portal)
 
     def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
@@ -101,13 +104,22 @@ class Client:
     """
 
     def __init__(
-        self, url: str | None = None, *, queue: str = "default", prefix: str = "rtq",
-        timeout: float | None = DEFAULT_TIMEOUT, retention: float = DEFAULT_RETENTION,
+        self,
+        url: str | None = None,
+        *,
+        queue: str = "default",
+        prefix: str = "rtq",
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retention: float = DEFAULT_RETENTION,
         client_id: str | None = None,
     ) -> None:
         self._portal = portal()
         self._async = AsyncClient(
-            url, queue=queue, prefix=prefix, timeout=timeout, retention=retention,
+            url,
+            queue=queue,
+            prefix=prefix,
+            timeout=timeout,
+            retention=retention,
             client_id=client_id,
         )
 
@@ -131,20 +143,39 @@ class Client:
     def _wrap(self, h: AsyncRequestHandle) -> RequestHandle:
         return RequestHandle(h, self._portal)
 
-    def submit(self, input: Any, *, priority: int = 0, timeout: float | None = DEFAULT,
-               stream: bool = False, params: dict[str, Any] | None = None,
-               request_id: str | None = None, queue: str | None = None) -> RequestHandle:
+    def submit(
+        self,
+        input: Any,
+        *,
+        priority: int = 0,
+        timeout: float | None = DEFAULT,
+        stream: bool = False,
+        params: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        queue: str | None = None,
+    ) -> RequestHandle:
         """Queue one request; returns its handle at once. See AsyncClient.submit."""
-        return self._wrap(self._portal.call(self._async.submit(
-            input, priority=priority, timeout=timeout, stream=stream, params=params,
-            request_id=request_id, queue=queue,
-        )))
+        return self._wrap(
+            self._portal.call(
+                self._async.submit(
+                    input,
+                    priority=priority,
+                    timeout=timeout,
+                    stream=stream,
+                    params=params,
+                    request_id=request_id,
+                    queue=queue,
+                )
+            )
+        )
 
     def submit_many(self, inputs: Iterable[Any], **kw: Any) -> list[RequestHandle]:
         """Queue many requests, pipelined. See AsyncClient.submit_many."""
         return [self._wrap(h) for h in self._portal.call(self._async.submit_many(inputs, **kw))]
 
-    def handle(self, request_id: str, *, stream: bool = False, queue: str | None = None) -> RequestHandle:
+    def handle(
+        self, request_id: str, *, stream: bool = False, queue: str | None = None
+    ) -> RequestHandle:
         """A handle for an existing request id (e.g. a second viewer of a stream)."""
         return self._wrap(self._async.handle(request_id, stream=stream, queue=queue))
 
@@ -182,7 +213,8 @@ class Client:
 
         a = self._async
         return (
-            f"<div class='rtq-client'><b>rtq_nb Client</b> &middot; <code>{html.escape(a.url)}</code>"
+            f"<div class='rtq-client'><b>rtq_nb Client</b> &middot; "
+            f"<code>{html.escape(a.url)}</code>"
             f" &middot; queue <code>{html.escape(a.queue)}</code> &middot; prefix "
             f"<code>{html.escape(a.prefix)}</code> &middot; id <code>{a.client_id}</code></div>"
         )

@@ -45,16 +45,33 @@ PAGE = 1000  # record reads per round trip
 PREVIEW = 80  # characters kept in input_preview / output_preview
 
 HISTORY_COLUMNS: dict[str, str] = {
-    "id": "string", "client": "string", "worker": "string", "queue": "string",
-    "priority": "Int64", "status": "string", "created": "datetime64[ms, UTC]",
-    "queue_wait_ms": "Int64", "ttft_ms": "Int64", "duration_ms": "Int64", "chunks": "Int64",
-    "attempts": "Int64", "error": "string", "input_preview": "string",
-    "output_preview": "string", "parse_error": "string",
+    "id": "string",
+    "client": "string",
+    "worker": "string",
+    "queue": "string",
+    "priority": "Int64",
+    "status": "string",
+    "created": "datetime64[ms, UTC]",
+    "queue_wait_ms": "Int64",
+    "ttft_ms": "Int64",
+    "duration_ms": "Int64",
+    "chunks": "Int64",
+    "attempts": "Int64",
+    "error": "string",
+    "input_preview": "string",
+    "output_preview": "string",
+    "parse_error": "string",
 }
 _STATUSES = frozenset(s.value for s in Status)
 _WIRE = str(WIRE_VERSION)
 _INT_FIELDS = (
-    "priority", "created_ms", "queue_wait_ms", "ttfc_ms", "duration_ms", "chunks", "attempts",
+    "priority",
+    "created_ms",
+    "queue_wait_ms",
+    "ttfc_ms",
+    "duration_ms",
+    "chunks",
+    "attempts",
 )
 
 
@@ -158,12 +175,26 @@ def _preview(raw: str) -> tuple[str | None, str | None]:
     return (text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"), None
 
 
-_FIELDS = ("v", "id", "client", "worker", "queue", "status", "error", "input", "result", "params",
-           *_INT_FIELDS)  # read with HMGET: only what the view shows (not the whole hash)
+_FIELDS = (
+    "v",
+    "id",
+    "client",
+    "worker",
+    "queue",
+    "status",
+    "error",
+    "input",
+    "result",
+    "params",
+    *_INT_FIELDS,
+)  # read with HMGET: only what the view shows (not the whole hash)
 
 
 def _history_row(
-    rid: str, values: list[str | None], key: str, whole: dict[str, str] | None = None,
+    rid: str,
+    values: list[str | None],
+    key: str,
+    whole: dict[str, str] | None = None,
 ) -> list[Any]:
     """One history row from the HMGET values of ``_FIELDS``; problems (if any) go to
     parse_error, never raise. The hot loop of :func:`history`: positional values, no pydantic
@@ -209,8 +240,22 @@ def _history_row(
         except MalformedRecord as exc:
             parse_error = str(exc)
     return [
-        rid, client or None, worker or None, queue or None, priority, status or None, created,
-        wait, ttft, duration, chunks, attempts, error or None, inp, out, parse_error,
+        rid,
+        client or None,
+        worker or None,
+        queue or None,
+        priority,
+        status or None,
+        created,
+        wait,
+        ttft,
+        duration,
+        chunks,
+        attempts,
+        error or None,
+        inp,
+        out,
+        parse_error,
     ]
 
 
@@ -228,15 +273,24 @@ def _statuses(status: str | Status | Iterable[str | Status] | None) -> frozenset
 
 
 async def _history_rows(
-    conn: Conn, keys: Keys, lo: str, hi: str, statuses: frozenset[str] | None, limit: int,
+    conn: Conn,
+    keys: Keys,
+    lo: str,
+    hi: str,
+    statuses: frozenset[str] | None,
+    limit: int,
 ) -> list[list[Any]]:
     rows: list[list[Any]] = []
     offset = 0
     page = limit if statuses is None else max(PAGE, limit)
     while len(rows) < limit:
-        ids = (await conn.pipeline([
-            ("ZREVRANGEBYSCORE", keys.history, hi, lo, "LIMIT", offset, page),
-        ]))[0]
+        ids = (
+            await conn.pipeline(
+                [
+                    ("ZREVRANGEBYSCORE", keys.history, hi, lo, "LIMIT", offset, page),
+                ]
+            )
+        )[0]
         if not ids:
             break
         offset += len(ids)
@@ -264,8 +318,12 @@ async def _history_rows(
 
 
 def history(
-    client: Client | AsyncClient, *, status: str | Status | Iterable[str | Status] | None = None,
-    since: TimeBound = None, until: TimeBound = None, queue: str | Sequence[str] | None = None,
+    client: Client | AsyncClient,
+    *,
+    status: str | Status | Iterable[str | Status] | None = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
+    queue: str | Sequence[str] | None = None,
     limit: int = 1000,
 ) -> pd.DataFrame:
     """Request history, newest first, as a typed DataFrame (columns: see ``HISTORY_COLUMNS``).
@@ -305,10 +363,21 @@ def history(
 
 # ---- workers, clients, pending ------------------------------------------------------------
 WORKER_COLUMNS: dict[str, str] = {
-    "id": "string", "queue": "string", "host": "string", "pid": "Int64", "status": "string",
-    "concurrency": "Int64", "batch_size": "Int64", "in_flight": "Int64", "processed": "Int64",
-    "failed": "Int64", "started": "datetime64[ms, UTC]", "last_heartbeat": "datetime64[ms, UTC]",
-    "heartbeat_age_s": "Float64", "service_ms_ewma": "Float64", "error": "string",
+    "id": "string",
+    "queue": "string",
+    "host": "string",
+    "pid": "Int64",
+    "status": "string",
+    "concurrency": "Int64",
+    "batch_size": "Int64",
+    "in_flight": "Int64",
+    "processed": "Int64",
+    "failed": "Int64",
+    "started": "datetime64[ms, UTC]",
+    "last_heartbeat": "datetime64[ms, UTC]",
+    "heartbeat_age_s": "Float64",
+    "service_ms_ewma": "Float64",
+    "error": "string",
 }
 
 
@@ -333,21 +402,35 @@ def workers(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
     for w in sorted(infos, key=lambda w: w.id):
         seen = w.last_seen_ms or None
         for name, value in (
-            ("id", w.id), ("queue", w.queue or None), ("host", w.host or None),
-            ("pid", w.pid or None), ("status", w.status), ("concurrency", w.concurrency),
-            ("batch_size", w.batch_size), ("in_flight", w.in_flight),
-            ("processed", w.processed), ("failed", w.failed),
-            ("started", w.started_ms or None), ("last_heartbeat", seen),
+            ("id", w.id),
+            ("queue", w.queue or None),
+            ("host", w.host or None),
+            ("pid", w.pid or None),
+            ("status", w.status),
+            ("concurrency", w.concurrency),
+            ("batch_size", w.batch_size),
+            ("in_flight", w.in_flight),
+            ("processed", w.processed),
+            ("failed", w.failed),
+            ("started", w.started_ms or None),
+            ("last_heartbeat", seen),
             ("heartbeat_age_s", None if seen is None else max(0, now - seen) / 1000),
-            ("service_ms_ewma", w.service_ms_ewma), ("error", w.error),
+            ("service_ms_ewma", w.service_ms_ewma),
+            ("error", w.error),
         ):
             cols[name].append(value)
     return _typed(cols, WORKER_COLUMNS)
 
 
 CLIENT_COLUMNS: dict[str, str] = {
-    "id": "string", "queue": "string", "host": "string", "pid": "Int64", "submitted": "Int64",
-    "last_seen": "datetime64[ms, UTC]", "last_seen_age_s": "Float64", "alive": "boolean",
+    "id": "string",
+    "queue": "string",
+    "host": "string",
+    "pid": "Int64",
+    "submitted": "Int64",
+    "last_seen": "datetime64[ms, UTC]",
+    "last_seen_age_s": "Float64",
+    "alive": "boolean",
 }
 
 
@@ -357,9 +440,12 @@ def clients(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
 
     async def fetch(conn: Conn, ac: AsyncClient) -> tuple[int, list[Any], list[Any]]:
         k = ac.keys(queue)
-        (sec, usec), flat = await conn.pipeline([
-            ("TIME",), ("ZREVRANGE", k.clients, 0, -1, "WITHSCORES"),
-        ])
+        (sec, usec), flat = await conn.pipeline(
+            [
+                ("TIME",),
+                ("ZREVRANGE", k.clients, 0, -1, "WITHSCORES"),
+            ]
+        )
         ids = flat[::2]
         hashes = await conn.pipeline([("HGETALL", k.client(c)) for c in ids]) if ids else []
         return int(sec) * 1000 + int(usec) // 1000, flat, hashes
@@ -370,8 +456,11 @@ def clients(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
         f = pairs(raw)
         seen = _int(f.get("last_seen_ms")) or _int(score)
         for name, value in (
-            ("id", cid), ("queue", f.get("queue") or None), ("host", f.get("host") or None),
-            ("pid", _int(f.get("pid"))), ("submitted", _int(f.get("submitted"))),
+            ("id", cid),
+            ("queue", f.get("queue") or None),
+            ("host", f.get("host") or None),
+            ("pid", _int(f.get("pid"))),
+            ("submitted", _int(f.get("submitted"))),
             ("last_seen", seen),
             ("last_seen_age_s", None if seen is None else max(0, now - seen) / 1000),
             ("alive", bool(f)),
@@ -381,13 +470,18 @@ def clients(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
 
 
 PENDING_COLUMNS: dict[str, str] = {
-    "id": "string", "priority": "Int64", "created": "datetime64[ms, UTC]",
+    "id": "string",
+    "priority": "Int64",
+    "created": "datetime64[ms, UTC]",
     "age": "timedelta64[ms]",
 }
 
 
 def pending(
-    client: Client | AsyncClient, *, by_priority: bool = True, queue: str | None = None,
+    client: Client | AsyncClient,
+    *,
+    by_priority: bool = True,
+    queue: str | None = None,
     limit: int = 1000,
 ) -> pd.DataFrame:
     """Pending requests. ``by_priority=True``: columns priority, count (highest first; one
@@ -401,17 +495,22 @@ def pending(
             return list(await conn.script("pending_by_priority", [ac.keys(queue).pending], []))
 
         flat = _run(client, counts)
-        frame: pd.DataFrame = pd.DataFrame({
-            "priority": pd.array([int(p) for p in flat[::2]], dtype="int64"),
-            "count": pd.array([int(c) for c in flat[1::2]], dtype="int64"),
-        })
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                "priority": pd.array([int(p) for p in flat[::2]], dtype="int64"),
+                "count": pd.array([int(c) for c in flat[1::2]], dtype="int64"),
+            }
+        )
         return frame
 
     async def requests(conn: Conn, ac: AsyncClient) -> tuple[int, list[Any], list[Any]]:
         k = ac.keys(queue)
-        (sec, usec), flat = await conn.pipeline([
-            ("TIME",), ("ZREVRANGE", k.pending, 0, max(0, limit - 1), "WITHSCORES"),
-        ])
+        (sec, usec), flat = await conn.pipeline(
+            [
+                ("TIME",),
+                ("ZREVRANGE", k.pending, 0, max(0, limit - 1), "WITHSCORES"),
+            ]
+        )
         ids = flat[::2] if limit else []
         created = (
             await conn.pipeline([("HGET", k.request(r), "created_ms") for r in ids]) if ids else []

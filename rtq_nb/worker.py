@@ -24,8 +24,8 @@ from ._chunking import ChunkerSpec, Entry, make_chunker
 from ._keys import Keys, check_name
 from ._loop import portal
 from ._models import Request, Status, encode_envelope, parse_job
+from ._redis import Command, Conn, Packed, pack, resolve_url
 from ._scripts import JOB_FIELDS
-from ._redis import Conn, Packed, pack, resolve_url
 from .client import DEFAULT_RETENTION
 from .errors import ConfigurationError, EncodingError, MalformedRecord, RedisUnavailable, RtqError
 
@@ -60,11 +60,21 @@ class Worker:
     """
 
     def __init__(
-        self, handler: Handler, url: str | None = None, *, queue: str = "default",
-        prefix: str = "rtq", concurrency: int = 1, batch_size: int = 1,
-        batch_wait: float = 0.005, granularity: ChunkerSpec = "token",
-        flush_interval: float = 0.02, lease: float = 30.0, heartbeat: float = 2.0,
-        block_timeout: float = 2.0, retention: float = DEFAULT_RETENTION,
+        self,
+        handler: Handler,
+        url: str | None = None,
+        *,
+        queue: str = "default",
+        prefix: str = "rtq",
+        concurrency: int = 1,
+        batch_size: int = 1,
+        batch_wait: float = 0.005,
+        granularity: ChunkerSpec = "token",
+        flush_interval: float = 0.02,
+        lease: float = 30.0,
+        heartbeat: float = 2.0,
+        block_timeout: float = 2.0,
+        retention: float = DEFAULT_RETENTION,
         worker_id: str | None = None,
     ) -> None:
         if not callable(handler):
@@ -73,7 +83,9 @@ class Worker:
             if not isinstance(val, int) or val < lo:
                 raise ConfigurationError(f"{name} must be an int >= {lo}, got {val!r}")
         if lease <= heartbeat:
-            raise ConfigurationError(f"lease ({lease} s) must be longer than heartbeat ({heartbeat} s)")
+            raise ConfigurationError(
+                f"lease ({lease} s) must be longer than heartbeat ({heartbeat} s)"
+            )
         make_chunker(granularity)  # validate now, not at the first request
         self.handler = handler
         self.url = resolve_url(url)
@@ -135,7 +147,9 @@ class Worker:
                 log.warning("worker %s could not deregister: %s", self.id, exc)
             await self._conn.aclose()
             self._stopped_evt.set()
-            log.info("worker %s stopped (%d processed, %d failed)", self.id, self.processed, self.failed)
+            log.info(
+                "worker %s stopped (%d processed, %d failed)", self.id, self.processed, self.failed
+            )
 
     async def astop(self) -> None:
         """Stop taking work, finish what is in flight, deregister; returns when done."""
@@ -143,9 +157,12 @@ class Worker:
         if self._conn is not None and self.id:
             ctl = self.keys.control(self.id)
             try:
-                await self._conn.pipeline([
-                    ("LPUSH", ctl, *["stop"] * self.concurrency), ("EXPIRE", ctl, 60),
-                ])
+                await self._conn.pipeline(
+                    [
+                        ("LPUSH", ctl, *["stop"] * self.concurrency),
+                        ("EXPIRE", ctl, 60),
+                    ]
+                )
             except RtqError as exc:
                 log.warning("could not wake worker %s fetches: %s", self.id, exc)
         if self._stopped_evt is not None:
@@ -198,11 +215,32 @@ class Worker:
     # ---- registry ---------------------------------------------------------------------------
     def _registry_fields(self, status: str) -> list[Any]:
         return [
-            "id", self.id, "queue", self.keys.queue, "host", self.host, "pid", os.getpid(),
-            "status", status, "concurrency", self.concurrency, "batch_size", self.batch_size,
-            "in_flight", len(self._in_flight), "heartbeat_s", self.heartbeat,
-            "last_seen_ms", int(time.time() * 1000), "processed", self.processed,
-            "failed", self.failed, "service_ms_ewma", round(self.service_ms_ewma or 0.0, 3),
+            "id",
+            self.id,
+            "queue",
+            self.keys.queue,
+            "host",
+            self.host,
+            "pid",
+            os.getpid(),
+            "status",
+            status,
+            "concurrency",
+            self.concurrency,
+            "batch_size",
+            self.batch_size,
+            "in_flight",
+            len(self._in_flight),
+            "heartbeat_s",
+            self.heartbeat,
+            "last_seen_ms",
+            int(time.time() * 1000),
+            "processed",
+            self.processed,
+            "failed",
+            self.failed,
+            "service_ms_ewma",
+            round(self.service_ms_ewma or 0.0, 3),
         ]
 
     def _beat_cmds(self, status: str) -> list[tuple[Any, ...]]:
@@ -219,18 +257,25 @@ class Worker:
         assert self._conn
         await self._conn.ensure()
         k = self.keys
-        await self._conn.pipeline([
-            ("SADD", k.queues, k.queue), ("DEL", k.control(self.id)),
-            ("HSET", k.worker(self.id), "started_ms", int(time.time() * 1000)),
-            *self._beat_cmds("idle"),
-        ])
+        await self._conn.pipeline(
+            [
+                ("SADD", k.queues, k.queue),
+                ("DEL", k.control(self.id)),
+                ("HSET", k.worker(self.id), "started_ms", int(time.time() * 1000)),
+                *self._beat_cmds("idle"),
+            ]
+        )
 
     async def _deregister(self) -> None:
         assert self._conn
         k = self.keys
-        await self._conn.pipeline([
-            ("DEL", k.worker(self.id)), ("ZREM", k.workers, self.id), ("DEL", k.control(self.id)),
-        ])
+        await self._conn.pipeline(
+            [
+                ("DEL", k.worker(self.id)),
+                ("ZREM", k.workers, self.id),
+                ("DEL", k.control(self.id)),
+            ]
+        )
 
     async def _heartbeat_loop(self) -> None:
         assert self._conn
@@ -239,9 +284,9 @@ class Worker:
             status = "stopping" if self._stopping else ("busy" if self._in_flight else "idle")
             cmds = self._beat_cmds(status)
             if self._in_flight:
-                cmds.append(Conn.script_cmd(
-                    "renew", [self.keys.running], [self.lease_ms, *self._in_flight]
-                ))
+                cmds.append(
+                    Conn.script_cmd("renew", [self.keys.running], [self.lease_ms, *self._in_flight])
+                )
             try:
                 await self._conn.pipeline(cmds)
             except RtqError as exc:
@@ -251,7 +296,8 @@ class Worker:
     def _pop_cmd(self, count: int, consumed: int) -> tuple[Any, ...]:
         k = self.keys
         return Conn.script_cmd(
-            "pop", [k.pending, k.running, k.wake],
+            "pop",
+            [k.pending, k.running, k.wake],
             [k.base, self.id, self.lease_ms, count, consumed, self.retention],
         )
 
@@ -285,10 +331,12 @@ class Worker:
         assert self._conn
         k = self.keys
         if self._fetch_cmd is None:
-            self._fetch_cmd = pack([
-                ("BLPOP", k.control(self.id), k.wake, self.block_timeout),
-                self._pop_cmd(self.batch_size, 1),
-            ])
+            self._fetch_cmd = pack(
+                [
+                    ("BLPOP", k.control(self.id), k.wake, self.block_timeout),
+                    self._pop_cmd(self.batch_size, 1),
+                ]
+            )
         replies = await self._conn.pipeline([self._fetch_cmd])
         got = await self._accept(replies[-1])
         if self.batch_size > 1 and got and len(got) < self.batch_size and self.batch_wait > 0:
@@ -297,10 +345,12 @@ class Worker:
                 left = end - time.monotonic()
                 if left <= 0:
                     break
-                replies = await self._conn.pipeline([
-                    ("BLPOP", k.control(self.id), k.wake, max(left, 0.001)),
-                    self._pop_cmd(self.batch_size - len(got), 1),
-                ])
+                replies = await self._conn.pipeline(
+                    [
+                        ("BLPOP", k.control(self.id), k.wake, max(left, 0.001)),
+                        self._pop_cmd(self.batch_size - len(got), 1),
+                    ]
+                )
                 got += await self._accept(replies[-1])
         return got
 
@@ -323,14 +373,18 @@ class Worker:
                 p = _Popped(rid, str(attempt), stream, None)
                 self._in_flight[rid] = p
                 log.warning("failing malformed request %r: %s", rid, exc)
-                await self._complete_now(p, _invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {exc}"))
+                await self._complete_now(
+                    p, _invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {exc}")
+                )
                 continue
             p = _Popped(rid, attempt, request.stream, request)
             self._in_flight[rid] = p
             out.append(p)
         return out
 
-    async def _process(self, batch: list[_Popped], executor: ThreadPoolExecutor) -> list[_invoke.Outcome]:
+    async def _process(
+        self, batch: list[_Popped], executor: ThreadPoolExecutor
+    ) -> list[_invoke.Outcome]:
         writers = [self._writer(p) for p in batch]
         if self.batch_size > 1:
             return await _invoke.run_batch(self.handler, writers, executor)
@@ -340,7 +394,10 @@ class Worker:
         assert p.request is not None
         send = self._sender(p) if p.stream else None
         return _invoke.StreamWriter(
-            p.request, send, make_chunker(self.granularity), self.flush_interval,
+            p.request,
+            send,
+            make_chunker(self.granularity),
+            self.flush_interval,
             merge=self.granularity in (None, "token"),
         )
 
@@ -349,7 +406,8 @@ class Worker:
         p.flushed += 1
         triples = [x for e in entries for x in (e.seq, e.count, e.text)]
         return Conn.script_cmd(
-            "append", [self.keys.request(p.id), self.keys.stream(p.id)],
+            "append",
+            [self.keys.request(p.id), self.keys.stream(p.id)],
             [self.id, p.attempt, self.retention, first, *triples],
         )
 
@@ -357,11 +415,12 @@ class Worker:
         async def send(entries: list[Entry]) -> int:
             assert self._conn
             return int((await self._conn.pipeline([self._append_cmd(p, entries)]))[0])
+
         return send
 
-    def _complete_cmds(self, p: _Popped, o: _invoke.Outcome) -> list[tuple[Any, ...]]:
+    def _complete_cmds(self, p: _Popped, o: _invoke.Outcome) -> list[Command]:
         k = self.keys
-        cmds: list[tuple[Any, ...]] = []
+        cmds: list[Command] = []
         if o.tail and o.stopped == 1:
             cmds.append(self._append_cmd(p, o.tail))
         status, value, error = o.status, o.value, o.error
@@ -369,21 +428,38 @@ class Worker:
             return cmds  # the cancel script already told the client
         try:
             envelope = encode_envelope(status, value, error)
-            field, text = ("result", _json(value)) if status is Status.COMPLETED else ("error", error or "")
+            field, text = (
+                ("result", _json(value)) if status is Status.COMPLETED else ("error", error or "")
+            )
         except EncodingError as exc:
             status, error = Status.FAILED, f"EncodingError: handler result: {exc}"
             envelope, field, text = encode_envelope(status, None, error), "error", error
-        cmds.append(Conn.script_cmd(
-            "complete", [k.request(p.id), k.result(p.id), k.stream(p.id), k.running, k.stats],
-            [self.id, p.attempt, p.id, status.value, field, text, envelope,
-             "1" if p.stream else "0", self.retention, o.pieces],
-        ))
+        cmds.append(
+            Conn.script_cmd(
+                "complete",
+                [k.request(p.id), k.result(p.id), k.stream(p.id), k.running, k.stats],
+                [
+                    self.id,
+                    p.attempt,
+                    p.id,
+                    status.value,
+                    field,
+                    text,
+                    envelope,
+                    "1" if p.stream else "0",
+                    self.retention,
+                    o.pieces,
+                ],
+            )
+        )
         if status is Status.COMPLETED:
             self.processed += 1
         else:
             self.failed += 1
         ms = (time.monotonic() - p.started) * 1000
-        self.service_ms_ewma = ms if self.service_ms_ewma is None else 0.9 * self.service_ms_ewma + 0.1 * ms
+        self.service_ms_ewma = (
+            ms if self.service_ms_ewma is None else 0.9 * self.service_ms_ewma + 0.1 * ms
+        )
         return cmds
 
     async def _complete_now(self, p: _Popped, o: _invoke.Outcome) -> None:
@@ -393,7 +469,9 @@ class Worker:
         finally:
             self._in_flight.pop(p.id, None)
 
-    async def _deliver(self, batch: list[_Popped], outcomes: list[_invoke.Outcome]) -> list[_Popped]:
+    async def _deliver(
+        self, batch: list[_Popped], outcomes: list[_invoke.Outcome]
+    ) -> list[_Popped]:
         """Complete every request of the batch and pop the next batch, in one round trip."""
         assert self._conn
         cmds = [c for p, o in zip(batch, outcomes) for c in self._complete_cmds(p, o)]
@@ -410,13 +488,21 @@ class Worker:
         return await self._accept(replies[-1]) if fetch else []
 
     def __repr__(self) -> str:
-        state = "running" if self.running or self._stopped_evt and not self._stopped_evt.is_set() else "stopped"
-        return (f"<Worker {self.id or '(not started)'} queue={self.keys.queue!r} "
-                f"concurrency={self.concurrency} {state} processed={self.processed}>")
+        state = (
+            "running"
+            if self.running or (self._stopped_evt and not self._stopped_evt.is_set())
+            else "stopped"
+        )
+        return (
+            f"<Worker {self.id or '(not started)'} queue={self.keys.queue!r} "
+            f"concurrency={self.concurrency} {state} processed={self.processed}>"
+        )
 
     def _repr_html_(self) -> str:
         import html
-        return f"<div class='rtq-worker'><b>rtq worker</b> <code>{html.escape(repr(self))}</code></div>"
+
+        body = html.escape(repr(self))
+        return f"<div class='rtq-worker'><b>rtq worker</b> <code>{body}</code></div>"
 
 
 def _json(value: Any) -> str:

@@ -85,8 +85,20 @@ def worker_process(url: str, prefix: str) -> Iterator[Callable[..., subprocess.P
 
     def start(handler: str, *args: str, queue: str = "default") -> subprocess.Popen[bytes]:
         p = subprocess.Popen(
-            [sys.executable, "-m", "rtq_nb.cli", "worker", handler, "--url", url,
-             "--prefix", prefix, "--queue", queue, *args],
+            [
+                sys.executable,
+                "-m",
+                "rtq_nb.cli",
+                "worker",
+                handler,
+                "--url",
+                url,
+                "--prefix",
+                prefix,
+                "--queue",
+                queue,
+                *args,
+            ],
         )
         procs.append(p)
         return p

@@ -77,8 +77,9 @@ def test_quickstart_streams_in_jupyterlab(tmp_path: Path) -> None:
             mid_shot = page.screenshot(artifacts / "quickstart-lab-mid.png")
             page.wait_for_probe_text(expected[-40:], timeout_s=60)
             final_shot = page.screenshot(artifacts / "quickstart-lab-final.png")
-            page.wait_for(f"document.getElementsByClassName({json.dumps(DONE_CLASS)}).length",
-                          timeout_s=60)  # every later cell (sync + async API) ran too
+            page.wait_for(
+                f"document.getElementsByClassName({json.dumps(DONE_CLASS)}).length", timeout_s=60
+            )  # every later cell (sync + async API) ran too
             samples = page.samples()
             final_text = (page.probe_text() or "").strip()
 
@@ -106,10 +107,12 @@ def test_quickstart_streams_in_jupyterlab(tmp_path: Path) -> None:
         shown = next(s for s in kept if str(s["text"]).strip().startswith(prefix.strip()))
         delays.append(float(shown["wall"]) - chunk.timestamp_ms)
     p50, worst = statistics.median(delays), max(delays)
-    print(f"\n[browser] {report.states} distinct states over {report.span_s:.2f} s "
-          f"({report.intermediate} intermediate); {len(chunks)} chunks from Redis; "
-          f"push -> display delay p50 {p50:.0f} ms, max {worst:.0f} ms, min {min(delays):.0f} ms; "
-          f"screenshots: {mid_shot}, {final_shot}")
+    print(
+        f"\n[browser] {report.states} distinct states over {report.span_s:.2f} s "
+        f"({report.intermediate} intermediate); {len(chunks)} chunks from Redis; "
+        f"push -> display delay p50 {p50:.0f} ms, max {worst:.0f} ms, min {min(delays):.0f} ms; "
+        f"screenshots: {mid_shot}, {final_shot}"
+    )
     assert min(delays) >= -5, f"a chunk appeared before Redis stored it? {delays}"
     assert p50 < 500 and worst < 2000, f"slow display: p50 {p50:.0f} ms, max {worst:.0f} ms"
 

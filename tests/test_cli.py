@@ -16,7 +16,9 @@ from rtq_nb.errors import EmbeddedRedisError
 CLI = [sys.executable, "-m", "rtq_nb.cli"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -36,7 +38,9 @@ def test_demo_streams_on_embedded_redis() -> None:
     assert "summary: 12 tokens" in p.stderr and "time to first token" in p.stderr
 
 
-def test_worker_command_serves_and_bad_handler_is_explained(url: str, prefix: str, worker_process: Any) -> None:
+def test_worker_command_serves_and_bad_handler_is_explained(
+    url: str, prefix: str, worker_process: Any
+) -> None:
     worker_process("rtq_nb.demo:aecho")
     with Client(url, prefix=prefix) as c:
         assert c.call("via cli worker", timeout=30) == "via cli worker"
@@ -56,12 +60,15 @@ def test_missing_redis_server_binary_error_says_what_to_do(monkeypatch: pytest.M
     import rtq_nb.embedded as emb
 
     monkeypatch.setattr(emb, "find_redis_server", lambda: None)
-    with pytest.raises(EmbeddedRedisError, match="install one .*RTQ_REDIS_URL"):
+    with pytest.raises(EmbeddedRedisError, match=r"install one .*RTQ_REDIS_URL"):
         EmbeddedRedis()
 
 
 def test_unreachable_redis_is_a_clear_error() -> None:
     from rtq_nb.errors import RedisUnavailable
 
-    with Client("redis://127.0.0.1:1/0") as c, pytest.raises(RedisUnavailable, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+    with (
+        Client("redis://127.0.0.1:1/0") as c,
+        pytest.raises(RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"),
+    ):
         c.pending_count()

@@ -74,7 +74,9 @@ def execute(name: str, tmp_path: Path, redis_url: str | None = None) -> Notebook
     work.mkdir(parents=True, exist_ok=True)
     src = shutil.copy(NOTEBOOK_DIR / name, work / name)
     return run_notebook(
-        Path(src), env=kernel_env(tmp_path, redis_url), timeout=120,
+        Path(src),
+        env=kernel_env(tmp_path, redis_url),
+        timeout=120,
         output_path=work / f"executed-{name}",
     )
 
@@ -131,10 +133,17 @@ def run_of(tmp_path_factory: pytest.TempPathFactory) -> Any:
 # --------------------------------------------------------------------------- all notebooks
 def test_notebooks_present_and_built_from_source(tmp_path: Path) -> None:
     """The four sample notebooks exist, carry no outputs, and match notebooks/_build.py."""
-    assert {"quickstart.ipynb", "prompt_lab.ipynb", "queue_inspection.ipynb",
-            "scaling.ipynb"} <= set(NOTEBOOKS)
-    subprocess.run([sys.executable, str(NOTEBOOK_DIR / "_build.py"), str(tmp_path)],
-                   check=True, capture_output=True)
+    assert {
+        "quickstart.ipynb",
+        "prompt_lab.ipynb",
+        "queue_inspection.ipynb",
+        "scaling.ipynb",
+    } <= set(NOTEBOOKS)
+    subprocess.run(
+        [sys.executable, str(NOTEBOOK_DIR / "_build.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     for name in NOTEBOOKS:
         committed = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
         built = nbformat.read(tmp_path / name, as_version=4)
@@ -173,9 +182,11 @@ def test_quickstart_stream_widget_streams(run_of: Any) -> None:
     text = outputs_text(run)
     assert expected in text
     assert "[DONE] quickstart finished" in text
-    print(f"\n[quickstart] {len(run.updates(model_id, 'value'))} value updates, "
-          f"{len(states)} distinct states, peak "
-          f"{run.peak_updates_per_second(model_id, 'value')} updates/s")
+    print(
+        f"\n[quickstart] {len(run.updates(model_id, 'value'))} value updates, "
+        f"{len(states)} distinct states, peak "
+        f"{run.peak_updates_per_second(model_id, 'value')} updates/s"
+    )
 
 
 # --------------------------------------------------------------------------- queue inspection
@@ -237,13 +248,19 @@ def test_long_stream_update_rate_is_bounded(tmp_path: Path) -> None:
         payload = sum(len(json.dumps(m.data)) for m in msgs)
         span = (msgs[-1].kernel_time - msgs[0].kernel_time).total_seconds() if msgs else 0.0
         # every comm message the kernel sent while this stream ran (text, status line, button)
-        during = [m for m in run.comm_messages if m.msg_type == "comm_msg"
-                  and msgs[0].kernel_time <= m.kernel_time <= msgs[-1].kernel_time]
+        during = [
+            m
+            for m in run.comm_messages
+            if m.msg_type == "comm_msg"
+            and msgs[0].kernel_time <= m.kernel_time <= msgs[-1].kernel_time
+        ]
         all_peak = peak_per_second([m.kernel_time for m in during])
-        print(f"\n[update rate] {name}: {LONG_TOKENS} tokens in {timings[name]['seconds']:.2f} s; "
-              f"{len(msgs)} text updates over {span:.2f} s = {mean:.1f}/s mean, "
-              f"peak {peak} in any 1 s window; all comm messages: {len(during)}, peak "
-              f"{all_peak}/s; {payload / 1e6:.2f} MB of text-update payload")
+        print(
+            f"\n[update rate] {name}: {LONG_TOKENS} tokens in {timings[name]['seconds']:.2f} s; "
+            f"{len(msgs)} text updates over {span:.2f} s = {mean:.1f}/s mean, "
+            f"peak {peak} in any 1 s window; all comm messages: {len(during)}, peak "
+            f"{all_peak}/s; {payload / 1e6:.2f} MB of text-update payload"
+        )
         assert peak <= 60, f"{name}: {peak} widget updates in one second (a few tens at most)"
         assert all_peak <= 80, f"{name}: {all_peak} comm messages in one second"
         if name == "paced":  # ~4 s of streaming must show up as a live, growing widget
@@ -265,13 +282,20 @@ def test_rtq_nb_lab_serves_with_embedded_redis(tmp_path: Path) -> None:
     env = kernel_env(tmp_path)
     env["JUPYTER_TOKEN"] = token = "rtq-lab-test"
     port = free_port()
-    code = ("import sys; from rtq_nb.lab import run_lab; "
-            f"sys.exit(run_lab(None, {str(NOTEBOOK_DIR)!r}, {port}, False))")
+    code = (
+        "import sys; from rtq_nb.lab import run_lab; "
+        f"sys.exit(run_lab(None, {str(NOTEBOOK_DIR)!r}, {port}, False))"
+    )
     log_path = tmp_path / "rtq-nb-lab.log"
     kids: list[int] = []
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:  # process readiness: poll the server's status endpoint
@@ -289,8 +313,9 @@ def test_rtq_nb_lab_serves_with_embedded_redis(tmp_path: Path) -> None:
         kids = _children(proc.pid)  # JupyterLab and the embedded redis-server
         (lab_pid,) = [k for k in kids if b"jupyterlab" in Path(f"/proc/{k}/cmdline").read_bytes()]
         environ = dict(
-            kv.split("=", 1) for kv in
-            Path(f"/proc/{lab_pid}/environ").read_text().split("\0") if "=" in kv
+            kv.split("=", 1)
+            for kv in Path(f"/proc/{lab_pid}/environ").read_text().split("\0")
+            if "=" in kv
         )
         url = environ["RTQ_REDIS_URL"]
         assert url.startswith("redis://127.0.0.1:"), url  # the embedded server's TCP URL

@@ -42,7 +42,14 @@ priorities = st.integers(PRIORITY_MIN, PRIORITY_MAX)
 seqs = st.integers(1, SEQ_SPAN - 1)
 
 
-@given(st.lists(st.tuples(priorities, st.integers(1, 10**6)), min_size=2, max_size=200, unique_by=lambda t: t[1]))
+@given(
+    st.lists(
+        st.tuples(priorities, st.integers(1, 10**6)),
+        min_size=2,
+        max_size=200,
+        unique_by=lambda t: t[1],
+    )
+)
 def test_pop_order_is_priority_then_fifo(reqs: list[tuple[int, int]]) -> None:
     """Sorting by score descending (ZPOPMAX order) = priority descending, then arrival."""
     by_score = sorted(reqs, key=lambda r: encode_score(r[0], r[1]), reverse=True)
@@ -135,8 +142,21 @@ def test_coalescer_size_cap_flushes_at_once() -> None:
 
 def test_keys_share_one_hash_tag_per_queue() -> None:
     k = Keys("rtq", "gpu")
-    names = [k.pending, k.running, k.wake, k.seq, k.history, k.stats, k.workers, k.clients,
-             k.request("a"), k.result("a"), k.stream("a"), k.worker("w"), k.client("c")]
+    names = [
+        k.pending,
+        k.running,
+        k.wake,
+        k.seq,
+        k.history,
+        k.stats,
+        k.workers,
+        k.clients,
+        k.request("a"),
+        k.result("a"),
+        k.stream("a"),
+        k.worker("w"),
+        k.client("c"),
+    ]
     assert all(n.startswith("rtq:{gpu}:") for n in names)
     with pytest.raises(ConfigurationError):
         Keys("rtq", "bad{queue}")
@@ -154,15 +174,32 @@ def test_dumps_rejects_non_json_with_advice() -> None:
 
 
 def test_envelopes_round_trip() -> None:
-    assert decode_envelope(encode_envelope(Status.COMPLETED, {"a": [1]})) == (Status.COMPLETED, {"a": [1]}, None)
-    assert decode_envelope(encode_envelope(Status.FAILED, error="boom")) == (Status.FAILED, None, "boom")
+    assert decode_envelope(encode_envelope(Status.COMPLETED, {"a": [1]})) == (
+        Status.COMPLETED,
+        {"a": [1]},
+        None,
+    )
+    assert decode_envelope(encode_envelope(Status.FAILED, error="boom")) == (
+        Status.FAILED,
+        None,
+        "boom",
+    )
     with pytest.raises(MalformedRecord):
         decode_envelope("{not json")
 
 
 def _job(**over: str) -> list[str]:
-    base = {"v": "1", "id": "r1", "queue": "q", "priority": "3", "input": '"hi"',
-            "params": "{}", "stream": "1", "created_ms": "5", "deadline_ms": "0"}
+    base = {
+        "v": "1",
+        "id": "r1",
+        "queue": "q",
+        "priority": "3",
+        "input": '"hi"',
+        "params": "{}",
+        "stream": "1",
+        "created_ms": "5",
+        "deadline_ms": "0",
+    }
     base.update(over)
     return ["1", *(base[f] for f in JOB_FIELDS)]
 
@@ -192,15 +229,25 @@ def test_parse_job_rejects_garbage_precisely(over: dict[str, str], msg: str) -> 
 
 def test_record_from_redis_malformed() -> None:
     with pytest.raises(MalformedRecord, match="status"):
-        RequestRecord.from_redis({"v": "1", "id": "x", "client": "c", "queue": "q",
-                                  "priority": "0", "status": "weird"})
+        RequestRecord.from_redis(
+            {"v": "1", "id": "x", "client": "c", "queue": "q", "priority": "0", "status": "weird"}
+        )
     with pytest.raises(MalformedRecord, match="result"):
-        RequestRecord.from_redis({"v": "1", "id": "x", "client": "c", "queue": "q",
-                                  "priority": "0", "status": "completed", "result": "{"})
+        RequestRecord.from_redis(
+            {
+                "v": "1",
+                "id": "x",
+                "client": "c",
+                "queue": "q",
+                "priority": "0",
+                "status": "completed",
+                "result": "{",
+            }
+        )
 
 
 def test_chunk_is_a_str_with_metadata() -> None:
     c = Chunk("abc", seq=4, count=2, entry_id="1700000000123-0")
-    assert c == "abc" and c.upper() == "ABC" and c.seq == 4 and c.count == 2
+    assert c == "abc" and c.upper() == "ABC" and c.seq == 4 and c.pieces == 2 and c.count("b") == 1
     assert c.timestamp_ms == 1700000000123
     assert json.dumps(c) == '"abc"'

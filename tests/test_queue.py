@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from typing import Any
 
@@ -28,7 +29,9 @@ def test_call_round_trip_and_record(client: Client, start_worker: Any) -> None:
 
 
 @pytest.mark.parametrize("kind", ["plain", "async", "generator", "async-generator"])
-def test_every_handler_kind_streams_and_returns(client: Client, start_worker: Any, kind: str) -> None:
+def test_every_handler_kind_streams_and_returns(
+    client: Client, start_worker: Any, kind: str
+) -> None:
     def plain(r: Request) -> str:
         return f"plain:{r.input}"
 
@@ -42,8 +45,12 @@ def test_every_handler_kind_streams_and_returns(client: Client, start_worker: An
         for t in ["x", "y", "z"]:
             yield t
 
-    handler, whole = {"plain": (plain, "plain:q"), "async": (coro, "async:q"),
-                      "generator": (gen, "abc"), "async-generator": (agen, "xyz")}[kind]
+    handler, whole = {
+        "plain": (plain, "plain:q"),
+        "async": (coro, "async:q"),
+        "generator": (gen, "abc"),
+        "async-generator": (agen, "xyz"),
+    }[kind]
     start_worker(handler)
     assert client.call("q") == whole
     assert "".join(client.stream("q")) == whole
@@ -54,9 +61,9 @@ def test_stream_order_completeness_and_metadata(client: Client, start_worker: An
     expected = fake_answer("tell me", 300)
     chunks = list(client.stream("tell me", params={"tokens": 300, "rate": 2000}))
     assert "".join(chunks) == "".join(expected)
-    seqs = [(c.seq, c.count) for c in chunks]
+    seqs = [(c.seq, c.pieces) for c in chunks]
     assert seqs[0][0] == 0
-    for (s0, n0), (s1, _) in zip(seqs, seqs[1:]):
+    for (s0, n0), (s1, _) in itertools.pairwise(seqs):
         assert s1 == s0 + n0  # contiguous, in order, nothing missing
     assert sum(n for _, n in seqs) == 300
     assert len(chunks) < 300  # coalesced: fewer entries than tokens
@@ -139,7 +146,9 @@ def test_priority_order_and_fifo_under_load(client: Client, start_worker: Any) -
     assert order == expected
 
 
-def test_many_clients_many_workers_no_loss_no_duplicates(url: str, prefix: str, raw: Any, worker_process: Any) -> None:
+def test_many_clients_many_workers_no_loss_no_duplicates(
+    url: str, prefix: str, raw: Any, worker_process: Any
+) -> None:
     for _ in range(4):
         worker_process("rtq_nb.demo:aecho", "--concurrency", "2")
     n_clients, per_client = 8, 2000
@@ -162,7 +171,7 @@ def test_many_clients_many_workers_no_loss_no_duplicates(url: str, prefix: str, 
     assert int(raw.hget(k.stats, "completed")) == n_clients * per_client
     # a duplicate delivery would leave a second envelope behind in some result list
     assert not raw.keys(f"{k.base}:res:*")
-    sample = ids[:: 997]
+    sample = ids[::997]
     assert all(raw.hget(k.request(i), "attempts") == "1" for i in sample)
 
 
@@ -208,7 +217,7 @@ def test_deadline_passed_while_pending_is_never_started(client: Client, start_wo
     assert client.call("fresh") is None  # the worker is serving
     assert ran == ["fresh"]
     assert h.status() is Status.EXPIRED
-    with pytest.raises(RequestExpired, match="never|no worker started"):
+    with pytest.raises(RequestExpired, match=r"never|no worker started"):
         h.result(timeout=1)
 
 
@@ -262,14 +271,38 @@ def test_malformed_records_fail_precisely_and_worker_keeps_serving(
     k = Keys(prefix, "default")
     good1 = client.submit("before")
     garbage = {
-        "g-json": {"v": "1", "id": "g-json", "status": "pending", "queue": "default",
-                   "priority": "0", "input": "{nope", "params": "{}", "stream": "0"},
+        "g-json": {
+            "v": "1",
+            "id": "g-json",
+            "status": "pending",
+            "queue": "default",
+            "priority": "0",
+            "input": "{nope",
+            "params": "{}",
+            "stream": "0",
+        },
         "g-missing": {"status": "pending"},
-        "g-version": {"v": "99", "id": "g-version", "status": "pending", "queue": "default",
-                      "priority": "0", "input": "1", "params": "{}", "stream": "0"},
-        "g-types": {"v": "1", "id": "g-types", "status": "pending", "queue": "default",
-                    "priority": "high", "input": "1", "params": "{}", "stream": "0",
-                    "deadline_ms": "soon"},
+        "g-version": {
+            "v": "99",
+            "id": "g-version",
+            "status": "pending",
+            "queue": "default",
+            "priority": "0",
+            "input": "1",
+            "params": "{}",
+            "stream": "0",
+        },
+        "g-types": {
+            "v": "1",
+            "id": "g-types",
+            "status": "pending",
+            "queue": "default",
+            "priority": "high",
+            "input": "1",
+            "params": "{}",
+            "stream": "0",
+            "deadline_ms": "soon",
+        },
     }
     for gid, fields in garbage.items():
         raw.hset(k.request(gid), mapping=fields)
@@ -278,8 +311,12 @@ def test_malformed_records_fail_precisely_and_worker_keeps_serving(
     good2 = client.submit("after")
     start_worker(aecho)
     assert good1.result() == "before" and good2.result() == "after"
-    for gid, why in [("g-json", "not valid JSON"), ("g-missing", "missing field"),
-                     ("g-version", "unsupported wire version 99"), ("g-types", "not an integer")]:
+    for gid, why in [
+        ("g-json", "not valid JSON"),
+        ("g-missing", "missing field"),
+        ("g-version", "unsupported wire version 99"),
+        ("g-types", "not an integer"),
+    ]:
         assert raw.hget(k.request(gid), "status") == "failed"
         assert why in raw.hget(k.request(gid), "error")
     assert client.call("still serving") == "still serving"

@@ -15,7 +15,7 @@ from rtq_nb import Client, Request, Worker
 from rtq_nb.demo import aecho, fake_llm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from jupyter_harness import isolated_jupyter_env, run_notebook, write_notebook  # noqa: E402
+from jupyter_harness import isolated_jupyter_env, run_notebook, write_notebook
 
 
 def test_sync_call_inside_a_running_event_loop(client: Client, start_worker: Any) -> None:
@@ -44,7 +44,9 @@ def test_sync_calls_from_many_threads(client: Client, start_worker: Any) -> None
     assert out == {t: [f"{t}-{i}" for i in range(50)] for t in range(6)}
 
 
-def test_sync_call_from_rtq_loop_thread_is_refused_clearly(client: Client, start_worker: Any) -> None:
+def test_sync_call_from_rtq_loop_thread_is_refused_clearly(
+    client: Client, start_worker: Any
+) -> None:
     async def bad(r: Request) -> Any:  # an async handler (runs on rtq_nb's loop) using sync API
         return client.call("nested")
 

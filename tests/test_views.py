@@ -60,8 +60,9 @@ def run_mixed(client: Client, make_worker: Callable[..., Worker], n: int = 12) -
     """n requests: every third fails; all finished. Returns their ids in submit order."""
     make_worker(demo.fake_llm, concurrency=2)
     handles = [
-        client.submit(f"req {i}",
-                      params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 3 == 0 else None})
+        client.submit(
+            f"req {i}", params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 3 == 0 else None}
+        )
         for i in range(n)
     ]
     for h in handles:
@@ -118,8 +119,9 @@ def test_history_filters(client: Client, make_worker: Callable[..., Worker]) -> 
         views.history(client, status="done")
 
 
-def test_history_other_queue_and_all_queues(client: Client, redis_url: str, prefix: str,
-                                            make_worker: Callable[..., Worker]) -> None:
+def test_history_other_queue_and_all_queues(
+    client: Client, redis_url: str, prefix: str, make_worker: Callable[..., Worker]
+) -> None:
     make_worker(demo.aecho)
     make_worker(demo.aecho, queue="other")
     other = Client(redis_url, prefix=prefix, queue="other")
@@ -137,8 +139,23 @@ def test_history_other_queue_and_all_queues(client: Client, redis_url: str, pref
 def test_malformed_records_become_rows(client: Client, make_worker: Callable[..., Worker]) -> None:
     ids = run_mixed(client, make_worker, n=3)
     k = client.async_client.keys()
-    raw(client, "HSET", k.request("garbage-1"), "v", "1", "id", "garbage-1", "status", "bogus",
-        "priority", "high", "input", "{not json", "created_ms", "yesterday")
+    raw(
+        client,
+        "HSET",
+        k.request("garbage-1"),
+        "v",
+        "1",
+        "id",
+        "garbage-1",
+        "status",
+        "bogus",
+        "priority",
+        "high",
+        "input",
+        "{not json",
+        "created_ms",
+        "yesterday",
+    )
     raw(client, "HSET", k.request("garbage-2"), "nothing", "useful")
     raw(client, "ZADD", k.history, 1, "garbage-1", 2, "garbage-2", 3, "expired-one")  # no hash
     df = views.history(client)
@@ -153,8 +170,9 @@ def test_malformed_records_become_rows(client: Client, make_worker: Callable[...
     assert len(views.history(client, status="completed")) == 2  # filters still work
 
 
-def test_history_accepts_async_client(client: Client, redis_url: str, prefix: str,
-                                      make_worker: Callable[..., Worker]) -> None:
+def test_history_accepts_async_client(
+    client: Client, redis_url: str, prefix: str, make_worker: Callable[..., Worker]
+) -> None:
     ids = run_mixed(client, make_worker, n=4)
     ac = AsyncClient(redis_url, prefix=prefix)
     try:

@@ -31,8 +31,14 @@ class RecordingComm(BaseComm):
 
     sent: list[tuple[float, str, str, dict[str, Any]]] = []
 
-    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
-                    buffers: Any = None, **keys: Any) -> None:
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: Any = None,
+        metadata: Any = None,
+        buffers: Any = None,
+        **keys: Any,
+    ) -> None:
         RecordingComm.sent.append((time.monotonic(), self.comm_id, msg_type, data or {}))
 
 
@@ -46,8 +52,9 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, str, str, dic
 
 def updates(sent: list[Any], *widgets: Any) -> list[tuple[float, str, str, dict[str, Any]]]:
     ids = {w.comm.comm_id for w in widgets}
-    return [m for m in sent
-            if m[1] in ids and m[2] == "comm_msg" and m[3].get("method") == "update"]
+    return [
+        m for m in sent if m[1] in ids and m[2] == "comm_msg" and m[3].get("method") == "update"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +137,9 @@ def test_import_rtq_nb_does_not_import_widgets_or_pandas() -> None:
 # ---- StreamView ----------------------------------------------------------------------------
 
 
-def test_10k_token_stream_is_coalesced(client: Client, make_worker: Callable[..., Worker],
-                                       recorded: list[Any]) -> None:
+def test_10k_token_stream_is_coalesced(
+    client: Client, make_worker: Callable[..., Worker], recorded: list[Any]
+) -> None:
     # flush_interval=0: the worker writes every token as its own stream entry, so the view
     # really receives 10,000 chunks and must coalesce them itself
     make_worker(demo.fake_llm, flush_interval=0.0)
@@ -255,8 +263,9 @@ def test_accepts_async_handle(client: Client, make_worker: Callable[..., Worker]
     assert view.status == "done"
 
 
-def test_stream_view_nonblocking_then_wait(client: Client,
-                                           make_worker: Callable[..., Worker]) -> None:
+def test_stream_view_nonblocking_then_wait(
+    client: Client, make_worker: Callable[..., Worker]
+) -> None:
     make_worker(demo.fake_llm)
     view = stream_view(client, "nb", params={"tokens": 100, "rate": 100}, display=True)
     assert not view.done  # returned at once, ~1 s of streaming left
@@ -278,8 +287,16 @@ def test_prompt_lab(client: Client, make_worker: Callable[..., Worker]) -> None:
     assert all(isinstance(cell.children[1], StreamView) for cell in lab.children)
     assert "first &lt;prompt&gt;" in lab.children[0].children[0].value
     df = lab.results()
-    assert list(df.columns[:8]) == ["request_id", "prompt", "params", "text", "status",
-                                    "ttft_ms", "tokens", "tokens_per_s"]
+    assert list(df.columns[:8]) == [
+        "request_id",
+        "prompt",
+        "params",
+        "text",
+        "status",
+        "ttft_ms",
+        "tokens",
+        "tokens_per_s",
+    ]
     assert len(df) == 4 and set(df.status) == {"done"}
     for row in df.itertuples():
         assert row.text == answer(row.prompt, row.params["tokens"])
@@ -322,12 +339,14 @@ def test_queue_monitor_start_stop(client: Client) -> None:
     assert mon.status_text == "stopped"
 
 
-def test_progress_text(client: Client, make_worker: Callable[..., Worker],
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_text(
+    client: Client, make_worker: Callable[..., Worker], capsys: pytest.CaptureFixture[str]
+) -> None:
     make_worker(demo.fake_llm, concurrency=4)
     handles = [
-        client.submit(f"job {i}",
-                      params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 4 == 0 else None})
+        client.submit(
+            f"job {i}", params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 4 == 0 else None}
+        )
         for i in range(12)
     ]
     out = progress(handles, widget=False)
@@ -341,14 +360,20 @@ def test_progress_text(client: Client, make_worker: Callable[..., Worker],
     assert "12/12" in err and "3 failed" in err
 
 
-def test_progress_widget(client: Client, make_worker: Callable[..., Worker],
-                         recorded: list[Any]) -> None:
+def test_progress_widget(
+    client: Client, make_worker: Callable[..., Worker], recorded: list[Any]
+) -> None:
     make_worker(demo.fake_llm)
-    handles = client.submit_many([f"w{i}" for i in range(5)], stream=True,
-                                 params={"tokens": 3, "rate": 0})
+    handles = client.submit_many(
+        [f"w{i}" for i in range(5)], stream=True, params={"tokens": 3, "rate": 0}
+    )
     out = progress(handles, widget=True)
     assert out == [answer(f"w{i}", 3) for i in range(5)]
-    values = [m[3]["state"]["value"] for m in recorded
-              if m[2] == "comm_msg" and "value" in m[3].get("state", {})
-              and isinstance(m[3]["state"]["value"], int)]
+    values = [
+        m[3]["state"]["value"]
+        for m in recorded
+        if m[2] == "comm_msg"
+        and "value" in m[3].get("state", {})
+        and isinstance(m[3]["state"]["value"], int)
+    ]
     assert values and values[-1] == 5

@@ -13,9 +13,28 @@ from rtq_nb._scripts import JOB_FIELDS
 from rtq_nb.demo import aecho, fake_llm
 
 RECORD_FIELDS_AFTER_COMPLETION = {
-    "v", "id", "client", "queue", "priority", "score", "input", "params", "stream", "status",
-    "created_ms", "deadline_ms", "started_ms", "finished_ms", "worker", "attempts",
-    "timeout_ms", "result", "queue_wait_ms", "ttfc_ms", "duration_ms", "chunks",
+    "v",
+    "id",
+    "client",
+    "queue",
+    "priority",
+    "score",
+    "input",
+    "params",
+    "stream",
+    "status",
+    "created_ms",
+    "deadline_ms",
+    "started_ms",
+    "finished_ms",
+    "worker",
+    "attempts",
+    "timeout_ms",
+    "result",
+    "queue_wait_ms",
+    "ttfc_ms",
+    "duration_ms",
+    "chunks",
 }
 
 
@@ -23,19 +42,39 @@ def test_wire_version_and_key_layout() -> None:
     assert WIRE_VERSION == 1
     k = Keys("rtq", "default")
     assert (k.pending, k.running, k.wake, k.seq, k.history, k.dead, k.stats) == (
-        "rtq:{default}:pending", "rtq:{default}:running", "rtq:{default}:wake",
-        "rtq:{default}:seq", "rtq:{default}:history", "rtq:{default}:dead", "rtq:{default}:stats",
+        "rtq:{default}:pending",
+        "rtq:{default}:running",
+        "rtq:{default}:wake",
+        "rtq:{default}:seq",
+        "rtq:{default}:history",
+        "rtq:{default}:dead",
+        "rtq:{default}:stats",
     )
     assert (k.request("r"), k.result("r"), k.stream("r")) == (
-        "rtq:{default}:req:r", "rtq:{default}:res:r", "rtq:{default}:stream:r",
+        "rtq:{default}:req:r",
+        "rtq:{default}:res:r",
+        "rtq:{default}:stream:r",
     )
     assert (k.workers, k.worker("w"), k.clients, k.client("c"), k.queues, k.control("w")) == (
-        "rtq:{default}:workers", "rtq:{default}:worker:w", "rtq:{default}:clients",
-        "rtq:{default}:client:c", "rtq:queues", "rtq:{default}:ctl:w",
+        "rtq:{default}:workers",
+        "rtq:{default}:worker:w",
+        "rtq:{default}:clients",
+        "rtq:{default}:client:c",
+        "rtq:queues",
+        "rtq:{default}:ctl:w",
     )
     assert SEQ_SPAN == 2**40
-    assert JOB_FIELDS == ("v", "id", "queue", "priority", "input", "params", "stream",
-                          "created_ms", "deadline_ms")
+    assert JOB_FIELDS == (
+        "v",
+        "id",
+        "queue",
+        "priority",
+        "input",
+        "params",
+        "stream",
+        "created_ms",
+        "deadline_ms",
+    )
 
 
 def test_records_results_and_streams_on_the_wire(
@@ -55,7 +94,10 @@ def test_records_results_and_streams_on_the_wire(
     start_worker(aecho)
     assert h.result() == {"q": 1}
     done = raw.hgetall(k.request(h.id))
-    assert set(done) == RECORD_FIELDS_AFTER_COMPLETION | {"error"} or set(done) == RECORD_FIELDS_AFTER_COMPLETION
+    assert (
+        set(done) == RECORD_FIELDS_AFTER_COMPLETION | {"error"}
+        or set(done) == RECORD_FIELDS_AFTER_COMPLETION
+    )
     assert done["status"] == "completed" and json.loads(done["result"]) == {"q": 1}
     assert 0 < raw.ttl(k.request(h.id)) <= client.async_client.retention
     assert not raw.exists(k.result(h.id))  # consumed by the client's BLPOP
@@ -65,10 +107,12 @@ def test_records_results_and_streams_on_the_wire(
     h2 = client.submit("env")
     _, env = raw.blpop([k.result(h2.id)], 10)
     assert json.loads(env) == {"status": "completed", "result": "env"}
-    assert 0 < raw.ttl(k.request(h2.id))
+    assert raw.ttl(k.request(h2.id)) > 0
 
 
-def test_stream_entries_on_the_wire(client: Client, raw: Any, prefix: str, start_worker: Any) -> None:
+def test_stream_entries_on_the_wire(
+    client: Client, raw: Any, prefix: str, start_worker: Any
+) -> None:
     k = Keys(prefix, "default")
     start_worker(fake_llm)
     h = client.submit("p", stream=True, params={"tokens": 6, "rate": 0})
@@ -89,8 +133,20 @@ def test_registries(client: Client, raw: Any, prefix: str, start_worker: Any) ->
     w = start_worker(aecho, concurrency=3)
     client.call(1)
     entry = raw.hgetall(k.worker(w.id))
-    for f in ("id", "queue", "host", "pid", "status", "concurrency", "in_flight", "processed",
-              "failed", "last_seen_ms", "heartbeat_s", "started_ms"):
+    for f in (
+        "id",
+        "queue",
+        "host",
+        "pid",
+        "status",
+        "concurrency",
+        "in_flight",
+        "processed",
+        "failed",
+        "last_seen_ms",
+        "heartbeat_s",
+        "started_ms",
+    ):
         assert f in entry, f
     assert entry["concurrency"] == "3" and 0 < raw.ttl(k.worker(w.id)) <= 7
     assert raw.zscore(k.workers, w.id) is not None

@@ -19,7 +19,10 @@ class Throttle:
     """At most ``max_per_s`` messages in any ``window`` (1 s); ``clock`` injectable for tests."""
 
     def __init__(
-        self, max_per_s: float, clock: Callable[[], float] = time.monotonic, window: float = 1.0,
+        self,
+        max_per_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = 1.0,
     ) -> None:
         if not max_per_s > 0:
             raise ValueError(f"max_per_s must be > 0, got {max_per_s!r}")

@@ -37,8 +37,9 @@ def _pct(values: list[int], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def summarize(now_ms: int, sample: list[tuple[int, list[Any]]], window_s: float,
-              truncated: bool) -> dict[str, Any]:
+def summarize(
+    now_ms: int, sample: list[tuple[int, list[Any]]], window_s: float, truncated: bool
+) -> dict[str, Any]:
     """Throughput and latency of requests that finished within the last ``window_s`` seconds,
     from ``(created_ms, [status, finished_ms, queue_wait_ms, ttfc_ms, duration_ms])`` pairs
     (pure; ``truncated``: the sample may not reach back that far)."""
@@ -63,23 +64,33 @@ def summarize(now_ms: int, sample: list[tuple[int, list[Any]]], window_s: float,
         elif status == "failed":
             failed += 1
     return {
-        "window_s": window_s, "span_s": span_s, "completed": completed, "failed": failed,
-        "throughput": completed / span_s, "p50_queue_wait_ms": _pct(waits, 50),
-        "p50_ttft_ms": _pct(ttfts, 50), "p50_duration_ms": _pct(durations, 50),
+        "window_s": window_s,
+        "span_s": span_s,
+        "completed": completed,
+        "failed": failed,
+        "throughput": completed / span_s,
+        "p50_queue_wait_ms": _pct(waits, 50),
+        "p50_ttft_ms": _pct(ttfts, 50),
+        "p50_duration_ms": _pct(durations, 50),
         "p95_duration_ms": _pct(durations, 95),
     }
 
 
 async def snapshot(
-    conn: Conn, ac: AsyncClient, queue: str | None, window_s: float,
+    conn: Conn,
+    ac: AsyncClient,
+    queue: str | None,
+    window_s: float,
 ) -> dict[str, Any]:
     """Everything the monitor shows, in 3 round trips (no scans; history sampled)."""
     k = ac.keys(queue)
-    by_prio, running, hist = await conn.pipeline([
-        Conn.script_cmd("pending_by_priority", [k.pending], []),
-        ("ZCARD", k.running),
-        ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, SAMPLE),
-    ])
+    by_prio, running, hist = await conn.pipeline(
+        [
+            Conn.script_cmd("pending_by_priority", [k.pending], []),
+            ("ZCARD", k.running),
+            ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, SAMPLE),
+        ]
+    )
     now, workers = await fetch_workers(conn, k)
     ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
     recs = await conn.pipeline([("HMGET", k.request(r), *_FIELDS) for r in ids]) if ids else []
@@ -88,9 +99,13 @@ async def snapshot(
     windows = sorted({min(60.0, window_s), float(window_s)})
     pending = [(int(by_prio[i]), int(by_prio[i + 1])) for i in range(0, len(by_prio), 2)]
     return {
-        "queue": k.queue, "now_ms": now, "pending": pending,
-        "pending_total": sum(c for _, c in pending), "running": int(running),
-        "workers": workers, "windows": [summarize(now, sample, w, truncated) for w in windows],
+        "queue": k.queue,
+        "now_ms": now,
+        "pending": pending,
+        "pending_total": sum(c for _, c in pending),
+        "running": int(running),
+        "workers": workers,
+        "windows": [summarize(now, sample, w, truncated) for w in windows],
     }
 
 
@@ -106,23 +121,61 @@ def render(snap: dict[str, Any]) -> str:
     """HTML of a snapshot (every value from Redis is escaped)."""
     e = html.escape
     now = snap["now_ms"]
-    pending = _table(["priority", "pending"], [[str(p), str(c)] for p, c in snap["pending"]],
-                     "no pending requests")
+    pending = _table(
+        ["priority", "pending"],
+        [[str(p), str(c)] for p, c in snap["pending"]],
+        "no pending requests",
+    )
     workers = _table(
-        ["worker", "host", "status", "concurrency", "in flight", "processed", "failed",
-         "last heartbeat"],
-        [[f"<code>{e(w.id)}</code>", e(w.host), e(w.status), str(w.concurrency),
-          str(w.in_flight), str(w.processed), str(w.failed),
-          f"{max(0, now - w.last_seen_ms) / 1000:.1f} s ago" if w.last_seen_ms else "—"]
-         for w in snap["workers"]],
+        [
+            "worker",
+            "host",
+            "status",
+            "concurrency",
+            "in flight",
+            "processed",
+            "failed",
+            "last heartbeat",
+        ],
+        [
+            [
+                f"<code>{e(w.id)}</code>",
+                e(w.host),
+                e(w.status),
+                str(w.concurrency),
+                str(w.in_flight),
+                str(w.processed),
+                str(w.failed),
+                f"{max(0, now - w.last_seen_ms) / 1000:.1f} s ago" if w.last_seen_ms else "—",
+            ]
+            for w in snap["workers"]
+        ],
         "no live workers",
     )
     perf = _table(
-        ["window", "completed", "failed", "completed/s", "p50 queue wait", "p50 TTFT",
-         "p50 duration", "p95 duration"],
-        [[f"last {fmt_ms(s['window_s'] * 1000)}", str(s["completed"]), str(s["failed"]),
-          f"{s['throughput']:.2f}", fmt_ms(s["p50_queue_wait_ms"]), fmt_ms(s["p50_ttft_ms"]),
-          fmt_ms(s["p50_duration_ms"]), fmt_ms(s["p95_duration_ms"])] for s in snap["windows"]],
+        [
+            "window",
+            "completed",
+            "failed",
+            "completed/s",
+            "p50 queue wait",
+            "p50 TTFT",
+            "p50 duration",
+            "p95 duration",
+        ],
+        [
+            [
+                f"last {fmt_ms(s['window_s'] * 1000)}",
+                str(s["completed"]),
+                str(s["failed"]),
+                f"{s['throughput']:.2f}",
+                fmt_ms(s["p50_queue_wait_ms"]),
+                fmt_ms(s["p50_ttft_ms"]),
+                fmt_ms(s["p50_duration_ms"]),
+                fmt_ms(s["p95_duration_ms"]),
+            ]
+            for s in snap["windows"]
+        ],
         "no history yet",
     )
     at = datetime.fromtimestamp(now / 1000, tz=timezone.utc).strftime("%H:%M:%S UTC")
@@ -142,7 +195,11 @@ class QueueMonitor(ShowOnce, widgets.VBox):  # type: ignore[misc]
     the snapshot (a dict). Throughput and latency cover the last minute and ``window_s``."""
 
     def __init__(
-        self, client: Client | AsyncClient, *, interval: float = 1.0, window_s: float = 300,
+        self,
+        client: Client | AsyncClient,
+        *,
+        interval: float = 1.0,
+        window_s: float = 300,
         queue: str | None = None,
     ) -> None:
         if not interval > 0 or not window_s > 0:
@@ -150,8 +207,9 @@ class QueueMonitor(ShowOnce, widgets.VBox):  # type: ignore[misc]
         self.client, self.interval, self.window_s, self.queue = client, interval, window_s, queue
         self._body = widgets.HTML("<i>not started: call start() or refresh()</i>")
         self._state = widgets.HTML("stopped")
-        self._button = widgets.Button(description="Stop", icon="stop", disabled=True,
-                                      layout=widgets.Layout(width="auto"))
+        self._button = widgets.Button(
+            description="Stop", icon="stop", disabled=True, layout=widgets.Layout(width="auto")
+        )
         self._button.on_click(lambda _b: self.stop())
         self.stop_button, self.body_widget = self._button, self._body
         super().__init__([widgets.HBox([self._state, self._button]), self._body])

@@ -71,7 +71,9 @@ class WidgetBar:
 
 
 async def _gather(
-    handles: list[AsyncRequestHandle], update: Callable[[int, int, bool], None], concurrency: int,
+    handles: list[AsyncRequestHandle],
+    update: Callable[[int, int, bool], None],
+    concurrency: int,
 ) -> list[Any]:
     results: list[Any] = [None] * len(handles)
     sem = asyncio.Semaphore(concurrency)
@@ -93,7 +95,9 @@ async def _gather(
 
 
 def progress(
-    handles: Iterable[RequestHandle | AsyncRequestHandle], *, widget: bool | None = None,
+    handles: Iterable[RequestHandle | AsyncRequestHandle],
+    *,
+    widget: bool | None = None,
     concurrency: int = 32,
 ) -> list[Any]:
     """Wait for every handle, showing progress; return their results in order.

@@ -24,8 +24,16 @@ if TYPE_CHECKING:
     from ..sync import Client
 
 RESULT_COLUMNS = (
-    "request_id", "prompt", "params", "text", "status", "ttft_ms", "tokens", "tokens_per_s",
-    "queue_wait_ms", "elapsed_s",
+    "request_id",
+    "prompt",
+    "params",
+    "text",
+    "status",
+    "ttft_ms",
+    "tokens",
+    "tokens_per_s",
+    "queue_wait_ms",
+    "elapsed_s",
 )
 
 
@@ -48,9 +56,14 @@ class PromptLab(ShowOnce, widgets.GridBox):  # type: ignore[misc]
     to 4, else 3). ``run()`` shows the lab if it has not been shown yet."""
 
     def __init__(
-        self, client: Client, prompts: Any,
-        param_sets: dict[str, Any] | Sequence[dict[str, Any]] | None = None, *,
-        columns: int | None = None, priority: int = 0, timeout: float | None = None,
+        self,
+        client: Client,
+        prompts: Any,
+        param_sets: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        *,
+        columns: int | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
         markdown: bool = False,
     ) -> None:
         self.client = client
@@ -73,7 +86,8 @@ class PromptLab(ShowOnce, widgets.GridBox):  # type: ignore[misc]
         super().__init__(
             [self._cell(p, s, widgets.HTML("<i>call run()</i>")) for p, s in self.runs],
             layout=widgets.Layout(
-                grid_template_columns=f"repeat({self.columns}, minmax(0, 1fr))", grid_gap="8px",
+                grid_template_columns=f"repeat({self.columns}, minmax(0, 1fr))",
+                grid_gap="8px",
             ),
         )
         self.add_class("rtq-prompt-lab")
@@ -89,7 +103,11 @@ class PromptLab(ShowOnce, widgets.GridBox):  # type: ignore[misc]
         unless ``block``. Shows the lab first if it has not been shown."""
         handles = [
             self.client.submit(
-                p, stream=True, params=s or None, priority=self.priority, timeout=self.timeout,
+                p,
+                stream=True,
+                params=s or None,
+                priority=self.priority,
+                timeout=self.timeout,
             )
             for p, s in self.runs
         ]
@@ -113,7 +131,10 @@ class PromptLab(ShowOnce, widgets.GridBox):  # type: ignore[misc]
             except RequestTimeout:
                 raise RequestTimeout(
                     f"PromptLab: {sum(not x.done for x in self.views)} run(s) still streaming "
-                    f"after {timeout} s", request_id=v.request_id, status=v.status, waited=timeout,
+                    f"after {timeout} s",
+                    request_id=v.request_id,
+                    status=v.status,
+                    waited=timeout,
                 ) from None
 
     def results(self) -> pd.DataFrame:
@@ -124,17 +145,39 @@ class PromptLab(ShowOnce, widgets.GridBox):  # type: ignore[misc]
         rows = []
         for (prompt, params), v in zip(self.runs, self.views, strict=True):
             m = v.metrics
-            rows.append((
-                v.request_id, prompt, params, v.text, v.status, m["ttft_ms"], m["tokens"],
-                m["tokens_per_s"], m["queue_wait_ms"], m["elapsed_s"],
-            ))
+            rows.append(
+                (
+                    v.request_id,
+                    prompt,
+                    params,
+                    v.text,
+                    v.status,
+                    m["ttft_ms"],
+                    m["tokens"],
+                    m["tokens_per_s"],
+                    m["queue_wait_ms"],
+                    m["elapsed_s"],
+                )
+            )
         cols = list(zip(*rows, strict=True)) if rows else [()] * len(RESULT_COLUMNS)
-        dtypes = ("string", "object", "object", "string", "string", "Int64", "Int64", "Float64",
-                  "Int64", "Float64")
-        frame: pd.DataFrame = pd.DataFrame({
-            name: pd.Series(list(values), dtype=dtype)
-            for name, values, dtype in zip(RESULT_COLUMNS, cols, dtypes, strict=True)
-        })
+        dtypes = (
+            "string",
+            "object",
+            "object",
+            "string",
+            "string",
+            "Int64",
+            "Int64",
+            "Float64",
+            "Int64",
+            "Float64",
+        )
+        frame: pd.DataFrame = pd.DataFrame(
+            {
+                name: pd.Series(list(values), dtype=dtype)
+                for name, values, dtype in zip(RESULT_COLUMNS, cols, dtypes, strict=True)
+            }
+        )
         return frame
 
 

@@ -70,7 +70,10 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
     status = traitlets.Unicode("queued")
 
     def __init__(
-        self, handle: RequestHandle | AsyncRequestHandle, *, markdown: bool = False,
+        self,
+        handle: RequestHandle | AsyncRequestHandle,
+        *,
+        markdown: bool = False,
         max_updates_per_s: float = 20,
     ) -> None:
         ah = getattr(handle, "async_handle", handle)
@@ -101,7 +104,9 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         self._line = widgets.HTML(value=self._status_html())
         self._line.add_class("rtq-stream-status")
         self._button = widgets.Button(
-            description="Cancel", icon="stop", tooltip="Cancel this request",
+            description="Cancel",
+            icon="stop",
+            tooltip="Cancel this request",
             layout=widgets.Layout(width="auto"),
         )
         self._button.add_class("rtq-stream-cancel")
@@ -144,8 +149,11 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         if h.first_chunk_at is not None and h.chunk_count > 1 and now > h.first_chunk_at:
             tps = h.chunk_count / (now - h.first_chunk_at)
         return {
-            "queue_wait_ms": self._queue_wait_ms, "ttft_ms": ttft, "tokens": h.chunk_count,
-            "tokens_per_s": tps, "elapsed_s": now - h.submitted_at,
+            "queue_wait_ms": self._queue_wait_ms,
+            "ttft_ms": ttft,
+            "tokens": h.chunk_count,
+            "tokens_per_s": tps,
+            "elapsed_s": now - h.submitted_at,
         }
 
     def start(self) -> None:
@@ -182,7 +190,9 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
             raise RequestTimeout(
                 f"StreamView of {self.request_id} still {self.status} after {timeout} s; it "
                 "keeps streaming (wait again, or press Cancel)",
-                request_id=self.request_id, status=self.status, waited=timeout,
+                request_id=self.request_id,
+                status=self.status,
+                waited=timeout,
             )
         return self.text
 
@@ -252,9 +262,13 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         while True:
             if self._queue_wait_ms is None:
                 try:
-                    st, created, started = (await conn.pipeline([
-                        ("HMGET", key, "status", "created_ms", "started_ms"),
-                    ]))[0]
+                    st, created, started = (
+                        await conn.pipeline(
+                            [
+                                ("HMGET", key, "status", "created_ms", "started_ms"),
+                            ]
+                        )
+                    )[0]
                     if created and started:
                         self._queue_wait_ms = int(started) - int(created)
                     if st == "running" and self.status == "queued":
@@ -335,8 +349,14 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
 
 def stream_view(
-    client: Client, prompt: Any, *, params: dict[str, Any] | None = None, priority: int = 0,
-    timeout: float | None = None, block: bool = False, markdown: bool = False,
+    client: Client,
+    prompt: Any,
+    *,
+    params: dict[str, Any] | None = None,
+    priority: int = 0,
+    timeout: float | None = None,
+    block: bool = False,
+    markdown: bool = False,
     display: bool = True,
 ) -> StreamView:
     """Submit a streaming request with the sync ``client``, show a :class:`StreamView` of it and

@@ -247,7 +247,7 @@ def test_record_from_redis_malformed() -> None:
 
 
 def test_chunk_is_a_str_with_metadata() -> None:
-    c = Chunk("abc", seq=4, count=2, entry_id="1700000000123-0")
+    c = Chunk("abc", seq=4, pieces=2, entry_id="1700000000123-0")
     assert c == "abc" and c.upper() == "ABC" and c.seq == 4 and c.pieces == 2 and c.count("b") == 1
     assert c.timestamp_ms == 1700000000123
     assert json.dumps(c) == '"abc"'

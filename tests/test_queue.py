@@ -308,6 +308,7 @@ def test_malformed_records_fail_precisely_and_worker_keeps_serving(
         raw.hset(k.request(gid), mapping=fields)
         raw.zadd(k.pending, {gid: 10})
     raw.zadd(k.pending, {"no-record-at-all": 10})
+    raw.lpush(k.wake, *["1"] * 5)  # as a submitting client would, so no worker idles on them
     good2 = client.submit("after")
     start_worker(aecho)
     assert good1.result() == "before" and good2.result() == "after"

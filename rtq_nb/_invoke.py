@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
@@ -20,6 +21,10 @@ from typing import Any
 
 from ._chunking import Chunker, Coalescer, Entry
 from ._models import Request, Status
+from .errors import RtqError
+
+log = logging.getLogger("rtq_nb.worker")
+SEND_RETRIES = 12  # about 15 s of backoff
 
 SendFn = Callable[[list[Entry]], Awaitable[int]]
 
@@ -107,10 +112,27 @@ class StreamWriter:
                     continue
                 entries = self._co.take(loop.time())
                 if entries:
-                    self.state = await self._send(entries)
+                    self.state = await self._send_retrying(entries)
                     if self.state != 1:
-                        self.request.cancelled = self.state == -1
+                        self.request.cancelled = True  # cancelled, or the lease was lost
                         return
+
+    async def _send_retrying(self, entries: list[Entry]) -> int:
+        """Send, riding out a dropped connection for a while. A resend after a lost reply
+        may store entries twice; readers drop them by sequence number."""
+        assert self._send is not None
+        delay = 0.05
+        for _ in range(SEND_RETRIES):
+            try:
+                return await self._send(entries)
+            except RtqError as exc:
+                log.warning("stream %s: write failed (%s); retrying", self.request.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.error(
+            "stream %s: giving up writing; its lease will expire and requeue it", self.request.id
+        )
+        return 0
 
     async def close(self) -> list[Entry]:
         """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
@@ -119,7 +141,11 @@ class StreamWriter:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            try:
+                await self._task
+            except Exception:  # never let a writer failure end the worker's loop
+                log.exception("stream %s: writer failed", self.request.id)
+                self.state = 0
         return [] if self.stopped else self._co.take(0.0)
 
 

@@ -75,6 +75,7 @@ class RequestRecord(BaseModel):
     finished_ms: int | None = None
     worker: str | None = None
     attempts: int = 0
+    max_attempts: int | None = None
     timeout_ms: int | None = None
     result: Any = None
     error: str | None = None

@@ -215,6 +215,10 @@ class Conn:
             for r in replies:
                 if isinstance(r, rex.NoScriptError):
                     await self.load_scripts()
+                    raise RedisUnavailable(
+                        f"Redis at {self.url} had lost rtq_nb's scripts (restarted or flushed); "
+                        "they are loaded again: retry"
+                    ) from r
                 if isinstance(r, Exception):
                     raise r
             return replies

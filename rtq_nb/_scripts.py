@@ -252,16 +252,123 @@ return st
 
 ALL["extend"] = EXTEND
 
-# KEYS: running.  ARGV: lease_ms, id, id, ...  Renews leases of ids still held (ZADD XX).
+# KEYS: running.  ARGV: base, lease_ms, worker_id, then pairs (id, attempt).
+# Renews the leases this worker still holds. Returns one code per pair: 1 renewed,
+# 0 lost (reaped and taken over: stop working on it), -1 cancelled (stop generating).
 RENEW = (
     _NOW
     + """
-local n = 0
-for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
+local out = {}
+for i = 4, #ARGV, 2 do
+  local cur = redis.call('HMGET', ARGV[1] .. ':req:' .. ARGV[i], 'status', 'worker', 'attempts')
+  if cur[1] == 'running' and cur[2] == ARGV[3] and cur[3] == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[i])
+    out[#out + 1] = 1
+  elseif cur[1] == 'cancelled' then
+    out[#out + 1] = -1
+  else
+    out[#out + 1] = 0
+  end
 end
-return n
+return out
 """
 )
 
 ALL["renew"] = RENEW
+
+# KEYS: running, pending, wake, dead
+# ARGV: base, max_attempts, limit, retention_s
+# Requests whose lease ran out (their worker died or hung) go back to the pending set with
+# their original score, or to the dead letters after max_attempts. A stream gets a reset
+# marker ('k=r'), so its readers learn at once that the attempt they watched was lost.
+# Returns {requeued ids..., '|', dead ids...}.
+REAP = (
+    _NOW
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local requeued, dead = {}, {}
+local retention = tonumber(ARGV[4])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local rk = ARGV[1] .. ':req:' .. id
+  local f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker',
+                       'max_attempts')
+  if f[1] == 'running' then
+    local attempts = tonumber(f[2]) or 0
+    local sk = ARGV[1] .. ':stream:' .. id
+    local why = 'worker ' .. tostring(f[5]) .. ' stopped renewing its lease (attempt ' ..
+                attempts .. ')'
+    local max_attempts = tonumber(f[6]) or tonumber(ARGV[2])
+    if attempts >= max_attempts or tonumber(f[3]) == nil then
+      local err = 'dead-lettered after ' .. attempts .. ' attempt(s): ' .. why
+      redis.call('HSET', rk, 'status', 'failed', 'error', err, 'finished_ms', now)
+      redis.call('ZADD', KEYS[4], now, id)
+      if f[4] == '1' then
+        redis.call('XADD', sk, '*', 'k', 'f', 'd', err)
+        redis.call('EXPIRE', sk, retention)
+      else
+        local lk = ARGV[1] .. ':res:' .. id
+        redis.call('LPUSH', lk, cjson.encode({status = 'failed', error = err}))
+        redis.call('EXPIRE', lk, retention)
+      end
+      redis.call('EXPIRE', rk, retention)
+      dead[#dead + 1] = id
+    else
+      redis.call('HSET', rk, 'status', 'pending', 'error', why)
+      redis.call('HDEL', rk, 'first_chunk_ms')
+      redis.call('ZADD', KEYS[2], f[3], id)
+      redis.call('LPUSH', KEYS[3], '1')
+      if f[4] == '1' then redis.call('XADD', sk, '*', 'k', 'r', 'd', why) end
+      requeued[#requeued + 1] = id
+    end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', now - retention * 1000))
+requeued[#requeued + 1] = '|'
+for _, id in ipairs(dead) do requeued[#requeued + 1] = id end
+return requeued
+"""
+)
+
+# KEYS: record, dead, pending, wake, result list, stream.  ARGV: id.
+# Puts a dead-lettered request back in the queue with a fresh budget of attempts. Its stale
+# failure envelope / stream are deleted; attempt numbers keep counting up (lease tokens are
+# never reused). Returns 1, or 0 when it is not in `dead`.
+REQUEUE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'score', 'attempts', 'max_attempts')
+if not f[1] then return 0 end
+local budget = (tonumber(f[2]) or 0) + (tonumber(f[3]) or 3)
+redis.call('HSET', KEYS[1], 'status', 'pending', 'max_attempts', budget, 'error', '')
+redis.call('HDEL', KEYS[1], 'finished_ms', 'first_chunk_ms')
+redis.call('DEL', KEYS[5], KEYS[6])
+redis.call('ZADD', KEYS[3], f[1], ARGV[1])
+redis.call('LPUSH', KEYS[4], '1')
+return 1
+"""
+
+ALL["reap"] = REAP
+ALL["requeue"] = REQUEUE
+
+# KEYS: record, running, pending, wake, stream.  ARGV: worker_id, attempt, id.
+# A stopping worker hands a request back: pending again with its score, and the attempt it
+# used is not counted. Only while the lease is still this worker's. Returns 1 or 0.
+HANDBACK = """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'score', 'stream')
+if cur[1] ~= 'running' or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] or not cur[4] then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], 'max_attempts', 1)  -- this attempt does not count
+redis.call('HSET', KEYS[1], 'status', 'pending',
+           'error', 'handed back by stopping worker ' .. ARGV[1])
+redis.call('HDEL', KEYS[1], 'first_chunk_ms')
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], cur[4], ARGV[3])
+redis.call('LPUSH', KEYS[4], '1')
+if cur[5] == '1' then
+  redis.call('XADD', KEYS[5], '*', 'k', 'r', 'd', 'worker ' .. ARGV[1] .. ' stopped; handed back')
+end
+return 1
+"""
+
+ALL["handback"] = HANDBACK

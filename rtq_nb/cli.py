@@ -72,7 +72,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.astop()))
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.astop(a.drain_timeout)))
         await w.run()
 
     logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, w.url)
@@ -199,7 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-wait", type=float, default=0.005, help="max s to gather a batch")
     w.add_argument("--granularity", default="token", help="token | sentence | fixed:N")
     w.add_argument("--flush-ms", type=float, default=20.0, help="stream coalescing window, ms")
-    w.add_argument("--lease", type=float, default=30.0, help="lease seconds (default 30)")
+    w.add_argument(
+        "--lease",
+        type=float,
+        default=6.0,
+        help="lease seconds: a dead worker's requests are requeued this long after "
+        "its last heartbeat (default 6)",
+    )
+    w.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to finish in-flight work before handing it back "
+        "to the queue (default 30)",
+    )
     w.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat seconds (default 2)")
     w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
     w.set_defaults(fn=cmd_worker)

@@ -7,6 +7,7 @@ batch of chunks (submit + XREAD pipelined), ``submit_many()`` = 1 for the whole 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -20,7 +21,7 @@ from ._keys import Keys, check_id, check_name
 from ._models import Chunk, RequestRecord, Status, record_fields, timeout_to_ms
 from ._redis import Conn, pairs, resolve_url
 from ._scores import PRIORITY_MAX, SEQ_SPAN, check_priority
-from .errors import ConfigurationError, RequestNotFound, UnknownQueue
+from .errors import ConfigurationError, RedisUnavailable, RequestNotFound, UnknownQueue
 from .handle import AsyncRequestHandle
 from .registry import WorkerInfo, parse_workers
 
@@ -29,6 +30,7 @@ log = logging.getLogger("rtq_nb.client")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETENTION = 24 * 3600.0
 CLIENT_HEARTBEAT = 5.0  # seconds between client registry refreshes
+DEFAULT_MAX_ATTEMPTS = 3  # attempts before a request whose workers keep dying is dead-lettered
 _HOST = socket.gethostname()
 WAKE_CAP = 100_000  # wake tokens kept at most per queue (see README, "Wire format")
 
@@ -58,8 +60,16 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         retention: float = DEFAULT_RETENTION,
         client_id: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        reap_interval: float = 2.0,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         self.url = resolve_url(url)
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigurationError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        self.max_attempts = max_attempts
+        self.reap_interval = reap_interval
+        self.reconnect_timeout = reconnect_timeout
         self.prefix = check_name("prefix", prefix)
         self.queue = check_name("queue", queue)
         self.client_id = check_name("client id", client_id or uuid.uuid4().hex[:12])
@@ -143,7 +153,16 @@ class AsyncClient:
             Conn.script_cmd(
                 "submit",
                 [keys.request(rid), keys.pending, keys.wake, keys.seq, keys.history],
-                [rid, priority, timeout_ms, self.retention, WAKE_CAP, *fields],
+                [
+                    rid,
+                    priority,
+                    timeout_ms,
+                    self.retention,
+                    WAKE_CAP,
+                    *fields,
+                    "max_attempts",
+                    self.max_attempts,
+                ],
                 inline=inline,
             )
         )
@@ -189,7 +208,7 @@ class AsyncClient:
             request_id=request_id,
             queue=queue,
         )
-        await self._conn.pipeline(cmds)
+        await self._resilient(cmds, handle, resend=True, keep=0)
         return handle
 
     async def submit_many(
@@ -398,6 +417,82 @@ class AsyncClient:
                 log.warning("ignoring malformed stats field %s=%r in %s", name, val, k.stats)
         out.update(pending=int(pending), running=int(running))
         return out
+
+    # ---- reliability ---------------------------------------------------------------------
+    async def reap(self, queue: str | None = None) -> tuple[list[str], list[str]]:
+        """Requeue requests whose worker stopped renewing its lease (or dead-letter them
+        after their ``max_attempts``). Workers do this on every heartbeat; waiting clients
+        do it while idle, so no separate daemon is needed. Returns (requeued, dead)."""
+        k = self.keys(queue)
+        out = await self._conn.script(
+            "reap",
+            [k.running, k.pending, k.wake, k.dead],
+            [k.base, DEFAULT_MAX_ATTEMPTS, 100, self.retention],
+        )
+        cut = out.index("|")
+        if cut or len(out) > 1:
+            log.warning(
+                "reaped in %r: requeued %s, dead-lettered %s", k.queue, out[:cut], out[cut + 1 :]
+            )
+        return list(out[:cut]), list(out[cut + 1 :])
+
+    async def dead_letters(self, queue: str | None = None) -> list[RequestRecord]:
+        """Dead-lettered requests (ran out of attempts), newest first, with their last error."""
+        k = self.keys(queue)
+        ids = await self._conn.call("ZREVRANGE", k.dead, 0, -1)
+        out = []
+        for rid in ids:
+            rec = await self._record_or_none(k, rid)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    async def requeue(self, request_id: str, *, queue: str | None = None) -> bool:
+        """Put a dead-lettered request back in the queue (attempts reset). False if it is not
+        a dead letter."""
+        k = self.keys(queue)
+        rid = check_id(request_id)
+        done = await self._conn.script(
+            "requeue",
+            [k.request(rid), k.dead, k.pending, k.wake, k.result(rid), k.stream(rid)],
+            [rid],
+        )
+        return bool(done)
+
+    async def _resilient(
+        self,
+        cmds: list[tuple[Any, ...]],
+        handle: AsyncRequestHandle,
+        *,
+        resend: bool,
+        keep: int = 1,
+    ) -> list[Any]:
+        """Run a pipeline, riding out a dropped connection or a Redis restart with bounded
+        backoff. ``resend``: the pipeline starts with the submission, which is only sent
+        again if it never reached Redis (no duplicate requests); once it did, only the last
+        ``keep`` commands (the blocking read, if any) are sent again."""
+        end = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await self._conn.pipeline(cmds) if cmds else []
+            except RedisUnavailable as exc:
+                if time.monotonic() + delay > end:
+                    raise RedisUnavailable(
+                        f"{exc} (gave up after {self.reconnect_timeout:.0f} s of retries)"
+                    ) from exc
+                log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                while resend:  # did the submission reach Redis? ask until Redis answers
+                    try:
+                        if await self._conn.call("EXISTS", handle.keys.request(handle.id)):
+                            cmds, resend = (cmds[-keep:] if keep else []), False
+                        break
+                    except RedisUnavailable:
+                        if time.monotonic() > end:
+                            raise
+                        await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self._conn.aclose()

@@ -73,3 +73,10 @@ def tokens(request: Request) -> Any:
 def fail(request: Request) -> Any:
     """Always raises (tests and demos of failure handling)."""
     raise ValueError(f"cannot handle {request.input!r}")
+
+
+async def sleepy(request: Request) -> Any:
+    """Echo after ``params['delay']`` seconds (default 0.005): simulated model time, so that
+    fault tests find requests in flight when they kill a worker."""
+    await asyncio.sleep(float(request.params.get("delay", 0.005)))
+    return request.input

@@ -77,6 +77,7 @@ class EmbeddedRedis:
             raise EmbeddedRedisError(INSTALL_HINT)
         self._own_dir = data_dir is None
         self.dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="rtq-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.socket_path = str(self.dir / "redis.sock")
         self.port = port if port is not None else (free_port() if tcp else 0)
         self.appendonly = appendonly

@@ -13,6 +13,7 @@
     │   ├── RequestFailed         the handler raised; carries the worker's error text
     │   ├── RequestCancelled      someone cancelled it
     │   ├── RequestExpired        its deadline passed before a worker started it
+    │   ├── WorkerLost            the worker of a stream died; carries the chunks so far
     │   └── RequestNotFound       no record under that id (never existed, or its TTL ran out)
     └── MalformedRecord           data found in Redis that does not follow the wire format
 
@@ -77,6 +78,19 @@ class RequestCancelled(RequestError):
     """The request was cancelled before it produced a result."""
 
 
+class WorkerLost(RequestError):
+    """The worker running this stream stopped (crashed, killed, hung): its lease ran out.
+
+    ``chunks`` holds what that attempt had streamed. The request was put back in the queue
+    (``requeued`` True) unless it ran out of attempts; iterate the handle again to follow the
+    retry from its start, or call ``result()``, which follows retries by itself."""
+
+    def __init__(self, message: str, *, request_id: str, chunks: list[Any], requeued: bool) -> None:
+        super().__init__(message, request_id=request_id)
+        self.chunks = chunks
+        self.requeued = requeued
+
+
 class RequestExpired(RequestError):
     """The request's deadline passed before any worker started it; it was never run."""
 
@@ -133,4 +147,4 @@ class UnknownQueue(ConfigurationError, LookupError):
     """No client or worker has ever used this queue under this prefix (a typo?)."""
 
 
-__all__ += ["UnknownQueue"]
+__all__ += ["UnknownQueue", "WorkerLost"]

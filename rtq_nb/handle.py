@@ -18,6 +18,7 @@ from .errors import (
     RequestFailed,
     RequestNotFound,
     RequestTimeout,
+    WorkerLost,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class AsyncRequestHandle:
         self._outcome: Status | None = None
         self.chunk_count = 0
         self.first_chunk_at: float | None = None
+        self.resets = 0
+        self._next_seq = 0
 
     @property
     def _conn(self) -> Conn:
@@ -91,23 +94,52 @@ class AsyncRequestHandle:
         if self._done:
             return self._finish_outcome()
         if self.stream:
-            async for _ in self.chunks(timeout=timeout):
-                pass
-            return self.text
+            while True:
+                try:
+                    async for _ in self.batches(timeout=timeout):
+                        pass
+                    return self.text
+                except WorkerLost:
+                    continue  # the retry starts over: keep reading after the reset marker
         return await self._wait_envelope(self._remaining(timeout), ())
 
     async def _wait_envelope(
         self, remaining: float | None, before: Sequence[tuple[Any, ...]]
     ) -> Any:
+        """BLPOP the result, in slices of ``reap_interval`` so that an idle client also
+        triggers the reaper (a dead worker's request is requeued without any daemon)."""
         t0 = time.monotonic()
-        block = 0.0 if remaining is None else max(remaining, 0.001)
-        replies = await self._conn.pipeline([*before, ("BLPOP", self.keys.result(self.id), block)])
-        popped = replies[-1]
-        if popped is None:
-            return await self._on_timeout(time.monotonic() - t0)
-        status, result, error = decode_envelope(popped[1])
-        self._set_outcome(status, result, error)
-        return self._finish_outcome()
+        end = None if remaining is None else t0 + remaining
+        before = list(before)
+        key = self.keys.result(self.id)
+        while True:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return await self._on_timeout(time.monotonic() - t0)
+            block = (
+                self._client.reap_interval
+                if left is None
+                else min(left, self._client.reap_interval)
+            )
+            replies = await self._client._resilient(
+                [*before, ("BLPOP", key, max(block, 0.001))], self, resend=bool(before)
+            )
+            before = []
+            popped = replies[-1]
+            if popped is not None:
+                status, result, error = decode_envelope(popped[1])
+                self._set_outcome(status, result, error)
+                return self._finish_outcome()
+            await self._client.reap(self.queue)
+            rec = await self._client._record_or_none(self.keys, self.id)
+            if rec is None:
+                raise RequestNotFound(
+                    f"request {self.id} has no record (never submitted, or its TTL ran out)",
+                    request_id=self.id,
+                )
+            if rec.status.terminal:  # the envelope went to another reader: use the record
+                self._set_outcome(rec.status, rec.result, rec.error)
+                return self._finish_outcome()
 
     def _set_outcome(self, status: Status, result: Any, error: str | None) -> None:
         self._done = True
@@ -151,40 +183,76 @@ class AsyncRequestHandle:
     async def batches(
         self, timeout: float | None = None, *, _before: Sequence[tuple[Any, ...]] = ()
     ) -> AsyncIterator[list[Chunk]]:
-        """Like :meth:`chunks`, one list per Redis read (what arrived together)."""
+        """Like :meth:`chunks`, one list per Redis read (what arrived together).
+
+        Raises :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the
+        stream died; the handle stays usable and the next iteration follows the retry."""
         key = self.keys.stream(self.id)
         before = list(_before)
         t0 = time.monotonic()
         end = None if (rem := self._remaining(timeout)) is None else t0 + rem
         while not self._done:
-            block_ms = 0 if end is None else max(1, int((end - time.monotonic()) * 1000))
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                rec = await self._client._record_or_none(self.keys, self.id)
+                if rec is None or not rec.status.terminal:
+                    await self._on_timeout(time.monotonic() - t0)
+                end = None  # it has finished: read what is left in the stream, no more waiting
+                left = None
+            slice_s = (
+                self._client.reap_interval
+                if left is None
+                else min(left, self._client.reap_interval)
+            )
             cmd = (
                 "XREAD",
                 "COUNT",
                 XREAD_COUNT,
                 "BLOCK",
-                block_ms,
+                max(1, int(slice_s * 1000)),
                 "STREAMS",
                 key,
                 self._last_entry,
             )
-            replies = await self._conn.pipeline([*before, cmd])
+            replies = await self._client._resilient([*before, cmd], self, resend=bool(before))
             before = []
             got = replies[-1]
             if not got:
-                if end is not None and time.monotonic() >= end:
-                    await self._on_timeout(time.monotonic() - t0)
+                await self._client.reap(self.queue)
                 continue
-            batch = []
+            batch: list[Chunk] = []
+            lost: WorkerLost | None = None
             for entry_id, fields in got[0][1]:
                 self._last_entry = entry_id
-                chunk = self._on_entry(entry_id, pairs(fields))
+                f = pairs(fields)
+                if f.get("k") == "r":
+                    lost = self._on_reset(f.get("d", ""))
+                    break
+                chunk = self._on_entry(entry_id, f)
                 if chunk is not None:
                     batch.append(chunk)
             if batch:
                 yield batch
+            if lost is not None:
+                raise lost
         if self._outcome is not Status.COMPLETED:
             self._finish_outcome()
+
+    def _on_reset(self, why: str) -> WorkerLost:
+        lost = list(self._parts)
+        self._parts.clear()
+        self._next_seq = 0
+        self.chunk_count = 0
+        self.first_chunk_at = None
+        self.resets += 1
+        return WorkerLost(
+            f"request {self.id}: {why or 'its worker was lost'}; the request was requeued and "
+            f"will stream again from the start ({len(lost)} chunk(s) of the lost attempt are "
+            "in .chunks). Iterate the handle again to follow the retry, or call result().",
+            request_id=self.id,
+            chunks=lost,
+            requeued=True,
+        )
 
     def _on_entry(self, entry_id: str, f: dict[str, str]) -> Chunk | None:
         kind = f.get("k")
@@ -194,6 +262,9 @@ class AsyncRequestHandle:
             except (KeyError, ValueError):
                 log.warning("skipping malformed stream entry %s of %s: %r", entry_id, self.id, f)
                 return None
+            if chunk.seq < self._next_seq:
+                return None  # stored twice by a worker's retried write: already seen
+            self._next_seq = chunk.seq + chunk.pieces
             if self.first_chunk_at is None:
                 self.first_chunk_at = time.monotonic()
             self._parts.append(chunk)

@@ -8,12 +8,13 @@ any thread. No logic lives here: it is one line per method.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._loop import LoopThread, portal
 from ._models import Chunk
-from .client import DEFAULT, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
+from .client import DEFAULT, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
 from .handle import AsyncRequestHandle
 
 P = ParamSpec("P")
@@ -28,6 +29,11 @@ def _facade(fn: Callable[Concatenate[Any, P], Awaitable[R]]) -> Callable[Concate
         return self._portal.call(fn(self._async, *args, **kwargs))  # type: ignore[no-any-return]
 
     return cast(Callable[Concatenate[Any, P], R], method)
+
+
+def _close_quietly(loop: LoopThread, client: AsyncClient) -> None:
+    if loop.thread.is_alive() and not loop.loop.is_closed():
+        loop.submit(client.aclose())
 
 
 class RequestHandle:
@@ -112,6 +118,9 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         retention: float = DEFAULT_RETENTION,
         client_id: str | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        reap_interval: float = 2.0,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         self._portal = portal()
         self._async = AsyncClient(
@@ -121,7 +130,12 @@ class Client:
             timeout=timeout,
             retention=retention,
             client_id=client_id,
+            max_attempts=max_attempts,
+            reap_interval=reap_interval,
+            reconnect_timeout=reconnect_timeout,
         )
+        # a Client dropped without close() still closes its connections (on the loop thread)
+        self._finalizer = weakref.finalize(self, _close_quietly, self._portal, self._async)
 
     @property
     def url(self) -> str:
@@ -195,8 +209,13 @@ class Client:
     estimated_wait = _facade(AsyncClient.estimated_wait)
     workers = _facade(AsyncClient.workers)
     stats = _facade(AsyncClient.stats)
+    reap = _facade(AsyncClient.reap)
+    dead_letters = _facade(AsyncClient.dead_letters)
+    requeue = _facade(AsyncClient.requeue)
 
     def close(self) -> None:
+        """Close the connections (also done when the Client is garbage-collected)."""
+        self._finalizer.detach()
         self._portal.call(self._async.aclose())
 
     def __enter__(self) -> Client:

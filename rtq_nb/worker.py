@@ -26,8 +26,8 @@ from ._loop import portal
 from ._models import Request, Status, encode_envelope, parse_job
 from ._redis import Command, Conn, Packed, pack, resolve_url
 from ._scripts import JOB_FIELDS
-from .client import DEFAULT_RETENTION
-from .errors import ConfigurationError, EncodingError, MalformedRecord, RedisUnavailable, RtqError
+from .client import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION
+from .errors import ConfigurationError, EncodingError, MalformedRecord, RtqError
 
 log = logging.getLogger("rtq_nb.worker")
 
@@ -71,7 +71,7 @@ class Worker:
         batch_wait: float = 0.005,
         granularity: ChunkerSpec = "token",
         flush_interval: float = 0.02,
-        lease: float = 30.0,
+        lease: float = 6.0,
         heartbeat: float = 2.0,
         block_timeout: float = 2.0,
         retention: float = DEFAULT_RETENTION,
@@ -112,6 +112,7 @@ class Worker:
         self._future: Any = None
         self._stopped_evt: asyncio.Event | None = None
         self._conn: Conn | None = None
+        self._slots: list[asyncio.Task[None]] = []
         self._fetch_cmd: Packed | None = None  # constant commands, packed once per run
         self._pop_next_cmd: Packed | None = None
 
@@ -134,7 +135,10 @@ class Worker:
             self._ready.set()
             log.info("worker %s serving queue %r on %s", self.id, self.keys.queue, self.url)
             beat = asyncio.create_task(self._heartbeat_loop())
-            await asyncio.gather(*(self._slot(executor) for _ in range(self.concurrency)))
+            self._slots = [
+                asyncio.create_task(self._slot(executor)) for _ in range(self.concurrency)
+            ]
+            await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             if beat:
                 beat.cancel()
@@ -151,8 +155,11 @@ class Worker:
                 "worker %s stopped (%d processed, %d failed)", self.id, self.processed, self.failed
             )
 
-    async def astop(self) -> None:
-        """Stop taking work, finish what is in flight, deregister; returns when done."""
+    async def astop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking work, finish what is in flight, deregister; returns when done.
+
+        With ``drain_timeout``, requests still running after that many seconds are handed
+        back to the queue (their attempt is not counted) and their handlers are cancelled."""
         self._stopping = True
         if self._conn is not None and self.id:
             ctl = self.keys.control(self.id)
@@ -165,8 +172,34 @@ class Worker:
                 )
             except RtqError as exc:
                 log.warning("could not wake worker %s fetches: %s", self.id, exc)
-        if self._stopped_evt is not None:
+        if self._stopped_evt is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped_evt.wait()), drain_timeout)
+        except asyncio.TimeoutError:
+            await self._hand_back()
             await self._stopped_evt.wait()
+
+    async def _hand_back(self) -> None:
+        assert self._conn
+        k = self.keys
+        held = list(self._in_flight.values())
+        cmds = [
+            Conn.script_cmd(
+                "handback",
+                [k.request(p.id), k.running, k.pending, k.wake, k.stream(p.id)],
+                [self.id, p.attempt, p.id],
+            )
+            for p in held
+        ]
+        if cmds:
+            done = await self._conn.pipeline(cmds)
+            log.warning("worker %s handed back %d request(s) on stop", self.id, sum(done))
+        for p in held:
+            if p.request is not None:
+                p.request.cancelled = True
+        for t in self._slots:
+            t.cancel()
 
     def start(self, timeout: float = 30.0) -> Worker:
         """Run in the background (rtq_nb's loop thread): for scripts and notebook cells.
@@ -182,11 +215,12 @@ class Worker:
             self._future.result()  # raises the start-up error
         return self
 
-    def stop(self, timeout: float | None = 60.0) -> None:
-        """Stop a worker started with :meth:`start` (graceful: in-flight work finishes)."""
+    def stop(self, timeout: float | None = 60.0, drain_timeout: float | None = None) -> None:
+        """Stop a worker started with :meth:`start` (graceful: in-flight work finishes, or
+        is handed back to the queue after ``drain_timeout`` seconds)."""
         if self._future is None:
             return
-        portal().call(self.astop(), timeout)
+        portal().call(self.astop(drain_timeout), timeout)
         self._future.result(timeout)
         self._future = None
 
@@ -281,16 +315,47 @@ class Worker:
         assert self._conn
         while True:
             await asyncio.sleep(self.heartbeat)
-            status = "stopping" if self._stopping else ("busy" if self._in_flight else "idle")
-            cmds = self._beat_cmds(status)
-            if self._in_flight:
-                cmds.append(
-                    Conn.script_cmd("renew", [self.keys.running], [self.lease_ms, *self._in_flight])
-                )
             try:
-                await self._conn.pipeline(cmds)
+                await self._heartbeat()
             except RtqError as exc:
                 log.warning("worker %s heartbeat failed: %s", self.id, exc)
+
+    async def _heartbeat(self) -> None:
+        """Registry refresh, lease renewal, cancellation check of in-flight requests, and a
+        reap of requests whose (other) workers died: one round trip."""
+        assert self._conn
+        k = self.keys
+        status = "stopping" if self._stopping else ("busy" if self._in_flight else "idle")
+        cmds = self._beat_cmds(status)
+        held = list(self._in_flight.values())
+        if held:
+            pairs_ = [x for p in held for x in (p.id, p.attempt)]
+            cmds.append(
+                Conn.script_cmd("renew", [k.running], [k.base, self.lease_ms, self.id, *pairs_])
+            )
+        cmds.append(
+            Conn.script_cmd(
+                "reap",
+                [k.running, k.pending, k.wake, k.dead],
+                [k.base, DEFAULT_MAX_ATTEMPTS, 100, self.retention],
+            )
+        )
+        replies = await self._conn.pipeline(cmds)
+        codes = replies[-2] if held else []
+        for p, code in zip(held, codes):
+            if code != 1 and p.request is not None and not p.request.cancelled:
+                why = "was cancelled" if code == -1 else "lease was lost (taken over)"
+                log.info("request %s %s: stopping its generation", p.id, why)
+                p.request.cancelled = True
+        reaped = replies[-1]
+        cut = reaped.index("|")
+        if len(reaped) > 1:
+            log.warning(
+                "worker %s reaped: requeued %s, dead-lettered %s",
+                self.id,
+                reaped[:cut],
+                reaped[cut + 1 :],
+            )
 
     # ---- the work loop --------------------------------------------------------------------
     def _pop_cmd(self, count: int, consumed: int) -> tuple[Any, ...]:
@@ -302,28 +367,61 @@ class Worker:
         )
 
     async def _slot(self, executor: ThreadPoolExecutor) -> None:
+        """Fetch, process, deliver. A handler runs once per pop: after a connection error
+        only the delivery is retried (COMPLETE is guarded by the lease, so a repeat is
+        harmless). Nothing here lets an exception end the worker."""
         assert self._conn
         batch: list[_Popped] = []
         backoff = 0.05
         while True:
-            try:
-                if not batch:
-                    if self._stopping:
-                        return
+            if not batch:
+                if self._stopping:
+                    return
+                try:
                     batch = await self._fetch()
-                    if not batch:
-                        continue
+                    backoff = 0.05
+                except RtqError as exc:
+                    log.warning("worker %s: %s; retrying in %.2f s", self.id, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                except Exception:
+                    log.exception("worker %s: unexpected error while fetching", self.id)
+                    await asyncio.sleep(backoff)
+                    continue
+                if not batch:
+                    continue
+            try:
                 outcomes = await self._process(batch, executor)
-                batch = await self._deliver(batch, outcomes)
-                backoff = 0.05
-            except RedisUnavailable as exc:
-                log.warning("worker %s: %s; retrying in %.2f s", self.id, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:  # never let one bad request kill the worker
-                log.exception("worker %s: unexpected error in work loop", self.id)
-                batch = []
-                await asyncio.sleep(backoff)
+            except Exception as exc:  # an adapter bug, not a handler error: fail the batch
+                log.exception("worker %s: unexpected error while processing", self.id)
+                outcomes = [
+                    _invoke.Outcome(Status.FAILED, error=_invoke.describe(exc)) for _ in batch
+                ]
+            batch = await self._deliver_retrying(batch, outcomes)
+
+    async def _deliver_retrying(
+        self, batch: list[_Popped], outcomes: list[_invoke.Outcome], *, fetch: bool = True
+    ) -> list[_Popped]:
+        delay = 0.05
+        while True:
+            try:
+                return await self._deliver(batch, outcomes, fetch=fetch)
+            except RtqError as exc:  # Redis away or restarting: keep the outcomes, retry
+                log.warning(
+                    "worker %s: delivery failed (%s); retrying in %.2f s", self.id, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception("worker %s: cannot deliver; leases will expire and requeue", self.id)
+                self._release(batch)
+                return []
+
+    def _release(self, batch: list[_Popped]) -> None:
+        for p in batch:
+            if self._in_flight.get(p.id) is p:
+                del self._in_flight[p.id]
 
     async def _fetch(self) -> list[_Popped]:
         """Block until work arrives (or a stop token / the block timeout), popping in the same
@@ -373,9 +471,8 @@ class Worker:
                 p = _Popped(rid, str(attempt), stream, None)
                 self._in_flight[rid] = p
                 log.warning("failing malformed request %r: %s", rid, exc)
-                await self._complete_now(
-                    p, _invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {exc}")
-                )
+                bad = _invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {exc}")
+                await self._deliver_retrying([p], [bad], fetch=False)
                 continue
             p = _Popped(rid, attempt, request.stream, request)
             self._in_flight[rid] = p
@@ -452,39 +549,39 @@ class Worker:
                 ],
             )
         )
-        if status is Status.COMPLETED:
-            self.processed += 1
-        else:
-            self.failed += 1
-        ms = (time.monotonic() - p.started) * 1000
-        self.service_ms_ewma = (
-            ms if self.service_ms_ewma is None else 0.9 * self.service_ms_ewma + 0.1 * ms
-        )
         return cmds
 
-    async def _complete_now(self, p: _Popped, o: _invoke.Outcome) -> None:
-        assert self._conn
-        try:
-            await self._conn.pipeline(self._complete_cmds(p, o))
-        finally:
-            self._in_flight.pop(p.id, None)
-
     async def _deliver(
-        self, batch: list[_Popped], outcomes: list[_invoke.Outcome]
+        self, batch: list[_Popped], outcomes: list[_invoke.Outcome], *, fetch: bool = True
     ) -> list[_Popped]:
-        """Complete every request of the batch and pop the next batch, in one round trip."""
+        """Complete every request of the batch and pop the next batch, in one round trip.
+        Requests leave ``_in_flight`` (and so stop being renewed) only once delivered."""
         assert self._conn
-        cmds = [c for p, o in zip(batch, outcomes) for c in self._complete_cmds(p, o)]
-        fetch = not self._stopping
+        cmds: list[Command] = []
+        completes: list[tuple[int, _invoke.Outcome, _Popped]] = []
+        for p, o in zip(batch, outcomes):
+            cmds += self._complete_cmds(p, o)
+            if o.status is not Status.CANCELLED:
+                completes.append((len(cmds) - 1, o, p))
+        fetch = fetch and not self._stopping
         if fetch:
             if self._pop_next_cmd is None:
                 self._pop_next_cmd = pack([self._pop_cmd(self.batch_size, 0)])
             cmds.append(self._pop_next_cmd)
-        try:
-            replies = await self._conn.pipeline(cmds)
-        finally:
-            for p in batch:
-                self._in_flight.pop(p.id, None)
+        replies = await self._conn.pipeline(cmds)
+        self._release(batch)
+        now = time.monotonic()
+        for i, o, p in completes:
+            if replies[i] != 1:
+                log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
+                continue
+            if o.status is Status.COMPLETED:
+                self.processed += 1
+            else:
+                self.failed += 1
+            ms = (now - p.started) * 1000
+            ewma = self.service_ms_ewma
+            self.service_ms_ewma = ms if ewma is None else 0.9 * ewma + 0.1 * ms
         return await self._accept(replies[-1]) if fetch else []
 
     def __repr__(self) -> str:

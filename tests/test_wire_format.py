@@ -13,6 +13,7 @@ from rtq_nb._scripts import JOB_FIELDS
 from rtq_nb.demo import aecho, fake_llm
 
 RECORD_FIELDS_AFTER_COMPLETION = {
+    "max_attempts",
     "v",
     "id",
     "client",

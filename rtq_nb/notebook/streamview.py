@@ -22,6 +22,7 @@ from ..errors import (
     RequestFailed,
     RequestTimeout,
     RtqError,
+    WorkerLost,
 )
 from ..handle import AsyncRequestHandle
 from ._display import ShowOnce
@@ -221,11 +222,18 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         ticker = asyncio.ensure_future(self._tick())
         final = "done"
         try:
-            async for chunk in self._ah.chunks():
-                if self.status == "queued":
-                    self._set_status("running")
-                self._escaped.append(html.escape(chunk))
-                self._dirty()
+            while True:
+                try:
+                    async for chunk in self._ah.chunks():
+                        if self.status in ("queued", "retrying"):
+                            self._set_status("running")
+                        self._escaped.append(html.escape(chunk))
+                        self._dirty()
+                    break
+                except WorkerLost:  # its worker died; the retry streams again from the start
+                    self._escaped.clear()
+                    self._set_status("retrying")
+                    self._dirty()
         except RequestCancelled as exc:
             final, self.error = "cancelled", str(exc)
         except RequestFailed as exc:

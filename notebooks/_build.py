@@ -513,11 +513,85 @@ results""",
     ),
 ]
 
+RELIABILITY: list[Cell] = [
+    (
+        "md",
+        """\
+# Reliability: kill a worker, watch its request come back
+
+The reference design loses every request a worker had popped when that worker dies. rtq_nb
+records a **lease** for each popped request; a worker renews its leases on every heartbeat,
+and when it dies the lease runs out and a **reaper** (running in the other workers, and in
+waiting clients) puts the request back in the queue with its priority and an attempt count.
+
+This notebook starts two worker *processes* with short leases (2 s), streams an answer into
+the widget, kills the worker that runs it with `SIGKILL`, and watches the other worker take
+over: the widget shows *retrying*, then streams the answer again from the start.""",
+    ),
+    (
+        "code",
+        """\
+import os, signal, subprocess, sys, time, uuid
+from rtq_nb import Client, Status
+from rtq_nb.notebook import stream_view
+
+client = Client(prefix=f"rel{uuid.uuid4().hex[:6]}")   # embedded Redis unless RTQ_REDIS_URL is set
+workers = [
+    subprocess.Popen([sys.executable, "-m", "rtq_nb.cli", "worker", "rtq_nb.demo:fake_llm",
+                      "--url", client.url, "--prefix", client.async_client.prefix,
+                      "--lease", "2", "--heartbeat", "0.5"])
+    for _ in range(2)
+]
+deadline = time.monotonic() + 30
+while True:
+    try:
+        if len(client.workers()) == 2:
+            break
+    except Exception:
+        pass  # the queue is unknown until the first worker registers
+    assert time.monotonic() < deadline, "workers did not start"
+    time.sleep(0.1)
+[w.id for w in client.workers()]""",
+    ),
+    (
+        "code",
+        """\
+view = stream_view(client, "What happens when a worker dies mid-answer?",
+                   params={"tokens": 60, "rate": 20}, timeout=120)
+# wait until the answer is streaming, then find the worker process that runs it
+while not view.text:
+    time.sleep(0.05)
+victim = client.get(view.request_id).worker
+os.kill(int(victim.rsplit("-", 2)[1]), signal.SIGKILL)
+print("killed", victim)""",
+    ),
+    (
+        "code",
+        """\
+final = view.wait(timeout=120)
+record = client.get(view.request_id)
+print(f"status={record.status.value} attempts={record.attempts} served by {record.worker}")
+assert record.status is Status.COMPLETED and record.attempts == 2 and record.worker != victim
+final[:80]""",
+    ),
+    (
+        "code",
+        """\
+for w in workers:
+    w.terminate()
+for w in workers:
+    w.wait(30)
+client.close()""",
+    ),
+]
+
+
 NOTEBOOKS: dict[str, list[Cell]] = {
     "quickstart.ipynb": QUICKSTART,
     "prompt_lab.ipynb": PROMPT_LAB,
     "queue_inspection.ipynb": QUEUE_INSPECTION,
     "scaling.ipynb": SCALING,
+    "reliability.ipynb": RELIABILITY,
 }
 
 

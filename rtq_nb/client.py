@@ -241,54 +241,40 @@ class AsyncClient:
             await self._conn.pipeline(cmds[i : i + chunk_size])
         return [h for _, h in prepared]
 
-    async def call(self, input: Any, **kw: Any) -> Any:
-        """Submit and wait for the result in one round trip (the common case)."""
+    def _prepare_kw(
+        self, name: str, input: Any, kw: dict[str, Any], *, stream: bool
+    ) -> tuple[list[tuple[Any, ...]], AsyncRequestHandle]:
+        """``_prepare`` for the one-shot helpers: submission options come as keywords."""
         cmds, handle = self._prepare(
             input,
             priority=kw.pop("priority", 0),
             timeout=kw.pop("timeout", DEFAULT),
-            stream=False,
+            stream=stream,
             params=kw.pop("params", None),
             request_id=kw.pop("request_id", None),
             queue=kw.pop("queue", None),
             inline=True,
         )
         if kw:
-            raise TypeError(f"call() got unexpected arguments: {', '.join(kw)}")
+            raise TypeError(f"{name}() got unexpected arguments: {', '.join(kw)}")
+        return cmds, handle
+
+    async def call(self, input: Any, **kw: Any) -> Any:
+        """Submit and wait for the result in one round trip (the common case). Keywords
+        are those of :meth:`submit`."""
+        cmds, handle = self._prepare_kw("call", input, kw, stream=False)
         return await handle._wait_envelope(handle._remaining(None), cmds)
 
     async def stream(self, input: Any, **kw: Any) -> AsyncIterator[Chunk]:
         """Submit a streaming request and yield its chunks (text deltas) as they arrive; the
         first batch comes back in the submit's own round trip."""
-        cmds, handle = self._prepare(
-            input,
-            priority=kw.pop("priority", 0),
-            timeout=kw.pop("timeout", DEFAULT),
-            stream=True,
-            params=kw.pop("params", None),
-            request_id=kw.pop("request_id", None),
-            queue=kw.pop("queue", None),
-            inline=True,
-        )
-        if kw:
-            raise TypeError(f"stream() got unexpected arguments: {', '.join(kw)}")
-        async for chunk in handle.chunks(_before=cmds):
-            yield chunk
+        async for batch in self.stream_batches(input, **kw):
+            for chunk in batch:
+                yield chunk
 
     async def stream_batches(self, input: Any, **kw: Any) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`stream`, one list of chunks per Redis read."""
-        cmds, handle = self._prepare(
-            input,
-            priority=kw.pop("priority", 0),
-            timeout=kw.pop("timeout", DEFAULT),
-            stream=True,
-            params=kw.pop("params", None),
-            request_id=kw.pop("request_id", None),
-            queue=kw.pop("queue", None),
-            inline=True,
-        )
-        if kw:
-            raise TypeError(f"stream() got unexpected arguments: {', '.join(kw)}")
+        cmds, handle = self._prepare_kw("stream", input, kw, stream=True)
         async for batch in handle.batches(_before=cmds):
             yield batch
 

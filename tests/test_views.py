@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from rtq_nb import AsyncClient, Client, EmbeddedRedis, RequestFailed, Worker, demo, views
+from rtq_nb import AsyncClient, Client, RequestFailed, Worker, demo, views
 from rtq_nb._loop import portal
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.views import HISTORY_COLUMNS
@@ -19,15 +18,10 @@ from rtq_nb.views import HISTORY_COLUMNS
 # ---- fixtures (local: the lead owns conftest.py) ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with EmbeddedRedis() as srv:
-        yield srv.url
-
-
 @pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+def redis_url(url: str) -> str:
+    """The session's redis-server (conftest)."""
+    return url
 
 
 @pytest.fixture
@@ -38,17 +32,9 @@ def client(redis_url: str, prefix: str) -> Iterator[Client]:
 
 
 @pytest.fixture
-def make_worker(redis_url: str, prefix: str) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def make(handler: Any, **kw: Any) -> Worker:
-        w = Worker(handler, redis_url, prefix=prefix, **kw).start()
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        w.stop()
+def make_worker(start_worker: Callable[..., Worker]) -> Callable[..., Worker]:
+    """In-process workers on this test's prefix (conftest's start_worker)."""
+    return start_worker
 
 
 def raw(client: Client, *cmd: Any) -> Any:

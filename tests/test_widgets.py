@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ import comm
 import pytest
 from comm.base_comm import BaseComm
 
-from rtq_nb import Client, EmbeddedRedis, Request, RequestFailed, Status, Worker, demo, views
+from rtq_nb import Client, Request, RequestFailed, Status, Worker, demo, views
 from rtq_nb.notebook import PromptLab, QueueMonitor, StreamView, progress, stream_view
 from rtq_nb.notebook._throttle import Throttle
 from rtq_nb.notebook.streamview import render_markdown
@@ -57,15 +56,10 @@ def updates(sent: list[Any], *widgets: Any) -> list[tuple[float, str, str, dict[
     ]
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with EmbeddedRedis() as srv:
-        yield srv.url
-
-
 @pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+def redis_url(url: str) -> str:
+    """The session's redis-server (conftest)."""
+    return url
 
 
 @pytest.fixture
@@ -76,17 +70,9 @@ def client(redis_url: str, prefix: str) -> Iterator[Client]:
 
 
 @pytest.fixture
-def make_worker(redis_url: str, prefix: str) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
-
-    def make(handler: Any, **kw: Any) -> Worker:
-        w = Worker(handler, redis_url, prefix=prefix, **kw).start()
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        w.stop()
+def make_worker(start_worker: Callable[..., Worker]) -> Callable[..., Worker]:
+    """In-process workers on this test's prefix (conftest's start_worker)."""
+    return start_worker
 
 
 def on_status(view: StreamView, status: str) -> threading.Event:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
@@ -13,6 +14,7 @@ from ._models import Chunk, RequestRecord, Status, decode_envelope
 from ._redis import Conn, pairs
 from .errors import (
     MalformedRecord,
+    RedisUnavailable,
     RequestCancelled,
     RequestExpired,
     RequestFailed,
@@ -130,8 +132,11 @@ class AsyncRequestHandle:
                 status, result, error = decode_envelope(popped[1])
                 self._set_outcome(status, result, error)
                 return self._finish_outcome()
-            await self._client.reap(self.queue)
-            rec = await self._client._record_or_none(self.keys, self.id)
+            try:
+                await self._client.reap(self.queue)
+                rec = await self._client._record_or_none(self.keys, self.id)
+            except RedisUnavailable:
+                continue  # the next wait goes through the reconnect logic
             if rec is None:
                 raise RequestNotFound(
                     f"request {self.id} has no record (never submitted, or its TTL ran out)",
@@ -218,7 +223,8 @@ class AsyncRequestHandle:
             before = []
             got = replies[-1]
             if not got:
-                await self._client.reap(self.queue)
+                with contextlib.suppress(RedisUnavailable):
+                    await self._client.reap(self.queue)
                 continue
             batch: list[Chunk] = []
             lost: WorkerLost | None = None

@@ -443,13 +443,17 @@ class Worker:
                 left = end - time.monotonic()
                 if left <= 0:
                     break
-                replies = await self._conn.pipeline(
-                    [
-                        ("BLPOP", k.control(self.id), k.wake, max(left, 0.001)),
-                        self._pop_cmd(self.batch_size - len(got), 1),
-                    ]
-                )
-                got += await self._accept(replies[-1])
+                try:
+                    replies = await self._conn.pipeline(
+                        [
+                            ("BLPOP", k.control(self.id), k.wake, max(left, 0.001)),
+                            self._pop_cmd(self.batch_size - len(got), 1),
+                        ]
+                    )
+                    got += await self._accept(replies[-1])
+                except RtqError as exc:  # keep what was already popped: it is ours to run
+                    log.warning("worker %s: gathering a batch failed (%s)", self.id, exc)
+                    break
         return got
 
     async def _accept(self, flat: list[Any]) -> list[_Popped]:

@@ -355,3 +355,43 @@ def test_soak_20000(url: str, prefix: str, procs: list[Any], raw: Any) -> None:
 
 
 _ = WorkerInfo
+
+
+@pytest.mark.parametrize("kind", ["async-generator", "sync-generator"])
+def test_cancel_running_stream_stops_generation(
+    client: Client, start_worker: Any, kind: str
+) -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    async def agen(r: Any) -> Any:
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                await asyncio.sleep(0.01)  # simulated model pace
+                yield f"t{i} "
+        finally:
+            closed.set()  # the generator was closed (aclose) when the worker stopped it
+
+    def sgen(r: Any) -> Any:
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                time.sleep(0.01)  # simulated model pace (a sync model runs in a thread)
+                yield f"t{i} "
+        finally:
+            closed.set()
+
+    start_worker(agen if kind == "async-generator" else sgen, heartbeat=0.5, lease=2.0)
+    h = client.submit("x", stream=True, timeout=60)
+    it = iter(h)
+    next(it)  # it is streaming
+    assert h.cancel() is Status.RUNNING
+    from rtq_nb import RequestCancelled
+
+    with pytest.raises(RequestCancelled):
+        for _ in it:
+            pass
+    assert closed.wait(10), "the handler's generator was not stopped"
+    assert len(produced) < 300  # 10,000 would take 100 s: it stopped within a flush or so
+    assert h.status() is Status.CANCELLED

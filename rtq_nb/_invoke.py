@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -180,11 +181,15 @@ class _ThreadFeed:
 
 
 def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:
+    first = True
     try:
         for piece in it:
             if req.cancelled or feed.error is not None:
                 break
             feed.put(piece)
+            if first:  # let the loop send the first token now: a CPU-bound generator would
+                first = False  # otherwise hold the GIL for a switch interval (time to 1st token)
+                time.sleep(0.0005)
     finally:
         close = getattr(it, "close", None)
         if close is not None:

@@ -265,6 +265,24 @@ class AsyncClient:
         cmds, handle = self._prepare_kw("call", input, kw, stream=False)
         return await handle._wait_envelope(handle._remaining(None), cmds)
 
+    async def _resume_call(
+        self, handle: AsyncRequestHandle, cmds: list[tuple[Any, ...]], remaining: float | None
+    ) -> Any:
+        """Finish a ``call`` whose first attempt failed on the wire: submit only if the
+        submission never reached Redis (no duplicates), then wait as usual."""
+        end = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while True:
+            try:
+                exists = await self._conn.call("EXISTS", handle.keys.request(handle.id))
+                break
+            except RedisUnavailable:
+                if time.monotonic() > end:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return await handle._wait_envelope(remaining, [] if exists else cmds)
+
     async def stream(self, input: Any, **kw: Any) -> AsyncIterator[Chunk]:
         """Submit a streaming request and yield its chunks (text deltas) as they arrive; the
         first batch comes back in the submit's own round trip."""

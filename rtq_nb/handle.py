@@ -129,9 +129,7 @@ class AsyncRequestHandle:
             before = []
             popped = replies[-1]
             if popped is not None:
-                status, result, error = decode_envelope(popped[1])
-                self._set_outcome(status, result, error)
-                return self._finish_outcome()
+                return self._accept_envelope(popped[1])
             try:
                 await self._client.reap(self.queue)
                 rec = await self._client._record_or_none(self.keys, self.id)
@@ -145,6 +143,12 @@ class AsyncRequestHandle:
             if rec.status.terminal:  # the envelope went to another reader: use the record
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
+
+    def _accept_envelope(self, raw: str) -> Any:
+        """The request's outcome from a result envelope (pure: no I/O)."""
+        status, result, error = decode_envelope(raw)
+        self._set_outcome(status, result, error)
+        return self._finish_outcome()
 
     def _set_outcome(self, status: Status, result: Any, error: str | None) -> None:
         self._done = True

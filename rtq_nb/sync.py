@@ -8,13 +8,16 @@ any thread. No logic lives here: it is one line per method.
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._loop import LoopThread, portal
 from ._models import Chunk
+from ._syncconn import SyncConn
 from .client import DEFAULT, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
+from .errors import RedisUnavailable, RtqError
 from .handle import AsyncRequestHandle
 
 P = ParamSpec("P")
@@ -135,6 +138,7 @@ class Client:
             reconnect_timeout=reconnect_timeout,
         )
         # a Client dropped without close() still closes its connections (on the loop thread)
+        self._sync: SyncConn | None = None
         self._finalizer = weakref.finalize(self, _close_quietly, self._portal, self._async)
 
     @property
@@ -194,8 +198,33 @@ class Client:
         return self._wrap(self._async.handle(request_id, stream=stream, queue=queue))
 
     def call(self, input: Any, **kw: Any) -> Any:
-        """Submit and wait for the result (1 round trip). See AsyncClient.call."""
-        return self._portal.call(self._async.call(input, **kw))
+        """Submit and wait for the result (1 round trip). See AsyncClient.call.
+
+        The common case (the result arrives within one wait slice) runs on a synchronous
+        connection in the calling thread; everything else continues in the async core."""
+        if threading.current_thread() is self._portal.thread:
+            raise RtqError(
+                "a synchronous rtq_nb call was made from inside rtq_nb's own event loop "
+                "(e.g. in an async handler): use the async API (AsyncClient / await) there"
+            )
+        a = self._async
+        cmds, handle = a._prepare_kw("call", input, kw, stream=False)
+        remaining = handle._remaining(None)
+        block = a.reap_interval if remaining is None else min(remaining, a.reap_interval)
+        wait = ("BLPOP", handle.keys.result(handle.id), max(block, 0.001))
+        try:
+            popped = self._syncconn().pipeline([*cmds, wait])[-1]
+        except RedisUnavailable:
+            return self._portal.call(a._resume_call(handle, cmds, remaining))
+        if popped is not None:
+            return handle._accept_envelope(popped[1])
+        left = None if remaining is None else max(remaining - block, 0.0)
+        return self._portal.call(handle._wait_envelope(left, ()))
+
+    def _syncconn(self) -> SyncConn:
+        if self._sync is None:
+            self._sync = SyncConn(self._async.url)
+        return self._sync
 
     def stream(self, input: Any, **kw: Any) -> Iterator[Chunk]:
         """Submit a streaming request and iterate its text deltas as they arrive."""
@@ -216,6 +245,8 @@ class Client:
     def close(self) -> None:
         """Close the connections (also done when the Client is garbage-collected)."""
         self._finalizer.detach()
+        if self._sync is not None:
+            self._sync.close()
         self._portal.call(self._async.aclose())
 
     def __enter__(self) -> Client:

@@ -120,3 +120,22 @@ def test_real_jupyter_kernel_runs_sync_and_async_api(tmp_path: Path, url: str, p
         o.get("text", "") for cell in run.notebook.cells for o in cell.get("outputs", [])
     )
     assert "SYNC-OK" in outputs and "ASYNC-OK True" in outputs and "RESTART-OK" in outputs
+
+
+def test_sync_call_slow_paths_continue_in_the_async_core(url: str, prefix: str, start_worker: Any) -> None:
+    """Client.call's first wait slice runs on a sync connection; a longer wait, a timeout
+    and the diagnosis continue in the async core, with the same outcome."""
+    from rtq_nb import RequestTimeout
+
+    with Client(url, prefix=prefix, reap_interval=0.2) as c:
+        with pytest.raises(RequestTimeout, match="still pending"):
+            c.call("nobody serves", timeout=0.5)  # several slices, then the diagnosis
+        gate = threading.Event()
+
+        def slow(r: Request) -> Any:
+            gate.wait(10)
+            return r.input
+
+        start_worker(slow)
+        threading.Timer(0.6, gate.set).start()  # answers after a few wait slices
+        assert c.call("late answer", timeout=10) == "late answer"

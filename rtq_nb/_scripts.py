@@ -67,6 +67,8 @@ JOB_FIELDS = (
 #   'run'  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
 #   'gone' payload = '' (no record: TTL ran out or garbage id)
 #   'skip' payload = the status it had (expired now, or cancelled/terminal before)
+# followed by one last element: how many requests are still pending (the worker skips its
+# pipelined pop of the next request when none are).
 POP = (
     _NOW
     + """
@@ -114,6 +116,7 @@ for i = 1, #popped, 2 do
 end
 local extra = n - tonumber(ARGV[5])
 if extra > 0 then redis.call('LTRIM', KEYS[3], extra, -1) end
+out[#out + 1] = redis.call('ZCARD', KEYS[1])
 return out
 """
 )

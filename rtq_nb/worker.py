@@ -113,6 +113,7 @@ class Worker:
         self._stopped_evt: asyncio.Event | None = None
         self._conn: Conn | None = None
         self._slots: list[asyncio.Task[None]] = []
+        self._queue_left = 0  # pending requests left at the last pop
         self._fetch_cmd: Packed | None = None  # constant commands, packed once per run
         self._pop_next_cmd: Packed | None = None
 
@@ -459,7 +460,8 @@ class Worker:
     async def _accept(self, flat: list[Any]) -> list[_Popped]:
         """Parse POP's reply; malformed records fail right here (nothing else is touched)."""
         out: list[_Popped] = []
-        for i in range(0, len(flat), 3):
+        self._queue_left = int(flat[-1]) if flat else 0
+        for i in range(0, len(flat) - 1, 3):
             rid, kind, payload = flat[i], flat[i + 1], flat[i + 2]
             if kind == "gone":
                 log.warning("dropped queued id %r: it has no record (TTL ran out or garbage)", rid)
@@ -567,7 +569,9 @@ class Worker:
             cmds += self._complete_cmds(p, o)
             if o.status is not Status.CANCELLED:
                 completes.append((len(cmds) - 1, o, p))
-        fetch = fetch and not self._stopping
+        # pop the next request in the same round trip, unless the queue was empty at the last
+        # pop (then the blocking fetch that follows is the cheaper way to wait)
+        fetch = fetch and not self._stopping and self._queue_left > 0
         if fetch:
             if self._pop_next_cmd is None:
                 self._pop_next_cmd = pack([self._pop_cmd(self.batch_size, 0)])

@@ -122,7 +122,9 @@ def test_real_jupyter_kernel_runs_sync_and_async_api(tmp_path: Path, url: str, p
     assert "SYNC-OK" in outputs and "ASYNC-OK True" in outputs and "RESTART-OK" in outputs
 
 
-def test_sync_call_slow_paths_continue_in_the_async_core(url: str, prefix: str, start_worker: Any) -> None:
+def test_sync_call_slow_paths_continue_in_the_async_core(
+    url: str, prefix: str, start_worker: Any
+) -> None:
     """Client.call's first wait slice runs on a sync connection; a longer wait, a timeout
     and the diagnosis continue in the async core, with the same outcome."""
     from rtq_nb import RequestTimeout

@@ -186,59 +186,27 @@ def test_garbage_records_fail_and_good_requests_complete(
 ) -> None:
     k = Keys(prefix, "default")
     rng = random.Random(3)
+
+    def rec(i: int, **over: str) -> dict[str, str]:
+        base = {
+            "v": "1",
+            "id": f"g{i}",
+            "status": "pending",
+            "queue": "default",
+            "priority": "0",
+            "input": "1",
+            "params": "{}",
+            "stream": "0",
+        }
+        return {**base, **over}
+
     kinds = [
         lambda i: {"status": "pending"},
-        lambda i: {
-            "v": "1",
-            "id": f"g{i}",
-            "status": "pending",
-            "queue": "default",
-            "priority": "0",
-            "input": "{oops",
-            "params": "{}",
-            "stream": "0",
-        },
-        lambda i: {
-            "v": "7",
-            "id": f"g{i}",
-            "status": "pending",
-            "queue": "default",
-            "priority": "0",
-            "input": "1",
-            "params": "{}",
-            "stream": "0",
-        },
-        lambda i: {
-            "v": "1",
-            "id": f"g{i}",
-            "status": "pending",
-            "queue": "default",
-            "priority": "x",
-            "input": "1",
-            "params": "{}",
-            "stream": "1",
-        },
-        lambda i: {
-            "v": "1",
-            "id": f"g{i}",
-            "status": "pending",
-            "queue": "default",
-            "priority": "0",
-            "input": "1",
-            "params": "[]",
-            "stream": "0",
-            "deadline_ms": "never",
-        },
-        lambda i: {
-            "v": "1",
-            "id": f"g{i}",
-            "status": "pending",
-            "queue": "default",
-            "priority": "0",
-            "input": "1",
-            "params": "{}",
-            "stream": "maybe",
-        },
+        lambda i: rec(i, input="{oops"),
+        lambda i: rec(i, v="7"),
+        lambda i: rec(i, priority="x", stream="1"),
+        lambda i: rec(i, params="[]", deadline_ms="never"),
+        lambda i: rec(i, stream="maybe"),
     ]
     good = client.submit_many(range(500), timeout=120)
     pipe = raw.pipeline(transaction=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -15,36 +15,15 @@ from rtq_nb._loop import portal
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.views import HISTORY_COLUMNS
 
-# ---- fixtures (local: the lead owns conftest.py) ------------------------------------------
-
-
-@pytest.fixture
-def redis_url(url: str) -> str:
-    """The session's redis-server (conftest)."""
-    return url
-
-
-@pytest.fixture
-def client(redis_url: str, prefix: str) -> Iterator[Client]:
-    c = Client(redis_url, prefix=prefix, timeout=None)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_worker(start_worker: Callable[..., Worker]) -> Callable[..., Worker]:
-    """In-process workers on this test's prefix (conftest's start_worker)."""
-    return start_worker
-
 
 def raw(client: Client, *cmd: Any) -> Any:
     """One raw Redis command (test setup only)."""
     return portal().call(client.async_client._conn.call(*cmd))
 
 
-def run_mixed(client: Client, make_worker: Callable[..., Worker], n: int = 12) -> list[str]:
+def run_mixed(client: Client, start_worker: Callable[..., Worker], n: int = 12) -> list[str]:
     """n requests: every third fails; all finished. Returns their ids in submit order."""
-    make_worker(demo.fake_llm, concurrency=2)
+    start_worker(demo.fake_llm, concurrency=2)
     handles = [
         client.submit(
             f"req {i}", params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 3 == 0 else None}
@@ -60,8 +39,8 @@ def run_mixed(client: Client, make_worker: Callable[..., Worker], n: int = 12) -
 # ---- history ---------------------------------------------------------------------------------
 
 
-def test_history_typed_columns(client: Client, make_worker: Callable[..., Worker]) -> None:
-    ids = run_mixed(client, make_worker)
+def test_history_typed_columns(client: Client, start_worker: Callable[..., Worker]) -> None:
+    ids = run_mixed(client, start_worker)
     df = views.history(client)
     assert list(df.columns) == list(HISTORY_COLUMNS)
     assert {c: str(t) for c, t in df.dtypes.items()} == HISTORY_COLUMNS
@@ -81,8 +60,8 @@ def test_history_typed_columns(client: Client, make_worker: Callable[..., Worker
     assert ((now - df.created) < pd.Timedelta(minutes=5)).all()
 
 
-def test_history_filters(client: Client, make_worker: Callable[..., Worker]) -> None:
-    run_mixed(client, make_worker, n=30)
+def test_history_filters(client: Client, start_worker: Callable[..., Worker]) -> None:
+    run_mixed(client, start_worker, n=30)
     full = views.history(client)
     failed = views.history(client, status="failed")
     assert len(failed) == 10 and set(failed.status) == {"failed"}
@@ -106,11 +85,11 @@ def test_history_filters(client: Client, make_worker: Callable[..., Worker]) -> 
 
 
 def test_history_other_queue_and_all_queues(
-    client: Client, redis_url: str, prefix: str, make_worker: Callable[..., Worker]
+    client: Client, url: str, prefix: str, start_worker: Callable[..., Worker]
 ) -> None:
-    make_worker(demo.aecho)
-    make_worker(demo.aecho, queue="other")
-    other = Client(redis_url, prefix=prefix, queue="other")
+    start_worker(demo.aecho)
+    start_worker(demo.aecho, queue="other")
+    other = Client(url, prefix=prefix, queue="other")
     try:
         a = client.call("on default")
         b = other.call("on other")
@@ -122,8 +101,8 @@ def test_history_other_queue_and_all_queues(
     assert sorted(views.history(client, queue="*").queue) == ["default", "other"]
 
 
-def test_malformed_records_become_rows(client: Client, make_worker: Callable[..., Worker]) -> None:
-    ids = run_mixed(client, make_worker, n=3)
+def test_malformed_records_become_rows(client: Client, start_worker: Callable[..., Worker]) -> None:
+    ids = run_mixed(client, start_worker, n=3)
     k = client.async_client.keys()
     raw(
         client,
@@ -157,10 +136,10 @@ def test_malformed_records_become_rows(client: Client, make_worker: Callable[...
 
 
 def test_history_accepts_async_client(
-    client: Client, redis_url: str, prefix: str, make_worker: Callable[..., Worker]
+    client: Client, url: str, prefix: str, start_worker: Callable[..., Worker]
 ) -> None:
-    ids = run_mixed(client, make_worker, n=4)
-    ac = AsyncClient(redis_url, prefix=prefix)
+    ids = run_mixed(client, start_worker, n=4)
+    ac = AsyncClient(url, prefix=prefix)
     try:
         assert set(views.history(ac).id) == set(ids)
     finally:
@@ -170,9 +149,9 @@ def test_history_accepts_async_client(
 # ---- workers, clients, pending --------------------------------------------------------------
 
 
-def test_workers_frame(client: Client, make_worker: Callable[..., Worker]) -> None:
+def test_workers_frame(client: Client, start_worker: Callable[..., Worker]) -> None:
     assert views.workers(client).empty
-    w = make_worker(demo.fake_llm, concurrency=3)
+    w = start_worker(demo.fake_llm, concurrency=3)
     client.call("hi", params={"tokens": 2, "rate": 0})
     df = views.workers(client)
     assert df.id.tolist() == [w.id]

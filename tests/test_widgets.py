@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import comm
@@ -21,8 +21,6 @@ from rtq_nb import Client, Request, RequestFailed, Status, Worker, demo, views
 from rtq_nb.notebook import PromptLab, QueueMonitor, StreamView, progress, stream_view
 from rtq_nb.notebook._throttle import Throttle
 from rtq_nb.notebook.streamview import render_markdown
-
-# ---- fixtures (local: the lead owns conftest.py) ------------------------------------------
 
 
 class RecordingComm(BaseComm):
@@ -54,25 +52,6 @@ def updates(sent: list[Any], *widgets: Any) -> list[tuple[float, str, str, dict[
     return [
         m for m in sent if m[1] in ids and m[2] == "comm_msg" and m[3].get("method") == "update"
     ]
-
-
-@pytest.fixture
-def redis_url(url: str) -> str:
-    """The session's redis-server (conftest)."""
-    return url
-
-
-@pytest.fixture
-def client(redis_url: str, prefix: str) -> Iterator[Client]:
-    c = Client(redis_url, prefix=prefix, timeout=None)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def make_worker(start_worker: Callable[..., Worker]) -> Callable[..., Worker]:
-    """In-process workers on this test's prefix (conftest's start_worker)."""
-    return start_worker
 
 
 def on_status(view: StreamView, status: str) -> threading.Event:
@@ -124,11 +103,11 @@ def test_import_rtq_nb_does_not_import_widgets_or_pandas() -> None:
 
 
 def test_10k_token_stream_is_coalesced(
-    client: Client, make_worker: Callable[..., Worker], recorded: list[Any]
+    client: Client, start_worker: Callable[..., Worker], recorded: list[Any]
 ) -> None:
     # flush_interval=0: the worker writes every token as its own stream entry, so the view
     # really receives 10,000 chunks and must coalesce them itself
-    make_worker(demo.fake_llm, flush_interval=0.0)
+    start_worker(demo.fake_llm, flush_interval=0.0)
     h = client.submit("coalesce", stream=True, params={"tokens": 10_000, "rate": 5000})
     view = StreamView(h, max_updates_per_s=20)
     parts = (view.text_widget, view.status_widget, view.cancel_button)
@@ -153,7 +132,7 @@ def test_10k_token_stream_is_coalesced(
     assert "rtq-stream-text" in view.text_widget._dom_classes
 
 
-def test_status_queued_running_done(client: Client, make_worker: Callable[..., Worker]) -> None:
+def test_status_queued_running_done(client: Client, start_worker: Callable[..., Worker]) -> None:
     h = client.submit("status", stream=True, params={"tokens": 20, "rate": 200})
     view = StreamView(h)
     seen: list[str] = []
@@ -163,7 +142,7 @@ def test_status_queued_running_done(client: Client, make_worker: Callable[..., W
     assert client.get(h.id).status is Status.PENDING  # no worker yet: really queued
     assert view.status == "queued"
     assert "queued" in view.status_widget.value
-    make_worker(demo.fake_llm)
+    start_worker(demo.fake_llm)
     assert running.wait(30)
     assert view.wait(30) == answer("status", 20)
     assert seen == ["running", "done"]
@@ -175,8 +154,8 @@ def test_status_queued_running_done(client: Client, make_worker: Callable[..., W
     assert view.cancel_button.disabled
 
 
-def test_failed_handler(client: Client, make_worker: Callable[..., Worker]) -> None:
-    make_worker(demo.fake_llm)
+def test_failed_handler(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm)
     h = client.submit("fail", stream=True, params={"tokens": 50, "rate": 0, "fail_at": 5})
     view = StreamView(h)
     view.start()
@@ -188,8 +167,8 @@ def test_failed_handler(client: Client, make_worker: Callable[..., Worker]) -> N
     assert client.get(h.id).status is Status.FAILED
 
 
-def test_cancel_button(client: Client, make_worker: Callable[..., Worker]) -> None:
-    make_worker(demo.fake_llm)
+def test_cancel_button(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm)
     h = client.submit("cancel me", stream=True, params={"tokens": 2000, "rate": 100})
     view = StreamView(h)
     running = on_status(view, "running")
@@ -203,14 +182,14 @@ def test_cancel_button(client: Client, make_worker: Callable[..., Worker]) -> No
     assert len(view.text) < len(answer("cancel me", 2000))
 
 
-def test_text_is_html_escaped(client: Client, make_worker: Callable[..., Worker]) -> None:
+def test_text_is_html_escaped(client: Client, start_worker: Callable[..., Worker]) -> None:
     tokens = ["<script>alert('x')</script>", " a & b ", "<b>bold</b>", "\n<img src=x onerror=y>"]
 
     async def evil(request: Request) -> AsyncIterator[str]:
         for t in tokens:
             yield t
 
-    make_worker(evil)
+    start_worker(evil)
     view = stream_view(client, "x", block=True, display=False)
     assert view.text == "".join(tokens)
     value = view.text_widget.value
@@ -221,14 +200,14 @@ def test_text_is_html_escaped(client: Client, make_worker: Callable[..., Worker]
 
 
 @pytest.mark.parametrize("markdown", [False, True])
-def test_markdown_flag(client: Client, make_worker: Callable[..., Worker], markdown: bool) -> None:
+def test_markdown_flag(client: Client, start_worker: Callable[..., Worker], markdown: bool) -> None:
     doc = ["# Title\n\n", "Some **bold** text ", "<script>x()</script>", "\n\n- item\n"]
 
     async def md(request: Request) -> AsyncIterator[str]:
         for t in doc:
             yield t
 
-    make_worker(md)
+    start_worker(md)
     view = stream_view(client, "md", block=True, markdown=markdown, display=False)
     value = view.text_widget.value
     assert view.text == "".join(doc)
@@ -240,8 +219,8 @@ def test_markdown_flag(client: Client, make_worker: Callable[..., Worker], markd
         assert "<h1>" not in value and "# Title" in value and value.startswith("<pre")
 
 
-def test_accepts_async_handle(client: Client, make_worker: Callable[..., Worker]) -> None:
-    make_worker(demo.fake_llm)
+def test_accepts_async_handle(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm)
     ah = client.submit("async", stream=True, params={"tokens": 7, "rate": 0}).async_handle
     view = StreamView(ah)
     view.start()
@@ -250,9 +229,9 @@ def test_accepts_async_handle(client: Client, make_worker: Callable[..., Worker]
 
 
 def test_stream_view_nonblocking_then_wait(
-    client: Client, make_worker: Callable[..., Worker]
+    client: Client, start_worker: Callable[..., Worker]
 ) -> None:
-    make_worker(demo.fake_llm)
+    start_worker(demo.fake_llm)
     view = stream_view(client, "nb", params={"tokens": 100, "rate": 100}, display=True)
     assert not view.done  # returned at once, ~1 s of streaming left
     assert view.wait(30) == answer("nb", 100)
@@ -263,8 +242,8 @@ def test_stream_view_nonblocking_then_wait(
 # ---- PromptLab, QueueMonitor, progress ----------------------------------------------------
 
 
-def test_prompt_lab(client: Client, make_worker: Callable[..., Worker]) -> None:
-    make_worker(demo.fake_llm, concurrency=4)
+def test_prompt_lab(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm, concurrency=4)
     prompts = ["first <prompt>", "second"]
     sets = [{"tokens": 5, "rate": 0}, {"tokens": 12, "rate": 200}]
     lab = PromptLab(client, prompts, sets)
@@ -292,8 +271,8 @@ def test_prompt_lab(client: Client, make_worker: Callable[..., Worker]) -> None:
     assert set(df.request_id) <= set(hist.id)
 
 
-def test_queue_monitor_refresh(client: Client, make_worker: Callable[..., Worker]) -> None:
-    w = make_worker(demo.fake_llm)
+def test_queue_monitor_refresh(client: Client, start_worker: Callable[..., Worker]) -> None:
+    w = start_worker(demo.fake_llm)
     for h in client.submit_many(["a", "b", "c"], params={"tokens": 2, "rate": 0}):
         h.result(timeout=30)
     mon = QueueMonitor(client, interval=0.2)
@@ -326,9 +305,9 @@ def test_queue_monitor_start_stop(client: Client) -> None:
 
 
 def test_progress_text(
-    client: Client, make_worker: Callable[..., Worker], capsys: pytest.CaptureFixture[str]
+    client: Client, start_worker: Callable[..., Worker], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    make_worker(demo.fake_llm, concurrency=4)
+    start_worker(demo.fake_llm, concurrency=4)
     handles = [
         client.submit(
             f"job {i}", params={"tokens": 3, "rate": 0, "fail_at": 1 if i % 4 == 0 else None}
@@ -347,9 +326,9 @@ def test_progress_text(
 
 
 def test_progress_widget(
-    client: Client, make_worker: Callable[..., Worker], recorded: list[Any]
+    client: Client, start_worker: Callable[..., Worker], recorded: list[Any]
 ) -> None:
-    make_worker(demo.fake_llm)
+    start_worker(demo.fake_llm)
     handles = client.submit_many(
         [f"w{i}" for i in range(5)], stream=True, params={"tokens": 3, "rate": 0}
     )

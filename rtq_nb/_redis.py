@@ -8,15 +8,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
 from redis import exceptions as rex
 
 from . import _scripts
+from ._resp import Command, Link, open_link, pack
 from .errors import ConfigurationError, RedisUnavailable, RtqError
 
 log = logging.getLogger("rtq_nb.redis")
@@ -42,48 +42,6 @@ def resolve_url(url: str | None = None) -> str:
     from .embedded import default_server
 
     return default_server().url
-
-
-def _arg(a: Any) -> bytes:
-    t = type(a)
-    if t is str:
-        return a.encode()  # type: ignore[no-any-return]
-    if t is int:
-        return b"%d" % a
-    if t is bytes:
-        return a  # type: ignore[no-any-return]
-    if t is float:
-        return repr(a).encode()
-    raise TypeError(f"cannot send {type(a).__name__} to Redis: {a!r}")
-
-
-class Packed(bytes):
-    """Commands already RESP-encoded by :func:`pack`; ``n`` is how many (replies to read)."""
-
-    n: int
-
-
-Command = tuple[Any, ...] | Packed
-
-
-def pack(commands: Sequence[Command]) -> Packed:
-    """RESP2-encode commands (tuples of str/bytes/int/float) into one buffer. A
-    :class:`Packed` item is inserted as is (constant commands are packed once, reused)."""
-    out: list[bytes] = []
-    n = 0
-    for cmd in commands:
-        if isinstance(cmd, Packed):
-            out.append(cmd)
-            n += cmd.n
-            continue
-        n += 1
-        out.append(b"*%d\r\n" % len(cmd))
-        for a in cmd:
-            b = _arg(a)
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    packed = Packed(b"".join(out))
-    packed.n = n
-    return packed
 
 
 def pairs(flat: Sequence[Any]) -> dict[str, Any]:
@@ -137,7 +95,7 @@ class Conn:
             **opts,
         )
         self._loaded = False
-        self._idle: list[Any] = []
+        self._idle: list[Link] = []
         self.max_idle = 64
 
     async def load_scripts(self) -> None:
@@ -153,12 +111,9 @@ class Conn:
             await self.load_scripts()
 
     @staticmethod
-    def script_cmd(
-        name: str, keys: Sequence[str], args: Sequence[Any], *, inline: bool = False
-    ) -> tuple[Any, ...]:
-        """Command tuple for a script: EVALSHA, or EVAL with the source when ``inline``
-        (used in pipelines followed by a blocking read, where NOSCRIPT must never happen)."""
-        head = ("EVAL", _scripts.ALL[name]) if inline else ("EVALSHA", SHAS[name])
+    def script_cmd(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """Command tuple for a script (EVALSHA; see :meth:`pipeline` for NOSCRIPT)."""
+        head = ("EVALSHA", SHAS[name])
         return (*head, len(keys), *keys, *args)
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -172,46 +127,50 @@ class Conn:
                 await self.load_scripts()
                 return await self.redis.execute_command(*self.script_cmd(name, keys, args))
 
-    async def _acquire(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
-        pool = self.redis.connection_pool
-        conn = pool.connection_class(**pool.connection_kwargs)
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        return conn
+    async def _acquire(self) -> Link:
+        while self._idle:
+            link = self._idle.pop()
+            if not link.closed:
+                return link
+        return await open_link(self.url)
 
-    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+    async def pipeline(
+        self,
+        commands: Sequence[Command],
+        *,
+        head: int = 0,
+        on_head: Callable[[list[Any]], None] | None = None,
+    ) -> list[Any]:
         """Send commands in one round trip (no MULTI) and return their raw RESP2 replies
         (strings, ints, nested lists; HGETALL is a flat list). Raises the first error, mapped.
 
-        This is the hot path, so it skips redis-py's Pipeline object (a task, a lock and
-        several loop turns per call): commands are packed here and written on a pooled
-        connection, replies are read with redis-py's parser (hiredis when installed).
-        A NOSCRIPT reply reloads the scripts and raises, so the caller's own retry decides
-        what to re-run (a blocking read that already ran is not repeated blindly)."""
+        This is the hot path: commands are packed here and written on a pooled
+        :class:`~rtq_nb._resp.Link` (an asyncio protocol over hiredis), not through
+        redis-py's Pipeline object (a task, a lock and several loop turns per call).
+
+        An error reply with replies still to come drops the connection instead of waiting
+        for them: a later command may be a blocking read (``EVALSHA submit`` + ``BLPOP``),
+        and Redis forgets a blocked read when its client goes away. A NOSCRIPT reply reloads
+        the scripts and raises :class:`RedisUnavailable`, so the caller's own retry decides
+        what to re-run (a blocking read that already ran is not repeated blindly).
+
+        ``on_head`` is called with the first ``head`` replies as soon as they are read
+        (when none is an error), before waiting for the rest: a worker settles its
+        completions at once, then blocks for the next request on the same round trip."""
         await self.ensure()
+        data = pack(commands)
         with mapped_errors(self.url):
-            conn = await self._acquire()
-            replies: list[Any] = []
-            data = pack(commands)
+            link = await self._acquire()
             try:
-                await conn.send_packed_command(data, check_health=False)
-                for _ in range(data.n):
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except rex.ResponseError as exc:
-                        replies.append(exc)
+                replies = await link.request(data, data.n, head=head, on_head=on_head)
             except BaseException:
-                await conn.disconnect(nowait=True)  # reply state unknown: never reuse
+                link.close()  # reply state unknown (or a blocking read pending): never reuse
                 raise
-            if len(self._idle) < self.max_idle:
-                self._idle.append(conn)
-            else:
-                await conn.disconnect()
+            if not link.closed:
+                if len(self._idle) < self.max_idle:
+                    self._idle.append(link)
+                else:
+                    link.close()
             for r in replies:
                 if isinstance(r, rex.NoScriptError):
                     await self.load_scripts()
@@ -229,9 +188,8 @@ class Conn:
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+        for link in idle:
+            link.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
 

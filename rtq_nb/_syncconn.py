@@ -16,7 +16,9 @@ from typing import Any
 import redis
 from redis import exceptions as rex
 
-from ._redis import Command, mapped_errors, pack
+from . import _scripts
+from ._redis import mapped_errors
+from ._resp import Command, pack
 from .errors import RedisUnavailable
 
 
@@ -33,28 +35,42 @@ class SyncConn:
             socket_timeout=None,
             health_check_interval=30,
         )
+        self._loaded = False
+
+    def _load_scripts(self) -> None:
+        self._send([("SCRIPT", "LOAD", src) for src in _scripts.ALL.values()])
+        self._loaded = True
 
     def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; raw replies. Errors are mapped; NOSCRIPT becomes RedisUnavailable
-        (the caller falls back to the async core, which reloads scripts)."""
+        (the caller falls back to the async core). Scripts are loaded before the first use."""
+        if not self._loaded:
+            self._load_scripts()
+        return self._send(commands)
+
+    def _send(self, commands: Sequence[Command]) -> list[Any]:
         data = pack(commands)
         with mapped_errors(self.url):
             conn = self.pool.get_connection()
             replies: list[Any] = []
             try:
                 conn.send_packed_command([bytes(data)], check_health=False)
-                for _ in range(data.n):
+                for i in range(data.n):
                     try:
                         replies.append(conn.read_response())
                     except rex.ResponseError as exc:
                         replies.append(exc)
+                        if i + 1 < data.n:  # never wait behind an error (a BLPOP may follow)
+                            conn.disconnect()
+                            break
             except BaseException:
                 conn.disconnect()  # reply state unknown: never reuse
-                self.pool.release(conn)
                 raise
-            self.pool.release(conn)
+            finally:
+                self.pool.release(conn)
         for r in replies:
             if isinstance(r, rex.NoScriptError):
+                self._loaded = False  # loaded again before the next pipeline
                 raise RedisUnavailable(f"Redis at {self.url} had lost rtq_nb's scripts") from r
             if isinstance(r, Exception):
                 with mapped_errors(self.url):

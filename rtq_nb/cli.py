@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from ._loop import run
 from .errors import ConfigurationError, RtqError
 
 URL_HELP = (
@@ -76,7 +77,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         await w.run()
 
     logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, w.url)
-    asyncio.run(main())
+    run(main())
     return 0
 
 

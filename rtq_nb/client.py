@@ -128,7 +128,6 @@ class AsyncClient:
         params: dict[str, Any] | None,
         request_id: str | None,
         queue: str | None,
-        inline: bool = False,
     ) -> tuple[list[tuple[Any, ...]], AsyncRequestHandle]:
         keys = self.keys(queue)
         check_priority(priority)
@@ -163,7 +162,6 @@ class AsyncClient:
                     "max_attempts",
                     self.max_attempts,
                 ],
-                inline=inline,
             )
         )
         self.submitted += 1
@@ -253,7 +251,6 @@ class AsyncClient:
             params=kw.pop("params", None),
             request_id=kw.pop("request_id", None),
             queue=kw.pop("queue", None),
-            inline=True,
         )
         if kw:
             raise TypeError(f"{name}() got unexpected arguments: {', '.join(kw)}")

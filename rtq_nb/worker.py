@@ -1,8 +1,9 @@
 """Worker: pulls requests by priority, runs a handler, delivers results or streams.
 
-Round trips per request on a busy queue: 1 (completion of one request and the pop of the
-next are pipelined), plus one per stream flush. An idle worker blocks on the queue's wake
-list and pops in the same round trip (``BLPOP wake`` + ``POP`` pipelined): no polling.
+Round trips per request: 1, plus one per stream flush. The completion of one request and
+the fetch of the next are pipelined: a plain POP while the queue is busy, or, when it was
+empty, a block on the queue's wake list with the POP right behind it (``BLPOP wake`` +
+``POP``: Redis runs the pop as soon as the block returns). No polling.
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ from ._chunking import ChunkerSpec, Entry, make_chunker
 from ._keys import Keys, check_name
 from ._loop import portal
 from ._models import Request, Status, encode_envelope, parse_job
-from ._redis import Command, Conn, Packed, pack, resolve_url
+from ._redis import Conn, resolve_url
+from ._resp import Command, Packed, pack
 from ._scripts import JOB_FIELDS
 from .client import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION
-from .errors import ConfigurationError, EncodingError, MalformedRecord, RtqError
+from .errors import (
+    ConfigurationError,
+    EncodingError,
+    MalformedRecord,
+    RedisUnavailable,
+    RtqError,
+)
 
 log = logging.getLogger("rtq_nb.worker")
 
@@ -56,7 +64,9 @@ class Worker:
     ``batch_wait`` seconds. ``granularity``: ``"token"``, ``"sentence"``, ``"fixed:N"`` or a
     chunker. ``flush_interval``: stream pieces produced within this many seconds share one
     Redis write (the first piece always goes out at once). ``lease``: seconds a popped request
-    stays assigned to this worker without a heartbeat renewing it.
+    stays assigned to this worker without a heartbeat renewing it. ``reconnect_timeout``:
+    how long a worker that starts while Redis is unreachable (or restarting) keeps trying to
+    register before giving up; once running, it rides out outages of any length.
     """
 
     def __init__(
@@ -76,6 +86,7 @@ class Worker:
         block_timeout: float = 2.0,
         retention: float = DEFAULT_RETENTION,
         worker_id: str | None = None,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -99,6 +110,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.block_timeout = block_timeout
         self.retention = int(retention)
+        self.reconnect_timeout = reconnect_timeout
         self._base_id = check_name("worker id", worker_id) if worker_id else None
         self.id = ""
         self.host = socket.gethostname()
@@ -289,6 +301,20 @@ class Worker:
         ]
 
     async def _register(self) -> None:
+        """Register, retrying with backoff for up to ``reconnect_timeout`` seconds."""
+        end = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while True:
+            try:
+                return await self._register_once()
+            except RedisUnavailable as exc:
+                if time.monotonic() + delay > end:
+                    raise
+                log.warning("worker %s cannot register yet (%s); retrying", self.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _register_once(self) -> None:
         assert self._conn
         await self._conn.ensure()
         k = self.keys
@@ -424,20 +450,30 @@ class Worker:
             if self._in_flight.get(p.id) is p:
                 del self._in_flight[p.id]
 
-    async def _fetch(self) -> list[_Popped]:
-        """Block until work arrives (or a stop token / the block timeout), popping in the same
-        round trip; then, when batching, gather more for up to ``batch_wait``."""
-        assert self._conn
-        k = self.keys
+    def _blocking_fetch_cmd(self) -> Packed:
+        """BLPOP on this worker's control list and the queue's wake list, then POP: the
+        pop runs inside Redis as soon as the BLPOP returns (no second round trip)."""
         if self._fetch_cmd is None:
+            k = self.keys
             self._fetch_cmd = pack(
                 [
                     ("BLPOP", k.control(self.id), k.wake, self.block_timeout),
                     self._pop_cmd(self.batch_size, 1),
                 ]
             )
-        replies = await self._conn.pipeline([self._fetch_cmd])
-        got = await self._accept(replies[-1])
+        return self._fetch_cmd
+
+    async def _fetch(self) -> list[_Popped]:
+        """Block until work arrives (or a stop token / the block timeout), popping in the same
+        round trip; then, when batching, gather more for up to ``batch_wait``."""
+        assert self._conn
+        replies = await self._conn.pipeline([self._blocking_fetch_cmd()])
+        return await self._gather(await self._accept(replies[-1]))
+
+    async def _gather(self, got: list[_Popped]) -> list[_Popped]:
+        """Batching: wait up to ``batch_wait`` for more requests to fill the batch."""
+        assert self._conn
+        k = self.keys
         if self.batch_size > 1 and got and len(got) < self.batch_size and self.batch_wait > 0:
             end = time.monotonic() + self.batch_wait
             while len(got) < self.batch_size and not self._stopping:
@@ -560,8 +596,11 @@ class Worker:
     async def _deliver(
         self, batch: list[_Popped], outcomes: list[_invoke.Outcome], *, fetch: bool = True
     ) -> list[_Popped]:
-        """Complete every request of the batch and pop the next batch, in one round trip.
-        Requests leave ``_in_flight`` (and so stop being renewed) only once delivered."""
+        """Complete every request of the batch and fetch the next one, in one round trip:
+        while the queue is busy a plain POP follows the completions; when it was empty at
+        the last pop, the blocking fetch does (``BLPOP wake`` + ``POP``). The completions
+        are settled as soon as their replies arrive, before the fetch returns. Requests leave
+        ``_in_flight`` (and so stop being renewed) only once delivered."""
         assert self._conn
         cmds: list[Command] = []
         completes: list[tuple[int, _invoke.Outcome, _Popped]] = []
@@ -569,14 +608,43 @@ class Worker:
             cmds += self._complete_cmds(p, o)
             if o.status is not Status.CANCELLED:
                 completes.append((len(cmds) - 1, o, p))
-        # pop the next request in the same round trip, unless the queue was empty at the last
-        # pop (then the blocking fetch that follows is the cheaper way to wait)
-        fetch = fetch and not self._stopping and self._queue_left > 0
-        if fetch:
+        settled = False
+
+        def settle(replies: list[Any]) -> None:
+            nonlocal settled
+            settled = True
+            self._settle(batch, completes, replies)
+
+        if not fetch or self._stopping:
+            settle(await self._conn.pipeline(cmds) if cmds else [])
+            return []
+        busy = self._queue_left > 0
+        if busy:
             if self._pop_next_cmd is None:
                 self._pop_next_cmd = pack([self._pop_cmd(self.batch_size, 0)])
             cmds.append(self._pop_next_cmd)
-        replies = await self._conn.pipeline(cmds)
+        else:
+            cmds.append(self._blocking_fetch_cmd())
+        head = len(cmds) - 1
+        if head == 0:
+            settle([])
+        try:
+            replies = await self._conn.pipeline(cmds, head=head, on_head=settle)
+        except RtqError as exc:
+            if not settled:
+                raise  # nothing was delivered: the caller retries the delivery
+            log.warning("worker %s: fetching the next request failed (%s)", self.id, exc)
+            return []
+        got = await self._accept(replies[-1])
+        return got if busy else await self._gather(got)
+
+    def _settle(
+        self,
+        batch: list[_Popped],
+        completes: list[tuple[int, _invoke.Outcome, _Popped]],
+        replies: list[Any],
+    ) -> None:
+        """Account for delivered completions (counters, service-time estimate)."""
         self._release(batch)
         now = time.monotonic()
         for i, o, p in completes:
@@ -590,7 +658,6 @@ class Worker:
             ms = (now - p.started) * 1000
             ewma = self.service_ms_ewma
             self.service_ms_ewma = ms if ewma is None else 0.9 * ewma + 0.1 * ms
-        return await self._accept(replies[-1]) if fetch else []
 
     def __repr__(self) -> str:
         state = (

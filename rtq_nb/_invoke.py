@@ -229,12 +229,34 @@ async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
             raise feed.error
 
 
+_KINDS: dict[Any, str] = {}
+
+
+def handler_kind(handler: Callable[..., Any]) -> str:
+    """``"async"`` (coroutine or async generator function), ``"gen"`` (generator function)
+    or ``"sync"``; remembered per handler (the inspection is not free on the hot path)."""
+    try:
+        return _KINDS[handler]
+    except (KeyError, TypeError):  # TypeError: an unhashable callable object
+        pass
+    if inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler):
+        kind = "async"
+    elif inspect.isgeneratorfunction(handler):
+        kind = "gen"
+    else:
+        kind = "sync"
+    with contextlib.suppress(TypeError):
+        _KINDS[handler] = kind
+    return kind
+
+
 async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor) -> Any:
     """Call ``handler(arg)`` without blocking the loop; returns its value or its iterator."""
-    if inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler):
+    kind = handler_kind(handler)
+    if kind == "async":
         value = handler(arg)
         return await value if inspect.isawaitable(value) else value
-    if inspect.isgeneratorfunction(handler):
+    if kind == "gen":
         return handler(arg)  # iterated in a thread by consume()
     value = await asyncio.get_running_loop().run_in_executor(executor, handler, arg)
     return await value if inspect.isawaitable(value) else value

@@ -333,7 +333,12 @@ def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:
         raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
 
 
-def encode_envelope(status: Status, result: Any = None, error: str | None = None) -> str:
+def encode_envelope(
+    status: Status, result: Any = None, error: str | None = None, *, result_json: str | None = None
+) -> str:
+    """The result-list envelope; ``result_json``: the result already JSON-encoded."""
     if status is Status.COMPLETED:
-        return '{"status":"completed","result":' + dumps(result, "result") + "}"
+        if result_json is None:
+            result_json = dumps(result, "result")
+        return '{"status":"completed","result":' + result_json + "}"
     return dumps({"status": status.value, "error": error}, "error")

@@ -191,33 +191,46 @@ def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
     return ctx
 
 
+class Endpoint:
+    """Where and how to connect, from a Redis URL (parsed by redis-py's own parser)."""
+
+    def __init__(self, url: str) -> None:
+        kw: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+        self.path: str | None = kw.get("path")
+        self.host = str(kw.get("host", "localhost"))
+        self.port = int(kw.get("port", 6379))
+        tls_class = getattr(kw.get("connection_class"), "__name__", "")
+        self.tls = _ssl_context(kw) if "SSL" in tls_class else None
+        self.hello: list[tuple[Any, ...]] = []  # sent once, right after connecting
+        if kw.get("password"):
+            user = kw.get("username")
+            self.hello.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
+        if int(kw.get("db") or 0):
+            self.hello.append(("SELECT", int(kw["db"])))
+
+
+def check_hello(replies: list[Any]) -> None:
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+
+
 async def open_link(url: str, connect_timeout: float = 5.0) -> Link:
     """Connect, authenticate and select the database named by ``url``."""
-    kw: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    ep = Endpoint(url)
     loop = asyncio.get_running_loop()
-    if kw.get("path"):
-        conn = loop.create_unix_connection(Link, kw["path"])
+    if ep.path:
+        conn = loop.create_unix_connection(Link, ep.path)
     else:
-        tls_class = getattr(kw.get("connection_class"), "__name__", "")
-        tls = _ssl_context(kw) if "SSL" in tls_class else None
-        conn = loop.create_connection(
-            Link, kw.get("host", "localhost"), int(kw.get("port", 6379)), ssl=tls
-        )
+        conn = loop.create_connection(Link, ep.host, ep.port, ssl=ep.tls)
     try:
         _, link = await asyncio.wait_for(conn, connect_timeout)
     except asyncio.TimeoutError as exc:
         raise rex.TimeoutError(f"connecting timed out after {connect_timeout} s") from exc
-    hello: list[tuple[Any, ...]] = []
-    if kw.get("password"):
-        user = kw.get("username")
-        hello.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
-    if int(kw.get("db") or 0):
-        hello.append(("SELECT", int(kw["db"])))
-    if hello:
+    if ep.hello:
         try:
-            for r in await asyncio.wait_for(link.request(pack(hello), len(hello)), connect_timeout):
-                if isinstance(r, Exception):
-                    raise r
+            hello = link.request(pack(ep.hello), len(ep.hello))
+            check_hello(await asyncio.wait_for(hello, connect_timeout))
         except BaseException:
             link.close()
             raise

@@ -4,37 +4,92 @@ It only moves bytes: the commands come from the async core's pure builders
 (``AsyncClient._prepare_kw``) and the reply is interpreted by the core
 (``AsyncRequestHandle._accept_envelope``). Anything that is not the common case (a wait longer
 than one slice, a timeout, a dropped connection) goes back to the async core on rtq_nb's loop
-thread. What it saves is the thread hop and the event-loop turns of a sync call: about a
-third of a ``call()`` round trip on a small machine (see README, Performance).
+thread. What it saves is the thread hop and the event-loop turns of a sync call, and
+redis-py's per-call pool checks (a poll of the socket each time): a blocking socket and a
+hiredis reader, nothing else (see README, Performance).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-import redis
+import hiredis
 from redis import exceptions as rex
 
 from . import _scripts
 from ._redis import mapped_errors
-from ._resp import Command, pack
+from ._resp import Command, Endpoint, check_hello, pack, reply_error
 from .errors import RedisUnavailable
 
 
-class SyncConn:
-    """Pipelines over redis-py's thread-safe sync connection pool (hiredis when installed)."""
+class _SyncLink:
+    """One blocking connection; used by one thread at a time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, ep: Endpoint, connect_timeout: float) -> None:
+        if ep.path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(connect_timeout)
+            try:
+                sock.connect(ep.path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((ep.host, ep.port), connect_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if ep.tls is not None:
+                sock = ep.tls.wrap_socket(sock, server_hostname=ep.host)
+        sock.settimeout(None)  # blocking reads carry their own (Redis-side) timeouts
+        self.sock = sock
+        self.reader = hiredis.Reader(encoding="utf-8", errors="replace", replyError=reply_error)
+        self.closed = False
+        if ep.hello:
+            try:
+                check_hello(self.request(pack(ep.hello), len(ep.hello)))
+            except BaseException:
+                self.close()
+                raise
+
+    def request(self, data: bytes, n: int) -> list[Any]:
+        """Write ``data`` (``n`` commands) and read the replies; an error reply with
+        replies still to come closes the link instead of waiting (a BLPOP may follow)."""
+        self.sock.sendall(data)
+        replies: list[Any] = []
+        reader = self.reader
+        while len(replies) < n:
+            reply = reader.gets()
+            if reply is False:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise rex.ConnectionError("connection to Redis lost: closed by the server")
+                reader.feed(chunk)
+                continue
+            replies.append(reply)
+            if isinstance(reply, Exception) and len(replies) < n:
+                self.close()
+                break
+        return replies
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class SyncConn:
+    """Pipelines on blocking sockets, one idle-link pool shared by the calling threads."""
+
+    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
         self.url = url
-        self.pool: Any = redis.ConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            protocol=2,
-            socket_connect_timeout=5,
-            socket_timeout=None,
-            health_check_interval=30,
-        )
+        self._ep = Endpoint(url)
+        self._connect_timeout = connect_timeout
+        self._idle: list[_SyncLink] = []
+        self._lock = threading.Lock()
         self._loaded = False
 
     def _load_scripts(self) -> None:
@@ -51,23 +106,18 @@ class SyncConn:
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         data = pack(commands)
         with mapped_errors(self.url):
-            conn = self.pool.get_connection()
-            replies: list[Any] = []
+            with self._lock:
+                link = self._idle.pop() if self._idle else None
+            if link is None:
+                link = _SyncLink(self._ep, self._connect_timeout)
             try:
-                conn.send_packed_command([bytes(data)], check_health=False)
-                for i in range(data.n):
-                    try:
-                        replies.append(conn.read_response())
-                    except rex.ResponseError as exc:
-                        replies.append(exc)
-                        if i + 1 < data.n:  # never wait behind an error (a BLPOP may follow)
-                            conn.disconnect()
-                            break
+                replies = link.request(data, data.n)
             except BaseException:
-                conn.disconnect()  # reply state unknown: never reuse
+                link.close()  # reply state unknown: never reuse
                 raise
-            finally:
-                self.pool.release(conn)
+            if not link.closed:
+                with self._lock:
+                    self._idle.append(link)
         for r in replies:
             if isinstance(r, rex.NoScriptError):
                 self._loaded = False  # loaded again before the next pipeline
@@ -78,4 +128,7 @@ class SyncConn:
         return replies
 
     def close(self) -> None:
-        self.pool.disconnect()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for link in idle:
+            link.close()

@@ -566,10 +566,12 @@ class Worker:
         if status is Status.CANCELLED:
             return cmds  # the cancel script already told the client
         try:
-            envelope = encode_envelope(status, value, error)
-            field, text = (
-                ("result", _json(value)) if status is Status.COMPLETED else ("error", error or "")
-            )
+            if status is Status.COMPLETED:
+                field, text = "result", _json(value)
+                envelope = encode_envelope(status, result_json=text)
+            else:
+                field, text = "error", error or ""
+                envelope = encode_envelope(status, None, error)
         except EncodingError as exc:
             status, error = Status.FAILED, f"EncodingError: handler result: {exc}"
             envelope, field, text = encode_envelope(status, None, error), "error", error

@@ -3,7 +3,9 @@
 Floor round trip (the reference design, nothing more): client pipelines HSET record + ZADD
 pending, then BLPOP its result list; worker BZPOPMAX + LPUSH result. Floor streaming: the
 worker LPUSHes each token and the client BRPOPs each one (one round trip per token).
-Clients and workers run in separate processes. Compare ratios, not absolute times.
+Clients and workers run in separate processes, started (and warmed up) before any clock
+runs. rtq and the floor are set up side by side and measured in alternating rounds (ABBA), so
+a shared, noisy machine drifts on both alike. Compare ratios, not absolute times.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ _ctx = mp.get_context("spawn")
 def _floor_redis(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url, decode_responses=True)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
 
 
 def _floor_worker(url: str, ns: str, stop_key: str) -> None:
     r = _floor_redis(url)
+    r.lpush(f"{ns}:ready", "1")
     while True:
         got = r.bzpopmax([f"{ns}:pending", stop_key], 0)
         if got[0] == stop_key:
@@ -49,16 +52,36 @@ def _floor_call(r: Any, ns: str, rid: str) -> str:
     return str(r.blpop([f"{ns}:res:{rid}"], 30)[1])
 
 
-def _floor_client(url: str, ns: str, n: int, duration: float, out: Any) -> None:
+def _floor_client(url: str, ns: str, conn: Any) -> None:
     r = _floor_redis(url)
-    lat, done, cid = [], 0, uuid.uuid4().hex[:8]
-    end = time.perf_counter() + duration
-    while (n and done < n) or (not n and time.perf_counter() < end):
-        t = time.perf_counter()
-        _floor_call(r, ns, f"{cid}-{done}")
-        lat.append(time.perf_counter() - t)
-        done += 1
-    out.put(lat)
+    cid, i = uuid.uuid4().hex[:8], 0
+
+    def call() -> None:
+        nonlocal i
+        i += 1
+        _floor_call(r, ns, f"{cid}-{i}")
+
+    _serve_rounds(call, conn)
+
+
+def _serve_rounds(call: Any, conn: Any) -> None:
+    """A client process: runs rounds on request (n calls, or calls for a duration) and sends
+    back the latencies, until told 0. Processes live across rounds, so rtq and the floor are
+    measured in alternation under the same machine conditions."""
+    for _ in range(20):
+        call()  # warm-up: connections, scripts, caches
+    conn.send("ready")
+    while True:
+        n, duration = conn.recv()
+        if not n and not duration:
+            return
+        lat: list[float] = []
+        end = time.perf_counter() + duration
+        while (n and len(lat) < n) or (not n and time.perf_counter() < end):
+            t = time.perf_counter()
+            call()
+            lat.append(time.perf_counter() - t)
+        conn.send(lat)
 
 
 def _floor_stream(url: str, ns: str, tokens: int) -> tuple[float, float]:
@@ -88,19 +111,11 @@ def _rtq_worker(url: str, queue: str, handler: str) -> None:
     main(["worker", handler, "--url", url, "--queue", queue])
 
 
-def _rtq_client(url: str, queue: str, n: int, duration: float, out: Any) -> None:
+def _rtq_client(url: str, queue: str, conn: Any) -> None:
     from .sync import Client
 
     c = Client(url, queue=queue)
-    c.call(PAYLOAD)  # connect + load scripts
-    lat, done = [], 0
-    end = time.perf_counter() + duration
-    while (n and done < n) or (not n and time.perf_counter() < end):
-        t = time.perf_counter()
-        c.call(PAYLOAD)
-        lat.append(time.perf_counter() - t)
-        done += 1
-    out.put(lat)
+    _serve_rounds(lambda: c.call(PAYLOAD), conn)
 
 
 def _rtq_stream(url: str, queue: str, tokens: int) -> tuple[float, float]:
@@ -117,7 +132,12 @@ def _rtq_stream(url: str, queue: str, tokens: int) -> tuple[float, float]:
 
 
 # ---- orchestration --------------------------------------------------------------------------
+KINDS = ("floor", "rtq")
+
+
 class _Workers:
+    """Worker processes of one kind; the constructor returns once all of them are serving."""
+
     def __init__(self, kind: str, url: str, ns: str, count: int, handler: str) -> None:
         self.kind, self.url, self.ns = kind, url, ns
         self.stop_key = f"{ns}:stop"
@@ -132,6 +152,22 @@ class _Workers:
             ]
         for p in self.procs:
             p.start()
+        self._wait_ready(count)
+
+    def _wait_ready(self, count: int, timeout: float = 120.0) -> None:
+        r = _floor_redis(self.url)
+        if self.kind == "floor":
+            for _ in range(count):
+                if not r.blpop([f"{self.ns}:ready"], timeout):
+                    raise RuntimeError("floor workers did not start")
+            return
+        from ._keys import Keys
+
+        workers, end = Keys("rtq", self.ns).workers, time.monotonic() + timeout
+        while r.zcard(workers) < count:  # registration is the worker's first write
+            if time.monotonic() > end or not all(p.is_alive() for p in self.procs):
+                raise RuntimeError("rtq workers did not start")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.kind == "floor":
@@ -147,18 +183,37 @@ class _Workers:
                 p.kill()
 
 
-def _clients(
-    kind: str, url: str, ns: str, count: int, n: int, duration: float
-) -> list[list[float]]:
-    q = _ctx.Queue()
-    target = _floor_client if kind == "floor" else _rtq_client
-    procs = [_ctx.Process(target=target, args=(url, ns, n, duration, q)) for _ in range(count)]
-    for p in procs:
-        p.start()
-    out = [q.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(30)
-    return out
+class _Clients:
+    """Client processes of one kind, kept alive across measurement rounds."""
+
+    def __init__(self, kind: str, url: str, ns: str, count: int) -> None:
+        target = _floor_client if kind == "floor" else _rtq_client
+        self.pipes, self.procs = [], []
+        for _ in range(count):
+            mine, theirs = _ctx.Pipe()
+            p = _ctx.Process(target=target, args=(url, ns, theirs))
+            p.start()
+            self.pipes.append(mine)
+            self.procs.append(p)
+        for c in self.pipes:
+            if not c.poll(120) or c.recv() != "ready":
+                raise RuntimeError(f"{kind} clients did not start")
+
+    def round(self, n: int = 0, duration: float = 0.0) -> list[list[float]]:
+        for c in self.pipes:
+            c.send((n, duration))
+        return [c.recv() for c in self.pipes]
+
+    def close(self) -> None:
+        for c in self.pipes:
+            c.send((0, 0.0))
+        for p in self.procs:
+            p.join(30)
+
+
+def _alternate(rounds: int) -> list[tuple[str, str]]:
+    """ABBA order, so that a drifting machine favours neither side."""
+    return [KINDS if i % 2 == 0 else (KINDS[1], KINDS[0]) for i in range(rounds)]
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -166,24 +221,42 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def _setup(
+    url: str, tag: str, clients: int, workers: int, handler: str
+) -> tuple[dict[str, _Workers], dict[str, _Clients]]:
+    ws = {k: _Workers(k, url, f"b{tag}{k}{clients}x{workers}", workers, handler) for k in KINDS}
+    cs = {k: _Clients(k, url, ws[k].ns, clients) for k in KINDS}
+    return ws, cs
+
+
+def _teardown(ws: dict[str, _Workers], cs: dict[str, _Clients]) -> None:
+    for c in cs.values():
+        c.close()
+    for w in ws.values():
+        w.stop()
+
+
 def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
-    """Run all three measurements; returns the JSON-able result."""
+    """Run all three measurements; returns the JSON-able result.
+
+    Both sides run at once (idle workers block, costing nothing) and are measured in
+    alternating rounds, so that machine noise hits both alike; ratios compare pooled samples."""
     from ._redis import resolve_url
 
     url = resolve_url(url)
     tag = uuid.uuid4().hex[:6]
-    n_lat = 300 if quick else 2000
-    dur = 2.0 if quick else 5.0
+    lat_rounds, lat_n = (6, 50) if quick else (20, 100)
+    tp_rounds, tp_dur = (2, 1.0) if quick else (4, 1.25)
     combos = [(1, 1), (2, 2), (4, 2)] if quick else [(1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4)]
     tokens = 2000
     res: dict[str, Any] = {"url": url, "quick": quick}
 
-    lat: dict[str, list[float]] = {}
-    for kind in ("floor", "rtq"):
-        ns = f"b{tag}{kind}lat"
-        ws = _Workers(kind, url, ns, 1, "rtq_nb.demo:aecho")
-        lat[kind] = _clients(kind, url, ns, 1, n_lat, 0)[0][20:]  # drop warm-up
-        ws.stop()
+    ws, cs = _setup(url, tag, 1, 1, "rtq_nb.demo:aecho")
+    lat: dict[str, list[float]] = {k: [] for k in KINDS}
+    for order in _alternate(lat_rounds):
+        for k in order:
+            lat[k] += cs[k].round(n=lat_n)[0]
+    _teardown(ws, cs)
     res["latency_1x1"] = {
         "requests": len(lat["rtq"]),
         "rtq_p50_us": round(statistics.median(lat["rtq"]) * 1e6, 1),
@@ -197,33 +270,38 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     rows = []
     for clients, workers in combos:
+        ws, cs = _setup(url, tag, clients, workers, "rtq_nb.demo:aecho")
+        done = {k: 0 for k in KINDS}
+        for order in _alternate(tp_rounds):
+            for k in order:
+                done[k] += sum(len(x) for x in cs[k].round(duration=tp_dur))
+        _teardown(ws, cs)
         row: dict[str, Any] = {"clients": clients, "workers": workers}
-        for kind in ("floor", "rtq"):
-            ns = f"b{tag}{kind}t{clients}x{workers}"
-            ws = _Workers(kind, url, ns, workers, "rtq_nb.demo:aecho")
-            lats = _clients(kind, url, ns, clients, 0, dur)
-            ws.stop()
-            row[f"{kind}_rps"] = round(sum(len(x) for x in lats) / dur, 1)
+        for k in KINDS:
+            row[f"{k}_rps"] = round(done[k] / (tp_rounds * tp_dur), 1)
         row["ratio"] = round(row["rtq_rps"] / row["floor_rps"], 3)
         rows.append(row)
     res["throughput"] = rows
 
-    st: dict[str, tuple[float, float]] = {}
-    for kind in ("floor", "rtq"):
-        ns = f"b{tag}{kind}st"
-        ws = _Workers(kind, url, ns, 1, "rtq_nb.demo:tokens")
-        fn = _floor_stream if kind == "floor" else _rtq_stream
-        fn(url, ns, 10)  # warm-up: waits until the worker process is up and connected
-        runs = [fn(url, ns, tokens) for _ in range(3 if quick else 7)]
-        ws.stop()
-        st[kind] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+    st: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+    sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in KINDS}
+    fns = {"floor": _floor_stream, "rtq": _rtq_stream}
+    for k in KINDS:
+        fns[k](url, sw[k].ns, 10)  # warm-up
+    for order in _alternate(3 if quick else 7):
+        for k in order:
+            st[k].append(fns[k](url, sw[k].ns, tokens))
+    for w in sw.values():
+        w.stop()
+    ttft = {k: statistics.median(r[0] for r in st[k]) for k in KINDS}
+    rate = {k: statistics.median(r[1] for r in st[k]) for k in KINDS}
     res["stream"] = {
         "tokens": tokens,
-        "rtq_ttft_us": round(st["rtq"][0] * 1e6, 1),
-        "floor_ttft_us": round(st["floor"][0] * 1e6, 1),
-        "rtq_tokens_per_s": round(st["rtq"][1]),
-        "floor_tokens_per_s": round(st["floor"][1]),
-        "speedup": round(st["rtq"][1] / st["floor"][1], 2),
+        "rtq_ttft_us": round(ttft["rtq"] * 1e6, 1),
+        "floor_ttft_us": round(ttft["floor"] * 1e6, 1),
+        "rtq_tokens_per_s": round(rate["rtq"]),
+        "floor_tokens_per_s": round(rate["floor"]),
+        "speedup": round(rate["rtq"] / rate["floor"], 2),
     }
     return res
 

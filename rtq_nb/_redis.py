@@ -69,6 +69,11 @@ def mapped_errors(url: str) -> Any:
                 "overwritten)"
             ) from exc
         raise RtqError(f"Redis at {url} refused a command: {msg}") from exc
+    except rex.AuthenticationError as exc:  # retrying cannot help: say what to fix
+        raise ConfigurationError(
+            f"Redis at {url} refused the credentials: {exc}. Put the right password in the "
+            "URL (redis://:password@host:port/db or redis://user:password@host:port/db)."
+        ) from exc
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
         raise RedisUnavailable(
             f"cannot reach Redis at {url}: {exc}. Check that it runs, or pass url=... "

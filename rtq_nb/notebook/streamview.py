@@ -304,7 +304,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     def _scheduled(self) -> None:
         self._flush_handle = None
-        self._flush()
+        self._dirty()  # re-check: a loop's timers may fire a little early (uvloop: ~1 ms)
 
     def _flush(self, final: bool = False) -> None:
         now = time.monotonic()

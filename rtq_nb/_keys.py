@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import ConfigurationError
 
@@ -64,7 +65,7 @@ class Keys:
         check_name("prefix", self.prefix)
         check_name("queue", self.queue)
 
-    @property
+    @cached_property
     def base(self) -> str:
         """``<prefix>:{<queue>}``: the common, hash-tagged start of every queue key."""
         return f"{self.prefix}:{{{self.queue}}}"

@@ -35,10 +35,13 @@ class Status(str, enum.Enum):
         return self not in (Status.PENDING, Status.RUNNING)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any, what: str) -> str:
     """JSON-encode ``value`` compactly; raise :class:`EncodingError` naming ``what``."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise EncodingError(
             f"{what} must be JSON-serialisable (str, int, float, bool, None, list, dict): "

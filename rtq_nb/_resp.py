@@ -40,6 +40,18 @@ def _arg(a: Any) -> bytes:
     raise TypeError(f"cannot send {type(a).__name__} to Redis: {a!r}")
 
 
+def _pack_python(cmd: tuple[Any, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(cmd)]
+    for a in cmd:
+        b = _arg(a)
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+def _pack_command(cmd: tuple[Any, ...]) -> bytes:
+    return hiredis.pack_command(cmd if type(cmd) is tuple else tuple(cmd))  # type: ignore[no-any-return]
+
+
 class Packed(bytes):
     """Commands already RESP-encoded by :func:`pack`; ``n`` is how many (replies to read)."""
 
@@ -51,7 +63,8 @@ Command = tuple[Any, ...] | Packed
 
 def pack(commands: Sequence[Command]) -> Packed:
     """RESP2-encode commands (tuples of str/bytes/int/float) into one buffer. A
-    :class:`Packed` item is inserted as is (constant commands are packed once, reused)."""
+    :class:`Packed` item is inserted as is (constant commands are packed once, reused).
+    Each command is encoded by hiredis (C); a value of another type raises TypeError."""
     out: list[bytes] = []
     n = 0
     for cmd in commands:
@@ -60,10 +73,10 @@ def pack(commands: Sequence[Command]) -> Packed:
             n += cmd.n
             continue
         n += 1
-        out.append(b"*%d\r\n" % len(cmd))
-        for a in cmd:
-            b = _arg(a)
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        try:
+            out.append(_pack_command(cmd))
+        except TypeError:
+            out.append(_pack_python(cmd))  # names the offending value, or raises
     packed = Packed(b"".join(out))
     packed.n = n
     return packed

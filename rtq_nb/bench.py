@@ -245,7 +245,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     url = resolve_url(url)
     tag = uuid.uuid4().hex[:6]
-    lat_rounds, lat_n = (6, 50) if quick else (20, 100)
+    lat_rounds, lat_n = (10, 50) if quick else (20, 100)
     tp_rounds, tp_dur = (2, 1.0) if quick else (4, 1.25)
     combos = [(1, 1), (2, 2), (4, 2)] if quick else [(1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4)]
     tokens = 2000

@@ -234,10 +234,25 @@ class AsyncClient:
             )
             for x in inputs
         ]
-        cmds = [c for cs, _ in prepared for c in cs]
-        for i in range(0, len(cmds), chunk_size):
-            await self._conn.pipeline(cmds[i : i + chunk_size])
+        for i in range(0, len(prepared), chunk_size):
+            await self._submit_batch(prepared[i : i + chunk_size])
         return [h for _, h in prepared]
+
+    async def _submit_batch(
+        self, part: list[tuple[list[tuple[Any, ...]], AsyncRequestHandle]]
+    ) -> None:
+        """One round trip of submissions, riding out a dropped connection or a Redis restart:
+        after a failure, only the requests whose records are missing are sent again."""
+        end = time.monotonic() + self.reconnect_timeout
+        delay = 0.05
+        while part:
+            try:
+                await self._conn.pipeline([c for cs, _ in part for c in cs])
+                return
+            except RedisUnavailable as exc:
+                delay = await self._backoff(exc, end, delay)
+                landed = await self._landed([h for _, h in part], end, delay)
+                part = [p for p, done in zip(part, landed) if not done]
 
     def _prepare_kw(
         self, name: str, input: Any, kw: dict[str, Any], *, stream: bool
@@ -267,18 +282,8 @@ class AsyncClient:
     ) -> Any:
         """Finish a ``call`` whose first attempt failed on the wire: submit only if the
         submission never reached Redis (no duplicates), then wait as usual."""
-        end = time.monotonic() + self.reconnect_timeout
-        delay = 0.05
-        while True:
-            try:
-                exists = await self._conn.call("EXISTS", handle.keys.request(handle.id))
-                break
-            except RedisUnavailable:
-                if time.monotonic() > end:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        return await handle._wait_envelope(remaining, [] if exists else cmds)
+        landed = await self._landed([handle], time.monotonic() + self.reconnect_timeout, 0.05)
+        return await handle._wait_envelope(remaining, [] if landed[0] else cmds)
 
     async def stream(self, input: Any, **kw: Any) -> AsyncIterator[Chunk]:
         """Submit a streaming request and yield its chunks (text deltas) as they arrive; the
@@ -478,22 +483,35 @@ class AsyncClient:
             try:
                 return await self._conn.pipeline(cmds) if cmds else []
             except RedisUnavailable as exc:
-                if time.monotonic() + delay > end:
-                    raise RedisUnavailable(
-                        f"{exc} (gave up after {self.reconnect_timeout:.0f} s of retries)"
-                    ) from exc
-                log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay)
+                delay = await self._backoff(exc, end, delay)
+                if resend and (await self._landed([handle], end, delay))[0]:
+                    cmds, resend = (cmds[-keep:] if keep else []), False
+
+    async def _backoff(self, exc: RedisUnavailable, end: float, delay: float) -> float:
+        """Sleep before a retry (raising once ``reconnect_timeout`` is spent); the next delay."""
+        if time.monotonic() + delay > end:
+            raise RedisUnavailable(
+                f"{exc} (gave up after {self.reconnect_timeout:.0f} s of retries)"
+            ) from exc
+        log.warning("Redis unavailable (%s); retrying in %.2f s", exc, delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, 2.0)
+
+    async def _landed(
+        self, handles: list[AsyncRequestHandle], end: float, delay: float
+    ) -> list[bool]:
+        """Did these submissions reach Redis? Asks until Redis answers (or until ``end``)."""
+        while True:
+            try:
+                found = await self._conn.pipeline(
+                    [("EXISTS", h.keys.request(h.id)) for h in handles]
+                )
+                return [bool(x) for x in found]
+            except RedisUnavailable:
+                if time.monotonic() > end:
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                while resend:  # did the submission reach Redis? ask until Redis answers
-                    try:
-                        if await self._conn.call("EXISTS", handle.keys.request(handle.id)):
-                            cmds, resend = (cmds[-keep:] if keep else []), False
-                        break
-                    except RedisUnavailable:
-                        if time.monotonic() > end:
-                            raise
-                        await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self._conn.aclose()

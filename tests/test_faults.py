@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
-from rtq_nb import AsyncClient, Client, Status, WorkerInfo
+from rtq_nb import AsyncClient, Client, Status, Worker, WorkerInfo
 from rtq_nb._keys import Keys
-from rtq_nb.demo import fake_answer
+from rtq_nb.demo import echo, fake_answer
 from rtq_nb.embedded import EmbeddedRedis
 from rtq_nb.errors import WorkerLost
 
@@ -253,6 +254,34 @@ def test_redis_restart_with_aof_loses_nothing_acknowledged(tmp_path: Any, procs:
         assert all(p.poll() is None for p in procs), "a worker died with Redis"
         print(f"\nredis restart: {n} acknowledged, {n} completed, 0 lost")
     finally:
+        srv.cleanup()
+
+
+def test_submit_many_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> None:
+    """A batch sent while Redis is down waits for it, then lands exactly once."""
+    srv = EmbeddedRedis(appendonly=True, data_dir=tmp_path / "redis").start()
+    try:
+        with Client(srv.url, prefix="sm", timeout=120, reconnect_timeout=60) as c:
+            first = c.submit_many(["warm"])  # connected, scripts loaded
+            srv.stop()
+            batch: list[Any] = []
+            t = threading.Thread(target=lambda: batch.extend(c.submit_many(range(50))))
+            t.start()
+            wait_until(
+                lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
+                what="the batch to fail once and back off",
+            )
+            srv.start()
+            t.join(60)
+            assert len(batch) == 50
+            with Worker(echo, srv.url, prefix="sm"):
+                assert [h.result() for h in batch] == list(range(50))
+                assert first[0].result() == "warm"
+            raw = redis.Redis.from_url(srv.url)
+            assert raw.zcard(Keys("sm", "default").history) == 51  # no duplicates
+            assert raw.hget(Keys("sm", "default").stats, "completed") == b"51"
+    finally:
+        srv.stop()
         srv.cleanup()
 
 

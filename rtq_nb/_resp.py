@@ -148,7 +148,7 @@ class Link(asyncio.Protocol):
                 and not any(isinstance(r, Exception) for r in w.replies)
             ):
                 try:
-                    w.on_head(w.replies)
+                    w.on_head(w.replies[:])
                 except Exception as exc:  # the caller's bug: fail its pipeline
                     self._waiters.popleft()
                     if not w.fut.done():

@@ -1,0 +1,123 @@
+"""``rtq_nb._resp``: packing and the link's reply logic, driven byte by byte without Redis
+(the link against a real server is covered by test_transport and every other suite)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis import exceptions as rex
+
+from rtq_nb._resp import Link, Packed, pack, reply_error
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+
+def link() -> tuple[Link, FakeTransport]:
+    lk, tr = Link(), FakeTransport()
+    lk.connection_made(tr)  # type: ignore[arg-type]
+    return lk, tr
+
+
+def test_pack_matches_resp_and_counts_commands() -> None:
+    p = pack([("SET", "k", 1), ("GET", "ké")])
+    assert bytes(p) == (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$3\r\nk\xc3\xa9\r\n"
+    )
+    assert p.n == 2
+    both = pack([p, ("PING",)])  # an already packed block goes in as is
+    assert isinstance(both, Packed) and both.n == 3 and bytes(both).startswith(bytes(p))
+    assert bytes(pack([("X", 0.25, b"\x00")])) == b"*3\r\n$1\r\nX\r\n$4\r\n0.25\r\n$1\r\n\x00\r\n"
+
+
+@pytest.mark.parametrize("bad", [None, True, {"a": 1}])
+def test_pack_names_a_value_redis_cannot_take(bad: Any) -> None:
+    with pytest.raises(TypeError, match=f"cannot send {type(bad).__name__}"):
+        pack([("SET", "k", bad)])
+
+
+def test_error_replies_map_to_redis_py_classes() -> None:
+    assert isinstance(reply_error("NOSCRIPT No matching script"), rex.NoScriptError)
+    assert isinstance(reply_error("LOADING Redis is loading"), rex.BusyLoadingError)
+    assert isinstance(reply_error("WRONGPASS invalid username-password"), rex.AuthenticationError)
+    plain = reply_error("ERR unknown command")
+    assert type(plain) is rex.ResponseError and str(plain) == "ERR unknown command"
+
+
+def test_replies_arrive_in_pieces_and_on_head_runs_before_the_rest() -> None:
+    async def go() -> None:
+        lk, tr = link()
+        seen: list[list[Any]] = []
+        task = asyncio.ensure_future(lk.request(b"cmds", 3, head=2, on_head=seen.append))
+        await asyncio.sleep(0)
+        assert tr.written == [b"cmds"]
+        lk.data_received(b":1\r\n$2\r\nok")  # one reply and a half
+        assert seen == []
+        lk.data_received(b"\r\n")  # the second reply completes the head
+        assert seen == [[1, "ok"]] and not task.done()
+        lk.data_received(b"*2\r\n$1\r\na\r\n$-1\r\n")  # the blocking read's reply, later
+        assert await task == [1, "ok", ["a", None]]
+        assert seen == [[1, "ok"]] and not tr.closed
+
+    asyncio.run(go())
+
+
+def test_an_error_ahead_of_pending_replies_ends_the_request_and_closes() -> None:
+    """EVALSHA submit + BLPOP: a NOSCRIPT reply must not wait behind the blocked read."""
+
+    async def go() -> None:
+        lk, tr = link()
+        seen: list[Any] = []
+        task = asyncio.ensure_future(lk.request(b"x", 2, head=1, on_head=seen.append))
+        await asyncio.sleep(0)
+        lk.data_received(b"-NOSCRIPT No matching script\r\n")
+        replies = await task
+        assert len(replies) == 1 and isinstance(replies[0], rex.NoScriptError)
+        assert tr.closed and lk.closed and seen == []  # on_head never sees an error
+        with pytest.raises(rex.ConnectionError):
+            await lk.request(b"y", 1)
+
+    asyncio.run(go())
+
+
+def test_a_lost_connection_fails_the_waiting_request() -> None:
+    async def go() -> None:
+        lk, _ = link()
+        task = asyncio.ensure_future(lk.request(b"x", 1))
+        await asyncio.sleep(0)
+        lk.connection_lost(None)
+        with pytest.raises(rex.ConnectionError, match="closed by the server"):
+            await task
+
+    asyncio.run(go())
+
+
+def test_a_failing_on_head_fails_its_request_and_drops_the_link() -> None:
+    async def go() -> None:
+        lk, tr = link()
+
+        def boom(_: list[Any]) -> None:
+            raise ValueError("settle bug")
+
+        task = asyncio.ensure_future(lk.request(b"x", 2, head=1, on_head=boom))
+        await asyncio.sleep(0)
+        lk.data_received(b":1\r\n")
+        with pytest.raises(ValueError, match="settle bug"):
+            await task
+        assert tr.closed
+
+    asyncio.run(go())

@@ -121,3 +121,20 @@ def test_a_failing_on_head_fails_its_request_and_drops_the_link() -> None:
         assert tr.closed
 
     asyncio.run(go())
+
+
+def test_owned_loops_use_uvloop_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    from rtq_nb._loop import LOOP_ENV, new_loop, run
+
+    async def kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    loop = new_loop()
+    assert isinstance(loop, uvloop.Loop)
+    loop.close()
+    assert run(kind()).startswith("uvloop")
+    monkeypatch.setenv(LOOP_ENV, "asyncio")
+    assert run(kind()).startswith("asyncio")

@@ -84,8 +84,7 @@ def _serve_rounds(call: Any, conn: Any) -> None:
         conn.send(lat)
 
 
-def _floor_stream(url: str, ns: str, tokens: int) -> tuple[float, float]:
-    r = _floor_redis(url)
+def _floor_stream(r: Any, ns: str, tokens: int) -> tuple[float, float]:
     rid = f"s:{uuid.uuid4().hex[:8]}:{tokens}"
     t0 = time.perf_counter()
     _ = (
@@ -118,10 +117,7 @@ def _rtq_client(url: str, queue: str, conn: Any) -> None:
     _serve_rounds(lambda: c.call(PAYLOAD), conn)
 
 
-def _rtq_stream(url: str, queue: str, tokens: int) -> tuple[float, float]:
-    from .sync import Client
-
-    c = Client(url, queue=queue)
+def _rtq_stream(c: Any, queue: str, tokens: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     ttft, n = None, 0
     for chunk in c.stream("bench", params={"tokens": tokens}):
@@ -285,12 +281,16 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     st: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
     sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in KINDS}
+    from .sync import Client
+
     fns = {"floor": _floor_stream, "rtq": _rtq_stream}
+    conns = {"floor": _floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}
     for k in KINDS:
-        fns[k](url, sw[k].ns, 10)  # warm-up
+        fns[k](conns[k], sw[k].ns, 10)  # warm-up: connections open, scripts loaded
     for order in _alternate(3 if quick else 7):
         for k in order:
-            st[k].append(fns[k](url, sw[k].ns, tokens))
+            st[k].append(fns[k](conns[k], sw[k].ns, tokens))
+    conns["rtq"].close()
     for w in sw.values():
         w.stop()
     ttft = {k: statistics.median(r[0] for r in st[k]) for k in KINDS}

@@ -118,8 +118,7 @@ class Conn:
     @staticmethod
     def script_cmd(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
         """Command tuple for a script (EVALSHA; see :meth:`pipeline` for NOSCRIPT)."""
-        head = ("EVALSHA", SHAS[name])
-        return (*head, len(keys), *keys, *args)
+        return ("EVALSHA", SHAS[name], len(keys), *keys, *args)
 
     async def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script; reload all scripts once on NOSCRIPT."""

@@ -206,7 +206,7 @@ class AsyncClient:
             request_id=request_id,
             queue=queue,
         )
-        await self._resilient(cmds, handle, resend=True, keep=0)
+        await self._submit_batch([(cmds, handle)])
         return handle
 
     async def submit_many(
@@ -471,12 +471,11 @@ class AsyncClient:
         handle: AsyncRequestHandle,
         *,
         resend: bool,
-        keep: int = 1,
     ) -> list[Any]:
         """Run a pipeline, riding out a dropped connection or a Redis restart with bounded
         backoff. ``resend``: the pipeline starts with the submission, which is only sent
         again if it never reached Redis (no duplicate requests); once it did, only the last
-        ``keep`` commands (the blocking read, if any) are sent again."""
+        command (the blocking read) is sent again."""
         end = time.monotonic() + self.reconnect_timeout
         delay = 0.05
         while True:
@@ -485,7 +484,7 @@ class AsyncClient:
             except RedisUnavailable as exc:
                 delay = await self._backoff(exc, end, delay)
                 if resend and (await self._landed([handle], end, delay))[0]:
-                    cmds, resend = (cmds[-keep:] if keep else []), False
+                    cmds, resend = cmds[-1:], False
 
     async def _backoff(self, exc: RedisUnavailable, end: float, delay: float) -> float:
         """Sleep before a retry (raising once ``reconnect_timeout`` is spent); the next delay."""

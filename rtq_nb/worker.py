@@ -24,7 +24,7 @@ from . import _invoke
 from ._chunking import ChunkerSpec, Entry, make_chunker
 from ._keys import Keys, check_name
 from ._loop import portal
-from ._models import Request, Status, encode_envelope, parse_job
+from ._models import Request, Status, dumps, encode_envelope, parse_job
 from ._redis import Conn, resolve_url
 from ._resp import Command, Packed, pack
 from ._scripts import JOB_FIELDS
@@ -680,6 +680,4 @@ class Worker:
 
 
 def _json(value: Any) -> str:
-    from ._models import dumps
-
     return dumps(value, "handler result")

@@ -78,28 +78,19 @@ def start_worker(url: str, prefix: str) -> Iterator[Callable[..., Worker]]:
         w.stop()
 
 
+def worker_cmd(url: str, prefix: str, handler: str, *args: str) -> list[str]:
+    """The command line of an ``rtq-nb worker`` process on ``url`` under ``prefix``."""
+    cmd = [sys.executable, "-m", "rtq_nb.cli", "worker", handler, "--url", url]
+    return [*cmd, "--prefix", prefix, *args]
+
+
 @pytest.fixture
 def worker_process(url: str, prefix: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start ``rtq-nb worker`` processes (real separate processes); all end at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(handler: str, *args: str, queue: str = "default") -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rtq_nb.cli",
-                "worker",
-                handler,
-                "--url",
-                url,
-                "--prefix",
-                prefix,
-                "--queue",
-                queue,
-                *args,
-            ],
-        )
+        p = subprocess.Popen(worker_cmd(url, prefix, handler, "--queue", queue, *args))
         procs.append(p)
         return p
 

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from rtq_nb.demo import echo, fake_answer
 from rtq_nb.embedded import EmbeddedRedis
 from rtq_nb.errors import WorkerLost
 
-from .conftest import wait_until
+from .conftest import wait_until, worker_cmd
 
 
 def pid_of(worker_id: str) -> int:
@@ -31,21 +30,7 @@ def pid_of(worker_id: str) -> int:
 
 
 def spawn(url: str, prefix: str, handler: str, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rtq_nb.cli",
-            "worker",
-            handler,
-            "--url",
-            url,
-            "--prefix",
-            prefix,
-            *args,
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    return subprocess.Popen(worker_cmd(url, prefix, handler, *args), stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture

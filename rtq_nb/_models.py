@@ -158,23 +158,20 @@ class RequestRecord(BaseModel):
         return self._dt(self.finished_ms)
 
 
-def record_fields(
-    *,
-    request_id: str,
-    client: str,
-    queue: str,
-    priority: int,
-    input: Any,
-    params: dict[str, Any] | None,
-    stream: bool,
-    timeout_ms: int,
-) -> list[str]:
-    """The field/value list a client writes at submission (the script adds the rest)."""
+def encode_params(params: dict[str, Any] | None) -> str:
+    """``params`` as stored in a record (JSON object text)."""
     if params is not None and not isinstance(params, dict):
         raise EncodingError(
             f"params must be a dict of JSON-serialisable values, got {type(params).__name__}"
         )
-    del request_id, priority, timeout_ms  # the submit script stores these from its ARGV
+    return dumps(params, "params") if params else "{}"
+
+
+def record_fields(
+    *, client: str, queue: str, input_json: object, params_json: str, stream: bool
+) -> list[object]:
+    """The field/value list a client writes at submission (the script adds the rest).
+    ``input_json`` is the JSON text of the input (or a template hole standing for it)."""
     return [
         "v",
         str(WIRE_VERSION),
@@ -183,9 +180,9 @@ def record_fields(
         "queue",
         queue,
         "input",
-        dumps(input, "input"),
+        input_json,
         "params",
-        dumps(params or {}, "params"),
+        params_json,
         "stream",
         "1" if stream else "0",
     ]

@@ -56,31 +56,43 @@ def _sha(src: str) -> str:
 SHAS: dict[str, str] = {name: _sha(src) for name, src in _scripts.ALL.items()}
 
 
-@contextlib.contextmanager
-def mapped_errors(url: str) -> Any:
-    """Map redis-py exceptions to the rtq_nb tree."""
-    try:
-        yield
-    except rex.ResponseError as exc:
+def map_error(exc: BaseException, url: str) -> BaseException:
+    """The rtq_nb exception for a redis-py (or socket) exception; others pass unchanged."""
+    if isinstance(exc, RtqError):
+        return exc
+    if isinstance(exc, rex.ResponseError):
         msg = str(exc)
         if "RTQ_DUPLICATE" in msg:
-            raise ConfigurationError(
+            return ConfigurationError(
                 msg.split("RTQ_DUPLICATE ", 1)[-1] + ": choose another request_id (nothing was "
                 "overwritten)"
-            ) from exc
-        raise RtqError(f"Redis at {url} refused a command: {msg}") from exc
-    except rex.AuthenticationError as exc:  # retrying cannot help: say what to fix
-        raise ConfigurationError(
+            )
+        return RtqError(f"Redis at {url} refused a command: {msg}")
+    if isinstance(exc, rex.AuthenticationError):  # retrying cannot help: say what to fix
+        return ConfigurationError(
             f"Redis at {url} refused the credentials: {exc}. Put the right password in the "
             "URL (redis://:password@host:port/db or redis://user:password@host:port/db)."
-        ) from exc
-    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
-        raise RedisUnavailable(
+        )
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, OSError)):
+        return RedisUnavailable(
             f"cannot reach Redis at {url}: {exc}. Check that it runs, or pass url=... "
             f"(or set RTQ_REDIS_URL); with no URL rtq_nb starts an embedded redis-server."
-        ) from exc
-    except rex.RedisError as exc:
-        raise RtqError(f"Redis error at {url}: {exc}") from exc
+        )
+    if isinstance(exc, rex.RedisError):
+        return RtqError(f"Redis error at {url}: {exc}")
+    return exc
+
+
+@contextlib.contextmanager
+def mapped_errors(url: str) -> Any:
+    """Map redis-py exceptions to the rtq_nb tree (see :func:`map_error`)."""
+    try:
+        yield
+    except (rex.RedisError, OSError) as exc:
+        mapped = map_error(exc, url)
+        if mapped is exc:
+            raise
+        raise mapped from exc
 
 
 class Conn:
@@ -116,7 +128,7 @@ class Conn:
             await self.load_scripts()
 
     @staticmethod
-    def script_cmd(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    def script_cmd(name: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
         """Command tuple for a script (EVALSHA; see :meth:`pipeline` for NOSCRIPT)."""
         return ("EVALSHA", SHAS[name], len(keys), *keys, *args)
 

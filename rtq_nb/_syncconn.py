@@ -21,7 +21,7 @@ import hiredis
 from redis import exceptions as rex
 
 from . import _scripts
-from ._redis import mapped_errors
+from ._redis import map_error
 from ._resp import Command, Endpoint, check_hello, pack, reply_error
 from .errors import RedisUnavailable
 
@@ -105,27 +105,33 @@ class SyncConn:
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         data = pack(commands)
-        with mapped_errors(self.url):
-            with self._lock:
-                link = self._idle.pop() if self._idle else None
-            if link is None:
+        try:
+            try:
+                link = self._idle.pop()  # list.pop/append are atomic: no lock on this path
+            except IndexError:
                 link = _SyncLink(self._ep, self._connect_timeout)
             try:
                 replies = link.request(data, data.n)
             except BaseException:
                 link.close()  # reply state unknown: never reuse
                 raise
-            if not link.closed:
-                with self._lock:
-                    self._idle.append(link)
+        except (rex.RedisError, OSError) as exc:
+            mapped = map_error(exc, self.url)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        if not link.closed:
+            self._idle.append(link)
         for r in replies:
-            if isinstance(r, rex.NoScriptError):
-                self._loaded = False  # loaded again before the next pipeline
-                raise RedisUnavailable(f"Redis at {self.url} had lost rtq_nb's scripts") from r
             if isinstance(r, Exception):
-                with mapped_errors(self.url):
-                    raise r
+                self._raise_reply(r)
         return replies
+
+    def _raise_reply(self, r: Exception) -> None:
+        if isinstance(r, rex.NoScriptError):
+            self._loaded = False  # loaded again before the next pipeline
+            raise RedisUnavailable(f"Redis at {self.url} had lost rtq_nb's scripts") from r
+        raise map_error(r, self.url) from r
 
     def close(self) -> None:
         with self._lock:

@@ -18,8 +18,17 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from ._keys import Keys, check_id, check_name
-from ._models import Chunk, RequestRecord, Status, record_fields, timeout_to_ms
+from ._models import (
+    Chunk,
+    RequestRecord,
+    Status,
+    dumps,
+    encode_params,
+    record_fields,
+    timeout_to_ms,
+)
 from ._redis import Conn, pairs, resolve_url
+from ._resp import Command, Hole, Template
 from ._scores import PRIORITY_MAX, SEQ_SPAN, check_priority
 from .errors import ConfigurationError, RedisUnavailable, RequestNotFound, UnknownQueue
 from .handle import AsyncRequestHandle
@@ -83,6 +92,7 @@ class AsyncClient:
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
         self._announced_at: dict[str, float] = {}
+        self._templates: dict[tuple[Any, ...], Template] = {}
         self.submitted = 0
 
     def keys(self, queue: str | None = None) -> Keys:
@@ -118,6 +128,42 @@ class AsyncClient:
         ]
 
     # ---- submitting ------------------------------------------------------------------------
+    def _submit_template(
+        self, keys: Keys, priority: int, timeout_ms: int, params_json: str, stream: bool
+    ) -> Template:
+        """The submit script command for one request shape, encoded once; the request id
+        (hole 0) and the input JSON (hole 1) are spliced in per request."""
+        shape = (keys.queue, priority, timeout_ms, params_json, stream)
+        tpl = self._templates.get(shape)
+        if tpl is None:
+            if len(self._templates) >= 256:
+                self._templates.clear()
+            rid = Hole(0)
+            fields = record_fields(
+                client=self.client_id,
+                queue=keys.queue,
+                input_json=Hole(1),
+                params_json=params_json,
+                stream=stream,
+            )
+            tpl = self._templates[shape] = Template(
+                Conn.script_cmd(
+                    "submit",
+                    [Hole(0, keys.request("")), keys.pending, keys.wake, keys.seq, keys.history],
+                    [
+                        rid,
+                        priority,
+                        timeout_ms,
+                        self.retention,
+                        WAKE_CAP,
+                        *fields,
+                        "max_attempts",
+                        self.max_attempts,
+                    ],
+                )
+            )
+        return tpl
+
     def _prepare(
         self,
         input: Any,
@@ -128,42 +174,18 @@ class AsyncClient:
         params: dict[str, Any] | None,
         request_id: str | None,
         queue: str | None,
-    ) -> tuple[list[tuple[Any, ...]], AsyncRequestHandle]:
+    ) -> tuple[list[Command], AsyncRequestHandle]:
         keys = self.keys(queue)
         check_priority(priority)
         t = self.timeout if timeout is DEFAULT else timeout
         timeout_ms = timeout_to_ms(t)
         rid = check_id(request_id) if request_id else f"{self.client_id}-{next(self._counter)}"
-        fields = record_fields(
-            request_id=rid,
-            client=self.client_id,
-            queue=keys.queue,
-            priority=priority,
-            input=input,
-            params=params,
-            stream=stream,
-            timeout_ms=timeout_ms,
-        )
-        cmds: list[tuple[Any, ...]] = []
+        tpl = self._submit_template(keys, priority, timeout_ms, encode_params(params), stream)
+        cmds: list[Command] = []
         if keys.queue not in self._announced:
             cmds.append(("SADD", keys.queues, keys.queue))
             self._announced.add(keys.queue)
-        cmds.append(
-            Conn.script_cmd(
-                "submit",
-                [keys.request(rid), keys.pending, keys.wake, keys.seq, keys.history],
-                [
-                    rid,
-                    priority,
-                    timeout_ms,
-                    self.retention,
-                    WAKE_CAP,
-                    *fields,
-                    "max_attempts",
-                    self.max_attempts,
-                ],
-            )
-        )
+        cmds.append(tpl.fill(rid, dumps(input, "input")))
         self.submitted += 1
         now = time.monotonic()
         if now - self._announced_at.get(keys.queue, -1e9) > CLIENT_HEARTBEAT:
@@ -238,9 +260,7 @@ class AsyncClient:
             await self._submit_batch(prepared[i : i + chunk_size])
         return [h for _, h in prepared]
 
-    async def _submit_batch(
-        self, part: list[tuple[list[tuple[Any, ...]], AsyncRequestHandle]]
-    ) -> None:
+    async def _submit_batch(self, part: list[tuple[list[Command], AsyncRequestHandle]]) -> None:
         """One round trip of submissions, riding out a dropped connection or a Redis restart:
         after a failure, only the requests whose records are missing are sent again."""
         end = time.monotonic() + self.reconnect_timeout
@@ -256,7 +276,7 @@ class AsyncClient:
 
     def _prepare_kw(
         self, name: str, input: Any, kw: dict[str, Any], *, stream: bool
-    ) -> tuple[list[tuple[Any, ...]], AsyncRequestHandle]:
+    ) -> tuple[list[Command], AsyncRequestHandle]:
         """``_prepare`` for the one-shot helpers: submission options come as keywords."""
         cmds, handle = self._prepare(
             input,
@@ -278,7 +298,7 @@ class AsyncClient:
         return await handle._wait_envelope(handle._remaining(None), cmds)
 
     async def _resume_call(
-        self, handle: AsyncRequestHandle, cmds: list[tuple[Any, ...]], remaining: float | None
+        self, handle: AsyncRequestHandle, cmds: list[Command], remaining: float | None
     ) -> Any:
         """Finish a ``call`` whose first attempt failed on the wire: submit only if the
         submission never reached Redis (no duplicates), then wait as usual."""
@@ -467,7 +487,7 @@ class AsyncClient:
 
     async def _resilient(
         self,
-        cmds: list[tuple[Any, ...]],
+        cmds: list[Command],
         handle: AsyncRequestHandle,
         *,
         resend: bool,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._keys import Keys
 from ._models import Chunk, RequestRecord, Status, decode_envelope
 from ._redis import Conn, pairs
+from ._resp import Command
 from .errors import (
     MalformedRecord,
     RedisUnavailable,
@@ -105,9 +106,7 @@ class AsyncRequestHandle:
                     continue  # the retry starts over: keep reading after the reset marker
         return await self._wait_envelope(self._remaining(timeout), ())
 
-    async def _wait_envelope(
-        self, remaining: float | None, before: Sequence[tuple[Any, ...]]
-    ) -> Any:
+    async def _wait_envelope(self, remaining: float | None, before: Sequence[Command]) -> Any:
         """BLPOP the result, in slices of ``reap_interval`` so that an idle client also
         triggers the reaper (a dead worker's request is requeued without any daemon)."""
         t0 = time.monotonic()
@@ -181,7 +180,7 @@ class AsyncRequestHandle:
         return self.chunks()
 
     async def chunks(
-        self, timeout: float | None = None, *, _before: Sequence[tuple[Any, ...]] = ()
+        self, timeout: float | None = None, *, _before: Sequence[Command] = ()
     ) -> AsyncIterator[Chunk]:
         """Yield the stream's chunks in order, fetching them in batches; ends at the end
         marker. Resumes where this handle left off if called again."""
@@ -190,7 +189,7 @@ class AsyncRequestHandle:
                 yield chunk
 
     async def batches(
-        self, timeout: float | None = None, *, _before: Sequence[tuple[Any, ...]] = ()
+        self, timeout: float | None = None, *, _before: Sequence[Command] = ()
     ) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`chunks`, one list per Redis read (what arrived together).
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from rtq_nb._resp import Link, Packed, pack, reply_error
+from rtq_nb._resp import Hole, Link, Packed, Template, pack, reply_error
 
 
 class FakeTransport:
@@ -31,6 +31,23 @@ def link() -> tuple[Link, FakeTransport]:
     lk, tr = Link(), FakeTransport()
     lk.connection_made(tr)  # type: ignore[arg-type]
     return lk, tr
+
+
+def test_template_fill_equals_packing_the_filled_command() -> None:
+    tpl = Template(("EVALSHA", "abc", 2, Hole(0, "q:req:"), "q:pending", Hole(0), 7, Hole(1)))
+    for rid, body in (("r-1", '"héllo"'), ("", "{}"), ("r" * 300, "[1, 2]")):
+        filled = tpl.fill(rid, body)
+        assert isinstance(filled, Packed) and filled.n == 1
+        want = pack([("EVALSHA", "abc", 2, f"q:req:{rid}", "q:pending", rid, 7, body)])
+        assert bytes(filled) == bytes(want)
+    # a template goes into a pipeline like any packed command
+    both = pack([("PING",), tpl.fill("x", "1")])
+    assert both.n == 2 and bytes(both).startswith(b"*1\r\n$4\r\nPING\r\n*8\r\n")
+
+
+def test_template_refuses_a_value_redis_cannot_take() -> None:
+    with pytest.raises(TypeError, match="cannot send"):
+        Template(("SET", Hole(0), object()))
 
 
 def test_pack_matches_resp_and_counts_commands() -> None:

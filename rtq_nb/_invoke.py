@@ -63,7 +63,7 @@ class StreamWriter:
         self._chunker = chunker
         self._co = Coalescer(interval, merge=merge)
         self._parts: list[str] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event() if send is not None else None  # no flusher without send
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.state = 1  # 1 ok, 0 lease lost, -1 cancelled
@@ -96,11 +96,12 @@ class StreamWriter:
         self._co.add(piece)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+        assert self._wake is not None
         self._wake.set()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._send is not None
+        assert self._send is not None and self._wake is not None
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -140,7 +141,8 @@ class StreamWriter:
         for piece in self._chunker.flush():
             self._add(piece)
         self._closing = True
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
         if self._task is not None:
             try:
                 await self._task

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ._keys import WIRE_VERSION
+from ._scripts import JOB_FIELDS
 from .errors import EncodingError, MalformedRecord
 
 
@@ -260,11 +261,41 @@ class Request:
         )
 
 
+_V = str(WIRE_VERSION)
+
+
 def parse_job(request_id: str, payload: list[str], fields: tuple[str, ...]) -> tuple[str, Request]:
     """A popped request (``[attempt, *values of fields]``) as ``(attempt, Request)``.
 
     The worker's hot path: strict checks by hand (no pydantic). Any problem raises
-    :class:`MalformedRecord` naming the field, so the worker fails just this request."""
+    :class:`MalformedRecord` naming the field, so the worker fails just this request.
+    A well-formed payload in POP's field order is read straight off the list; anything
+    else (or any doubt) goes through the field-by-field check, which names the problem."""
+    if fields is JOB_FIELDS and type(payload) is list and len(payload) == 10:  # POP's order
+        attempt, v, rid, queue, prio, inp, params, stream, created, deadline = payload
+        if v == _V and rid == request_id and queue and inp and prio and stream in ("0", "1"):
+            try:
+                par = {} if params == "{}" else json.loads(params)
+                if type(par) is dict:
+                    return attempt, Request(
+                        id=request_id,
+                        input=json.loads(inp),
+                        params=par,
+                        stream=stream == "1",
+                        priority=int(prio),
+                        attempt=int(attempt),
+                        queue=queue,
+                        created_ms=int(created) if created else None,
+                        deadline_ms=(int(deadline) or None) if deadline else None,
+                    )
+            except (ValueError, TypeError):
+                pass
+    return _parse_job_checked(request_id, payload, fields)
+
+
+def _parse_job_checked(
+    request_id: str, payload: list[str], fields: tuple[str, ...]
+) -> tuple[str, Request]:
     if not isinstance(payload, list) or len(payload) != len(fields) + 1:
         raise MalformedRecord(f"request {request_id!r}: unexpected pop payload {payload!r:.200}")
     attempt, values = payload[0], dict(zip(fields, payload[1:]))

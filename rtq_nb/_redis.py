@@ -173,30 +173,39 @@ class Conn:
         ``on_head`` is called with the first ``head`` replies as soon as they are read
         (when none is an error), before waiting for the rest: a worker settles its
         completions at once, then blocks for the next request on the same round trip."""
-        await self.ensure()
+        if not self._loaded:
+            await self.load_scripts()
         data = pack(commands)
-        with mapped_errors(self.url):
+        try:
             link = await self._acquire()
             try:
                 replies = await link.request(data, data.n, head=head, on_head=on_head)
             except BaseException:
                 link.close()  # reply state unknown (or a blocking read pending): never reuse
                 raise
-            if not link.closed:
-                if len(self._idle) < self.max_idle:
-                    self._idle.append(link)
-                else:
-                    link.close()
-            for r in replies:
-                if isinstance(r, rex.NoScriptError):
-                    await self.load_scripts()
-                    raise RedisUnavailable(
-                        f"Redis at {self.url} had lost rtq_nb's scripts (restarted or flushed); "
-                        "they are loaded again: retry"
-                    ) from r
-                if isinstance(r, Exception):
-                    raise r
-            return replies
+        except (rex.RedisError, OSError) as exc:
+            mapped = map_error(exc, self.url)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        if not link.closed:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(link)
+            else:
+                link.close()
+        for r in replies:
+            if isinstance(r, Exception):
+                await self._raise_reply(r)
+        return replies
+
+    async def _raise_reply(self, r: Exception) -> None:
+        if isinstance(r, rex.NoScriptError):
+            await self.load_scripts()
+            raise RedisUnavailable(
+                f"Redis at {self.url} had lost rtq_nb's scripts (restarted or flushed); "
+                "they are loaded again: retry"
+            ) from r
+        raise map_error(r, self.url) from r
 
     async def call(self, *args: Any) -> Any:
         with mapped_errors(self.url):

@@ -211,6 +211,37 @@ def test_parse_job_ok() -> None:
 
 
 @pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"params": '{"t": [1, 2]}', "input": '{"a": null}'},
+        {"stream": "0", "priority": "-7", "deadline_ms": "123", "created_ms": ""},
+        {"params": "[1]"},
+        {"input": "{bad"},
+        {"v": "9"},
+        {"priority": ""},
+        {"created_ms": "x"},
+        {"queue": ""},
+    ],
+)
+def test_parse_job_fast_path_agrees_with_the_checked_path(over: dict[str, str]) -> None:
+    """parse_job reads POP's reply by position when it can; it must accept, reject and
+    build exactly what the field-by-field check does."""
+    from rtq_nb._models import _parse_job_checked
+
+    payload = _job(**over)
+    try:
+        want: object = _parse_job_checked("r1", payload, JOB_FIELDS)
+    except MalformedRecord as exc:
+        want = type(exc)
+    try:
+        got: object = parse_job("r1", payload, JOB_FIELDS)
+    except MalformedRecord as exc:
+        got = type(exc)
+    assert got == want
+
+
+@pytest.mark.parametrize(
     ("over", "msg"),
     [
         ({"input": "{bad"}, "'input' is not valid JSON"),

@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._chunking import Chunker, Coalescer, Entry
+from ._chunking import Chunker, ChunkerSpec, Coalescer, Entry, make_chunker
 from ._models import Request, Status
 from .errors import RtqError
 
@@ -50,18 +50,14 @@ class StreamWriter:
     """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
 
     def __init__(
-        self,
-        request: Request,
-        send: SendFn | None,
-        chunker: Chunker,
-        interval: float,
-        *,
-        merge: bool = True,
+        self, request: Request, send: SendFn | None, granularity: ChunkerSpec, interval: float
     ) -> None:
         self.request = request
         self._send = send
-        self._chunker = chunker
-        self._co = Coalescer(interval, merge=merge)
+        self._granularity = granularity
+        self._interval = interval
+        self._chunker: Chunker | None = None  # made at the first write (most results are whole)
+        self._co: Coalescer | None = None  # made at the first piece to send
         self._parts: list[str] = []
         self._wake = asyncio.Event() if send is not None else None  # no flusher without send
         self._closing = False
@@ -86,6 +82,8 @@ class StreamWriter:
                 f"a streaming handler must yield str, got {type(text).__name__}: convert it "
                 "(e.g. json.dumps) before yielding"
             )
+        if self._chunker is None:
+            self._chunker = make_chunker(self._granularity)
         for piece in self._chunker.feed(text):
             self._add(piece)
 
@@ -93,6 +91,8 @@ class StreamWriter:
         self._parts.append(piece)
         if self._send is None:
             return
+        if self._co is None:  # token pieces merge into one entry; other granularities do not
+            self._co = Coalescer(self._interval, merge=self._granularity in (None, "token"))
         self._co.add(piece)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -101,7 +101,7 @@ class StreamWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        assert self._send is not None and self._wake is not None
+        assert self._send is not None and self._wake is not None and self._co is not None
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
@@ -138,8 +138,9 @@ class StreamWriter:
 
     async def close(self) -> list[Entry]:
         """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
-        for piece in self._chunker.flush():
-            self._add(piece)
+        if self._chunker is not None:
+            for piece in self._chunker.flush():
+                self._add(piece)
         self._closing = True
         if self._wake is not None:
             self._wake.set()
@@ -149,7 +150,7 @@ class StreamWriter:
             except Exception:  # never let a writer failure end the worker's loop
                 log.exception("stream %s: writer failed", self.request.id)
                 self.state = 0
-        return [] if self.stopped else self._co.take(0.0)
+        return [] if self.stopped or self._co is None else self._co.take(0.0)
 
 
 class _ThreadFeed:
@@ -210,7 +211,12 @@ async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> No
             await aclose()
 
 
+_PLAIN = (str, dict, list, int, float, bool, type(None))
+
+
 def _is_stream(value: Any) -> bool:
+    if type(value) in _PLAIN:  # the common case, without inspecting
+        return False
     return (
         inspect.isgenerator(value)
         or inspect.isasyncgen(value)

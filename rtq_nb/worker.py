@@ -532,13 +532,7 @@ class Worker:
     def _writer(self, p: _Popped) -> _invoke.StreamWriter:
         assert p.request is not None
         send = self._sender(p) if p.stream else None
-        return _invoke.StreamWriter(
-            p.request,
-            send,
-            make_chunker(self.granularity),
-            self.flush_interval,
-            merge=self.granularity in (None, "token"),
-        )
+        return _invoke.StreamWriter(p.request, send, self.granularity, self.flush_interval)
 
     def _append_cmd(self, p: _Popped, entries: list[Entry]) -> tuple[Any, ...]:
         first = "1" if p.flushed == 0 else "0"

@@ -55,7 +55,7 @@ class StreamWriter:
         self.request = request
         self._send = send
         self._granularity = granularity
-        self._interval = interval
+        self.interval = interval
         self._chunker: Chunker | None = None  # made at the first write (most results are whole)
         self._co: Coalescer | None = None  # made at the first piece to send
         self._parts: list[str] = []
@@ -92,7 +92,7 @@ class StreamWriter:
         if self._send is None:
             return
         if self._co is None:  # token pieces merge into one entry; other granularities do not
-            self._co = Coalescer(self._interval, merge=self._granularity in (None, "token"))
+            self._co = Coalescer(self.interval, merge=self._granularity in (None, "token"))
         self._co.add(piece)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -200,11 +200,19 @@ def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None
 
 
 async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> None:
+    """An async generator that never awaits (tokens from a CPU-bound loop) would keep the
+    flusher off the loop until it ends: yield to the loop after the first piece (it goes out
+    at once) and then at least once per flush interval."""
+    next_yield = 0.0
     try:
         async for piece in ait:
             writer.write(piece)
             if writer.stopped or writer.request.cancelled:
                 break
+            now = time.monotonic()
+            if now >= next_yield:
+                next_yield = now + writer.interval
+                await asyncio.sleep(0)
     finally:
         aclose = getattr(ait, "aclose", None)
         if aclose is not None:

@@ -56,6 +56,35 @@ def test_every_handler_kind_streams_and_returns(
     assert "".join(client.stream("q")) == whole
 
 
+def test_async_generator_that_never_awaits_sends_its_first_token_at_once(
+    client: Client, start_worker: Any, raw: Any, prefix: str
+) -> None:
+    """A CPU-bound async generator never gives the loop back by itself; the worker must
+    still put its first token on the wire while it keeps generating. The handler spins
+    until it learns (through a plain Redis read in this thread) that the first token
+    arrived, and says so in its last piece."""
+    seen = threading.Event()
+
+    async def busy(r: Request) -> Any:
+        yield "first "
+        for _ in range(3_000_000):  # about 3 s of yields that never await
+            if seen.is_set():
+                yield "|saw-first"
+                return
+            yield "."
+        yield "|first-never-arrived"
+
+    start_worker(busy)
+    h = client.submit("x", stream=True)
+    key = Keys(prefix, client.queue).stream(h.id)
+    got = raw.xread({key: "0-0"}, count=1, block=30_000)
+    assert got, "no stream entry within 30 s"
+    first = got[0][1][0][1]
+    seen.set()
+    assert first["d"] == "first "  # sent alone, not after the generator ended
+    assert "".join(h).endswith("|saw-first")
+
+
 def test_stream_order_completeness_and_metadata(client: Client, start_worker: Any) -> None:
     start_worker(fake_llm, flush_interval=0.005)
     expected = fake_answer("tell me", 300)

@@ -364,12 +364,9 @@ def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:
         raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
 
 
-def encode_envelope(
-    status: Status, result: Any = None, error: str | None = None, *, result_json: str | None = None
-) -> str:
-    """The result-list envelope; ``result_json``: the result already JSON-encoded."""
+def encode_envelope(status: Status, result: Any = None, error: str | None = None) -> str:
+    """The result-list envelope. (A worker's COMPLETE script builds the completed one itself
+    around the result JSON, byte for byte like this; the wire-format test pins it.)"""
     if status is Status.COMPLETED:
-        if result_json is None:
-            result_json = dumps(result, "result")
-        return '{"status":"completed","result":' + result_json + "}"
+        return '{"status":"completed","result":' + dumps(result, "result") + "}"
     return dumps({"status": status.value, "error": error}, "error")

@@ -150,7 +150,8 @@ return 1
 
 # KEYS: record, result list, stream, running, stats
 # ARGV: worker_id, attempt, request_id, status (completed|failed), field (result|error),
-#       value, envelope (JSON for the result list), stream flag ('1'/'0'), retention_s,
+#       value, envelope (JSON for the result list; '' when completed: built here around the
+#       result JSON, so a result crosses the wire once), stream flag ('1'/'0'), retention_s,
 #       chunks (pieces streamed)
 # Returns 1 (delivered), 0 (lease lost: discarded), -1 (was cancelled: discarded)
 COMPLETE = (
@@ -179,7 +180,9 @@ if ARGV[8] == '1' then
   end
   redis.call('EXPIRE', KEYS[3], retention)
 else
-  redis.call('LPUSH', KEYS[2], ARGV[7])
+  local env = ARGV[7]
+  if env == '' then env = '{"status":"completed","result":' .. ARGV[6] .. '}' end
+  redis.call('LPUSH', KEYS[2], env)
   redis.call('EXPIRE', KEYS[2], retention)
 end
 redis.call('ZREM', KEYS[4], ARGV[3])

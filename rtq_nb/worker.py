@@ -561,8 +561,7 @@ class Worker:
             return cmds  # the cancel script already told the client
         try:
             if status is Status.COMPLETED:
-                field, text = "result", _json(value)
-                envelope = encode_envelope(status, result_json=text)
+                field, text, envelope = "result", _json(value), ""  # the script wraps it
             else:
                 field, text = "error", error or ""
                 envelope = encode_envelope(status, None, error)

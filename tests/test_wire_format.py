@@ -8,6 +8,7 @@ from typing import Any
 
 from rtq_nb import Client
 from rtq_nb._keys import WIRE_VERSION, Keys
+from rtq_nb._models import Status, encode_envelope
 from rtq_nb._scores import SEQ_SPAN
 from rtq_nb._scripts import JOB_FIELDS
 from rtq_nb.demo import aecho, fake_llm
@@ -108,6 +109,7 @@ def test_records_results_and_streams_on_the_wire(
     h2 = client.submit("env")
     _, env = raw.blpop([k.result(h2.id)], 10)
     assert json.loads(env) == {"status": "completed", "result": "env"}
+    assert env == encode_envelope(Status.COMPLETED, "env")  # the script's bytes = Python's
     assert raw.ttl(k.request(h2.id)) > 0
 
 

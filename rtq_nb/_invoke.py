@@ -60,6 +60,7 @@ class StreamWriter:
         self._co: Coalescer | None = None  # made at the first piece to send
         self._parts: list[str] = []
         self._wake = asyncio.Event() if send is not None else None  # no flusher without send
+        self._sent = asyncio.Event()  # set once the first write is answered (or the end)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.state = 1  # 1 ok, 0 lease lost, -1 cancelled
@@ -115,6 +116,7 @@ class StreamWriter:
                 entries = self._co.take(loop.time())
                 if entries:
                     self.state = await self._send_retrying(entries)
+                    self._sent.set()
                     if self.state != 1:
                         self.request.cancelled = True  # cancelled, or the lease was lost
                         return
@@ -136,12 +138,21 @@ class StreamWriter:
         )
         return 0
 
+    async def first_sent(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the first write is in Redis. A generator that
+        pauses here for one round trip lets its first token out at once: one that keeps the
+        CPU busy would otherwise leave Redis and the reader waiting for a CPU (2 cores)."""
+        if self._send is not None and self._parts and not self._sent.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._sent.wait(), timeout)
+
     async def close(self) -> list[Entry]:
         """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
         if self._chunker is not None:
             for piece in self._chunker.flush():
                 self._add(piece)
         self._closing = True
+        self._sent.set()
         if self._wake is not None:
             self._wake.set()
         if self._task is not None:
@@ -172,6 +183,14 @@ class _ThreadFeed:
             self._scheduled = True
         self._loop.call_soon_threadsafe(self._drain)
 
+    def wait_first_sent(self) -> None:
+        """From the generator's thread: block until the writer's first write is answered
+        (bounded by the flush interval)."""
+        w = self._writer
+        wait = asyncio.run_coroutine_threadsafe(w.first_sent(w.interval), self._loop)
+        with contextlib.suppress(Exception):
+            wait.result(w.interval + 1.0)
+
     def _drain(self) -> None:
         with self._lock:
             items, self._buf, self._scheduled = self._buf, [], False
@@ -190,9 +209,9 @@ def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None
             if req.cancelled or feed.error is not None:
                 break
             feed.put(piece)
-            if first:  # let the loop send the first token now: a CPU-bound generator would
-                first = False  # otherwise hold the GIL for a switch interval (time to 1st token)
-                time.sleep(0.0005)
+            if first:  # wait until the first token is in Redis: a CPU-bound generator would
+                first = False  # otherwise hold the GIL (and a CPU) while the loop tries to send
+                feed.wait_first_sent()
     finally:
         close = getattr(it, "close", None)
         if close is not None:
@@ -201,16 +220,19 @@ def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None
 
 async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> None:
     """An async generator that never awaits (tokens from a CPU-bound loop) would keep the
-    flusher off the loop until it ends: yield to the loop after the first piece (it goes out
-    at once) and then at least once per flush interval."""
-    next_yield = 0.0
+    flusher off the loop until it ends: pause after the first piece until it is in Redis, then
+    yield to the loop at least once per flush interval."""
+    next_yield = None
     try:
         async for piece in ait:
             writer.write(piece)
             if writer.stopped or writer.request.cancelled:
                 break
             now = time.monotonic()
-            if now >= next_yield:
+            if next_yield is None:
+                next_yield = now + writer.interval
+                await writer.first_sent(writer.interval)
+            elif now >= next_yield:
                 next_yield = now + writer.interval
                 await asyncio.sleep(0)
     finally:

@@ -287,7 +287,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
     conns = {"floor": _floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}
     for k in KINDS:
         fns[k](conns[k], sw[k].ns, 10)  # warm-up: connections open, scripts loaded
-    for order in _alternate(3 if quick else 7):
+    for order in _alternate(5 if quick else 9):
         for k in order:
             st[k].append(fns[k](conns[k], sw[k].ns, tokens))
     conns["rtq"].close()

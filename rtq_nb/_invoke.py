@@ -60,7 +60,7 @@ class StreamWriter:
         self._co: Coalescer | None = None  # made at the first piece to send
         self._parts: list[str] = []
         self._wake = asyncio.Event() if send is not None else None  # no flusher without send
-        self._sent = asyncio.Event()  # set once the first write is answered (or the end)
+        self._sent = asyncio.Event() if send is not None else None  # first write answered
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.state = 1  # 1 ok, 0 lease lost, -1 cancelled
@@ -116,6 +116,7 @@ class StreamWriter:
                 entries = self._co.take(loop.time())
                 if entries:
                     self.state = await self._send_retrying(entries)
+                    assert self._sent is not None
                     self._sent.set()
                     if self.state != 1:
                         self.request.cancelled = True  # cancelled, or the lease was lost
@@ -142,7 +143,7 @@ class StreamWriter:
         """Wait (at most ``timeout`` s) until the first write is in Redis. A generator that
         pauses here for one round trip lets its first token out at once: one that keeps the
         CPU busy would otherwise leave Redis and the reader waiting for a CPU (2 cores)."""
-        if self._send is not None and self._parts and not self._sent.is_set():
+        if self._sent is not None and self._parts and not self._sent.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._sent.wait(), timeout)
 
@@ -152,7 +153,8 @@ class StreamWriter:
             for piece in self._chunker.flush():
                 self._add(piece)
         self._closing = True
-        self._sent.set()
+        if self._sent is not None:
+            self._sent.set()
         if self._wake is not None:
             self._wake.set()
         if self._task is not None:

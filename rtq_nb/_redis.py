@@ -143,12 +143,12 @@ class Conn:
                 await self.load_scripts()
                 return await self.redis.execute_command(*self.script_cmd(name, keys, args))
 
-    async def _acquire(self) -> Link:
+    def _idle_link(self) -> Link | None:
         while self._idle:
             link = self._idle.pop()
             if not link.closed:
                 return link
-        return await open_link(self.url)
+        return None
 
     async def pipeline(
         self,
@@ -177,7 +177,7 @@ class Conn:
             await self.load_scripts()
         data = pack(commands)
         try:
-            link = await self._acquire()
+            link = self._idle_link() or await open_link(self.url)
             try:
                 replies = await link.request(data, data.n, head=head, on_head=on_head)
             except BaseException:

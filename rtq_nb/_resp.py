@@ -7,7 +7,7 @@ replies straight from hiredis: a reply wakes the waiting task once, nothing else
 
 Only transport lives here. Connection options come from redis-py's own URL parser, so a
 ``redis://``, ``rediss://`` or ``unix://`` URL means the same thing as everywhere else; errors
-are redis-py exception classes, mapped to rtq_nb's by ``_redis.mapped_errors``.
+are redis-py exception classes, mapped to rtq_nb's by ``_redis.map_error``.
 """
 
 from __future__ import annotations

@@ -133,7 +133,16 @@ class AsyncClient:
     ) -> Template:
         """The submit script command for one request shape, encoded once; the request id
         (hole 0) and the input JSON (hole 1) are spliced in per request."""
-        shape = (keys.queue, priority, timeout_ms, params_json, stream)
+        # retention and max_attempts are public attributes: a change takes effect at once
+        shape = (
+            keys.queue,
+            priority,
+            timeout_ms,
+            params_json,
+            stream,
+            self.retention,
+            self.max_attempts,
+        )
         tpl = self._templates.get(shape)
         if tpl is None:
             if len(self._templates) >= 256:

@@ -85,6 +85,22 @@ def test_async_generator_that_never_awaits_sends_its_first_token_at_once(
     assert "".join(h).endswith("|saw-first")
 
 
+def test_client_settings_changed_later_apply_to_the_next_submit(
+    client: Client, raw: Any, prefix: str
+) -> None:
+    """Submits are encoded from a cached template; changing the client's public settings
+    must still take effect at once."""
+    k = Keys(prefix, client.queue)
+    first = client.submit("a")
+    client.async_client.max_attempts = 7
+    client.async_client.retention = 1234
+    second = client.submit("a")
+    assert raw.hget(k.request(first.id), "max_attempts") == "3"
+    assert raw.ttl(k.request(first.id)) > 80_000
+    assert raw.hget(k.request(second.id), "max_attempts") == "7"
+    assert 1000 < raw.ttl(k.request(second.id)) <= 1234 + 30  # retention + the timeout
+
+
 def test_stream_order_completeness_and_metadata(client: Client, start_worker: Any) -> None:
     start_worker(fake_llm, flush_interval=0.005)
     expected = fake_answer("tell me", 300)

@@ -74,6 +74,11 @@ class StreamWriter:
         return len(self._parts)
 
     @property
+    def streams(self) -> bool:
+        """Whether pieces are sent to Redis as they come (a streaming request)."""
+        return self._send is not None
+
+    @property
     def stopped(self) -> bool:
         return self.state != 1
 
@@ -189,8 +194,15 @@ class _ThreadFeed:
         """From the generator's thread: block until the writer's first write is answered
         (bounded by the flush interval)."""
         w = self._writer
-        wait = asyncio.run_coroutine_threadsafe(w.first_sent(w.interval), self._loop)
-        with contextlib.suppress(Exception):
+        if not w.streams:
+            return
+        coro = w.first_sent(w.interval)
+        try:
+            wait = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closing: nothing to wait for
+            coro.close()
+            return
+        with contextlib.suppress(Exception):  # a timeout: the generator just goes on
             wait.result(w.interval + 1.0)
 
     def _drain(self) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import redis.asyncio as aredis
 from redis import exceptions as rex
@@ -83,16 +83,21 @@ def map_error(exc: BaseException, url: str) -> BaseException:
     return exc
 
 
+def raise_mapped(exc: BaseException, url: str) -> NoReturn:
+    """Raise the rtq_nb exception for ``exc`` (chained), or ``exc`` itself."""
+    mapped = map_error(exc, url)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
 @contextlib.contextmanager
 def mapped_errors(url: str) -> Any:
     """Map redis-py exceptions to the rtq_nb tree (see :func:`map_error`)."""
     try:
         yield
     except (rex.RedisError, OSError) as exc:
-        mapped = map_error(exc, url)
-        if mapped is exc:
-            raise
-        raise mapped from exc
+        raise_mapped(exc, url)
 
 
 class Conn:
@@ -184,10 +189,7 @@ class Conn:
                 link.close()  # reply state unknown (or a blocking read pending): never reuse
                 raise
         except (rex.RedisError, OSError) as exc:
-            mapped = map_error(exc, self.url)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_mapped(exc, self.url)
         if not link.closed:
             if len(self._idle) < self.max_idle:
                 self._idle.append(link)
@@ -205,7 +207,7 @@ class Conn:
                 f"Redis at {self.url} had lost rtq_nb's scripts (restarted or flushed); "
                 "they are loaded again: retry"
             ) from r
-        raise map_error(r, self.url) from r
+        raise_mapped(r, self.url)
 
     async def call(self, *args: Any) -> Any:
         with mapped_errors(self.url):

@@ -21,7 +21,7 @@ import hiredis
 from redis import exceptions as rex
 
 from . import _scripts
-from ._redis import map_error
+from ._redis import raise_mapped
 from ._resp import Command, Endpoint, check_hello, pack, reply_error
 from .errors import RedisUnavailable
 
@@ -116,10 +116,7 @@ class SyncConn:
                 link.close()  # reply state unknown: never reuse
                 raise
         except (rex.RedisError, OSError) as exc:
-            mapped = map_error(exc, self.url)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            raise_mapped(exc, self.url)
         if not link.closed:
             self._idle.append(link)
         for r in replies:
@@ -131,7 +128,7 @@ class SyncConn:
         if isinstance(r, rex.NoScriptError):
             self._loaded = False  # loaded again before the next pipeline
             raise RedisUnavailable(f"Redis at {self.url} had lost rtq_nb's scripts") from r
-        raise map_error(r, self.url) from r
+        raise_mapped(r, self.url)
 
     def close(self) -> None:
         with self._lock:

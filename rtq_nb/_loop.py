@@ -75,14 +75,21 @@ class LoopThread:
         """Schedule ``coro`` on the loop; returns a concurrent future (does not wait)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result in the calling thread."""
+    def refuse_own_thread(self) -> None:
+        """A sync call on the loop's own thread would wait for itself forever: refuse it."""
         if threading.current_thread() is self.thread:
-            coro.close()
             raise RtqError(
                 "a synchronous rtq_nb call was made from inside rtq_nb's own event loop "
                 "(e.g. in an async handler): use the async API (AsyncClient / await) there"
             )
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result in the calling thread."""
+        try:
+            self.refuse_own_thread()
+        except RtqError:
+            coro.close()
+            raise
         fut = self.submit(coro)
         try:
             return fut.result(timeout)

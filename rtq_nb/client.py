@@ -535,11 +535,8 @@ class AsyncClient:
                     [("EXISTS", h.keys.request(h.id)) for h in handles]
                 )
                 return [bool(x) for x in found]
-            except RedisUnavailable:
-                if time.monotonic() > end:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except RedisUnavailable as exc:
+                delay = await self._backoff(exc, end, delay)
 
     async def aclose(self) -> None:
         await self._conn.aclose()

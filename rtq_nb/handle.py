@@ -112,18 +112,12 @@ class AsyncRequestHandle:
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
         before = list(before)
-        key = self.keys.result(self.id)
         while True:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 return await self._on_timeout(time.monotonic() - t0)
-            block = (
-                self._client.reap_interval
-                if left is None
-                else min(left, self._client.reap_interval)
-            )
             replies = await self._client._resilient(
-                [*before, ("BLPOP", key, max(block, 0.001))], self, resend=bool(before)
+                [*before, self._wait_cmd(left)], self, resend=bool(before)
             )
             before = []
             popped = replies[-1]
@@ -142,6 +136,12 @@ class AsyncRequestHandle:
             if rec.status.terminal:  # the envelope went to another reader: use the record
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
+
+    def _wait_cmd(self, left: float | None) -> tuple[Any, ...]:
+        """One wait slice for the result: ``reap_interval``, or less when ``left`` is less."""
+        slice_s = self._client.reap_interval
+        block = slice_s if left is None else min(left, slice_s)
+        return ("BLPOP", self.keys.result(self.id), max(block, 0.001))
 
     def _accept_envelope(self, raw: str) -> Any:
         """The request's outcome from a result envelope (pure: no I/O)."""

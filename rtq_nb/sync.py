@@ -8,7 +8,6 @@ any thread. No logic lives here: it is one line per method.
 from __future__ import annotations
 
 import functools
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -17,7 +16,7 @@ from ._loop import LoopThread, portal
 from ._models import Chunk
 from ._syncconn import SyncConn
 from .client import DEFAULT, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
-from .errors import RedisUnavailable, RtqError
+from .errors import RedisUnavailable
 from .handle import AsyncRequestHandle
 
 P = ParamSpec("P")
@@ -202,23 +201,18 @@ class Client:
 
         The common case (the result arrives within one wait slice) runs on a synchronous
         connection in the calling thread; everything else continues in the async core."""
-        if threading.current_thread() is self._portal.thread:
-            raise RtqError(
-                "a synchronous rtq_nb call was made from inside rtq_nb's own event loop "
-                "(e.g. in an async handler): use the async API (AsyncClient / await) there"
-            )
+        self._portal.refuse_own_thread()
         a = self._async
         cmds, handle = a._prepare_kw("call", input, kw, stream=False)
         remaining = handle._remaining(None)
-        block = a.reap_interval if remaining is None else min(remaining, a.reap_interval)
-        wait = ("BLPOP", handle.keys.result(handle.id), max(block, 0.001))
+        wait = handle._wait_cmd(remaining)
         try:
             popped = self._syncconn().pipeline([*cmds, wait])[-1]
         except RedisUnavailable:
             return self._portal.call(a._resume_call(handle, cmds, remaining))
         if popped is not None:
             return handle._accept_envelope(popped[1])
-        left = None if remaining is None else max(remaining - block, 0.0)
+        left = None if remaining is None else max(remaining - wait[2], 0.0)
         return self._portal.call(handle._wait_envelope(left, ()))
 
     def _syncconn(self) -> SyncConn:

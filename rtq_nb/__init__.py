@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import logging
 
-from . import errors
-from ._models import Chunk, Request, RequestRecord, Status
-from .client import AsyncClient
-from .embedded import EmbeddedRedis
-from .errors import (
+from rtq_nb import errors
+from rtq_nb.client.core import AsyncClient
+from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.client.sync import Client, RequestHandle
+from rtq_nb.errors import (
     RequestCancelled,
     RequestExpired,
     RequestFailed,
     RequestTimeout,
     RtqError,
 )
-from .handle import AsyncRequestHandle
-from .registry import WorkerInfo
-from .sync import Client, RequestHandle
-from .worker import Worker
+from rtq_nb.protocol.records import Chunk, Request, RequestRecord, Status
+from rtq_nb.protocol.registry import WorkerInfo
+from rtq_nb.transport.embedded import EmbeddedRedis
+from rtq_nb.worker.worker import Worker
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ._models import Request
+from rtq_nb.protocol.records import Request
 
 _TEXT = (
     "Redis makes a fine queue for real-time inference. Clients write a request record, add "

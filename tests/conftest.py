@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rtq_nb import Client, Worker
-from rtq_nb.embedded import EmbeddedRedis
+from rtq_nb.transport.embedded import EmbeddedRedis
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -34,7 +34,7 @@ from jupyter_harness import (
 
 from rtq_nb import Client, Status
 from rtq_nb.demo import fake_answer
-from rtq_nb.embedded import EmbeddedRedis
+from rtq_nb.transport.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"

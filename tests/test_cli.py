@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from rtq_nb import Client
-from rtq_nb.embedded import EmbeddedRedis
 from rtq_nb.errors import EmbeddedRedisError
+from rtq_nb.transport.embedded import EmbeddedRedis
 
 CLI = [sys.executable, "-m", "rtq_nb.cli"]
 
@@ -57,7 +57,7 @@ def test_status_command(url: str, prefix: str, client: Client) -> None:
 
 
 def test_missing_redis_server_binary_error_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtq_nb.embedded as emb
+    import rtq_nb.transport.embedded as emb
 
     monkeypatch.setattr(emb, "find_redis_server", lambda: None)
     with pytest.raises(EmbeddedRedisError, match=r"install one .*RTQ_REDIS_URL"):

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from rtq_nb import AsyncClient, Client, Status, Worker, WorkerInfo
-from rtq_nb._keys import Keys
 from rtq_nb.demo import echo, fake_answer
-from rtq_nb.embedded import EmbeddedRedis
 from rtq_nb.errors import WorkerLost
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.transport.embedded import EmbeddedRedis
 
 from .conftest import wait_until, worker_cmd
 

@@ -5,7 +5,7 @@ isolated Jupyter environment, against the embedded Redis its kernel starts (no U
 ``queue_inspection.ipynb``, which also runs against a Redis given by ``RTQ_REDIS_URL``.
 The comm traffic of the ``rtq-stream-text`` widget is checked message by message, and a
 10,000-token stream measures how many widget updates per second the kernel sends
-(``-s`` prints the numbers). ``rtq-nb lab`` (rtq_nb.lab.run_lab) is started and stopped once.
+(``-s`` prints the numbers). ``rtq-nb lab`` (rtq_nb.cli.lab.run_lab) is started and stopped once.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from jupyter_harness import (
 
 from rtq_nb import Client
 from rtq_nb.demo import fake_answer
-from rtq_nb.embedded import EmbeddedRedis, free_port
+from rtq_nb.transport.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -283,7 +283,7 @@ def test_rtq_nb_lab_serves_with_embedded_redis(tmp_path: Path) -> None:
     env["JUPYTER_TOKEN"] = token = "rtq-lab-test"
     port = free_port()
     code = (
-        "import sys; from rtq_nb.lab import run_lab; "
+        "import sys; from rtq_nb.cli.lab import run_lab; "
         f"sys.exit(run_lab(None, {str(NOTEBOOK_DIR)!r}, {port}, False))"
     )
     log_path = tmp_path / "rtq-nb-lab.log"

@@ -8,15 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtq_nb._chunking import (
-    Coalescer,
-    FixedChunker,
-    SentenceChunker,
-    TokenChunker,
-    make_chunker,
-)
-from rtq_nb._keys import Keys, check_id
-from rtq_nb._models import (
+from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
+from rtq_nb.protocol.keys import Keys, check_id
+from rtq_nb.protocol.records import (
     Chunk,
     RequestRecord,
     Status,
@@ -26,7 +20,7 @@ from rtq_nb._models import (
     parse_job,
     timeout_to_ms,
 )
-from rtq_nb._scores import (
+from rtq_nb.protocol.scores import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     SEQ_SPAN,
@@ -35,8 +29,14 @@ from rtq_nb._scores import (
     encode_score,
     priority_bounds,
 )
-from rtq_nb._scripts import JOB_FIELDS
-from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
+from rtq_nb.protocol.scripts import JOB_FIELDS
+from rtq_nb.worker.chunking import (
+    Coalescer,
+    FixedChunker,
+    SentenceChunker,
+    TokenChunker,
+    make_chunker,
+)
 
 priorities = st.integers(PRIORITY_MIN, PRIORITY_MAX)
 seqs = st.integers(1, SEQ_SPAN - 1)
@@ -227,7 +227,7 @@ def test_parse_job_ok() -> None:
 def test_parse_job_fast_path_agrees_with_the_checked_path(over: dict[str, str]) -> None:
     """parse_job reads POP's reply by position when it can; it must accept, reject and
     build exactly what the field-by-field check does."""
-    from rtq_nb._models import _parse_job_checked
+    from rtq_nb.protocol.records import _parse_job_checked
 
     payload = _job(**over)
     try:

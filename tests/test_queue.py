@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from rtq_nb import AsyncClient, Client, Request, RequestFailed, RequestTimeout, Status
-from rtq_nb._keys import Keys
 from rtq_nb.demo import aecho, fake_answer, fake_llm
 from rtq_nb.errors import ConfigurationError, EncodingError, RequestExpired, UnknownQueue
+from rtq_nb.protocol.keys import Keys
 
 
 def test_call_round_trip_and_record(client: Client, start_worker: Any) -> None:

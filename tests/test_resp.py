@@ -1,4 +1,4 @@
-"""``rtq_nb._resp``: packing and the link's reply logic, driven byte by byte without Redis
+"""``rtq_nb.transport.resp``: packing and the link's reply logic, driven byte by byte without Redis
 (the link against a real server is covered by test_transport and every other suite)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from rtq_nb._resp import Hole, Link, Packed, Template, pack, reply_error
+from rtq_nb.transport.resp import Hole, Link, Packed, Template, pack, reply_error
 
 
 class FakeTransport:
@@ -143,7 +143,7 @@ def test_a_failing_on_head_fails_its_request_and_drops_the_link() -> None:
 def test_owned_loops_use_uvloop_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvloop
 
-    from rtq_nb._loop import LOOP_ENV, new_loop, run
+    from rtq_nb.loop import LOOP_ENV, new_loop, run
 
     async def kind() -> str:
         return type(asyncio.get_running_loop()).__module__

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from rtq_nb import AsyncClient, Client, Worker
-from rtq_nb._keys import Keys
 from rtq_nb.demo import aecho, echo
-from rtq_nb.embedded import EmbeddedRedis
 from rtq_nb.errors import ConfigurationError
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.transport.embedded import EmbeddedRedis
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from rtq_nb import AsyncClient, Client, RequestFailed, Worker, demo, views
-from rtq_nb._loop import portal
 from rtq_nb.errors import ConfigurationError
-from rtq_nb.views import HISTORY_COLUMNS
+from rtq_nb.loop import portal
+from rtq_nb.notebook.views import HISTORY_COLUMNS
 
 
 def raw(client: Client, *cmd: Any) -> Any:

@@ -91,7 +91,7 @@ def test_throttle_paces_and_caps_messages() -> None:
 
 def test_import_rtq_nb_does_not_import_widgets_or_pandas() -> None:
     code = (
-        "import sys, rtq_nb, rtq_nb.notebook, rtq_nb.views;"
+        "import sys, rtq_nb, rtq_nb.notebook, rtq_nb.notebook.views;"
         "bad = [m for m in ('ipywidgets', 'pandas', 'IPython') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

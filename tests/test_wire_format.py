@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from rtq_nb import Client
-from rtq_nb._keys import WIRE_VERSION, Keys
-from rtq_nb._models import Status, encode_envelope
-from rtq_nb._scores import SEQ_SPAN
-from rtq_nb._scripts import JOB_FIELDS
 from rtq_nb.demo import aecho, fake_llm
+from rtq_nb.protocol.keys import WIRE_VERSION, Keys
+from rtq_nb.protocol.records import Status, encode_envelope
+from rtq_nb.protocol.scores import SEQ_SPAN
+from rtq_nb.protocol.scripts import JOB_FIELDS
 
 RECORD_FIELDS_AFTER_COMPLETION = {
     "max_attempts",

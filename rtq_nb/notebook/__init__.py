@@ -18,10 +18,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .monitor import QueueMonitor
-    from .progressbar import progress
-    from .prompt_lab import PromptLab
-    from .streamview import StreamView, stream_view
+    from rtq_nb.notebook.monitor import QueueMonitor
+    from rtq_nb.notebook.progressbar import progress
+    from rtq_nb.notebook.prompt_lab import PromptLab
+    from rtq_nb.notebook.streamview import StreamView, stream_view
 
 _WHERE = {
     "StreamView": "streamview",

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from .._loop import portal
-from .._redis import Conn
-from ..client import AsyncClient
-from ..errors import RtqError
-from ..views import _arun, _int, _run, fetch_workers
-from ._display import ShowOnce
-from ._throttle import fmt_ms
+from rtq_nb.client.core import AsyncClient
+from rtq_nb.errors import RtqError
+from rtq_nb.loop import portal
+from rtq_nb.notebook._display import ShowOnce
+from rtq_nb.notebook._throttle import fmt_ms
+from rtq_nb.notebook.views import _arun, _int, _run, fetch_workers
+from rtq_nb.transport.aio import Conn
 
 if TYPE_CHECKING:
-    from ..sync import Client
+    from rtq_nb.client.sync import Client
 
 SAMPLE = 2000  # most recent history records read per refresh for throughput and latency
 _FIELDS = ("status", "finished_ms", "queue_wait_ms", "ttfc_ms", "duration_ms")

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from .._loop import portal
-from ..handle import AsyncRequestHandle
-from ._display import in_kernel
+from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.loop import portal
+from rtq_nb.notebook._display import in_kernel
 
 if TYPE_CHECKING:
-    from ..sync import RequestHandle
+    from rtq_nb.client.sync import RequestHandle
 
 EVERY = 0.1  # s between progress redraws (the last one always shows)
 

@@ -1,7 +1,7 @@
 """PromptLab: several prompts x parameter sets streaming side by side in a grid.
 
 Every run is an ordinary streaming request, so it also lands in the queue's history
-(``rtq_nb.views.history``) for later comparison.
+(``rtq_nb.notebook.views.history``) for later comparison.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..errors import RequestTimeout
-from ._display import ShowOnce
-from .streamview import StreamView
+from rtq_nb.errors import RequestTimeout
+from rtq_nb.notebook._display import ShowOnce
+from rtq_nb.notebook.streamview import StreamView
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..sync import Client
+    from rtq_nb.client.sync import Client
 
 RESULT_COLUMNS = (
     "request_id",

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 import traitlets
 
-from .._loop import portal
-from ..errors import (
+from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.errors import (
     RequestCancelled,
     RequestExpired,
     RequestFailed,
@@ -24,12 +24,12 @@ from ..errors import (
     RtqError,
     WorkerLost,
 )
-from ..handle import AsyncRequestHandle
-from ._display import ShowOnce
-from ._throttle import Throttle, fmt_ms
+from rtq_nb.loop import portal
+from rtq_nb.notebook._display import ShowOnce
+from rtq_nb.notebook._throttle import Throttle, fmt_ms
 
 if TYPE_CHECKING:
-    from ..sync import Client, RequestHandle
+    from rtq_nb.client.sync import Client, RequestHandle
 
 log = logging.getLogger("rtq_nb.notebook")
 

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
-from .errors import ConfigurationError
+from rtq_nb.errors import ConfigurationError
 
 WIRE_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("rtq_nb.registry")
+log = logging.getLogger("rtq_nb.protocol.registry")
 
 
 def _int(v: Any, default: int = 0) -> int:

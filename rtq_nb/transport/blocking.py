@@ -20,10 +20,10 @@ from typing import Any
 import hiredis
 from redis import exceptions as rex
 
-from . import _scripts
-from ._redis import raise_mapped
-from ._resp import Command, Endpoint, check_hello, pack, reply_error
-from .errors import RedisUnavailable
+from rtq_nb.errors import RedisUnavailable
+from rtq_nb.protocol import scripts as _scripts
+from rtq_nb.transport.aio import raise_mapped
+from rtq_nb.transport.resp import Command, Endpoint, check_hello, pack, reply_error
 
 
 class _SyncLink:

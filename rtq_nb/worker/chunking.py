@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .errors import ConfigurationError
+from rtq_nb.errors import ConfigurationError
 
 
 @runtime_checkable

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from ._redis import configured_url
-from .errors import ConfigurationError
+from rtq_nb.errors import ConfigurationError
+from rtq_nb.transport.aio import configured_url
 
 
 def lab_command(notebook_dir: str, port: int | None, open_browser: bool) -> list[str]:
@@ -56,7 +56,7 @@ def run_lab(url: str | None, notebook_dir: str, port: int | None, open_browser: 
     server = None
     redis_url = configured_url(url)
     if redis_url is None:
-        from .embedded import EmbeddedRedis
+        from rtq_nb.transport.embedded import EmbeddedRedis
 
         server = EmbeddedRedis(tcp=True)
         # Block SIGINT while the server starts: the child inherits the mask, so a Ctrl-C in

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .errors import RtqError
+from rtq_nb.errors import RtqError
 
 T = TypeVar("T")
 log = logging.getLogger("rtq_nb")

@@ -13,7 +13,7 @@ For |priority| <= 1000 every score is an integer below 2**53 and thus exact as a
 
 from __future__ import annotations
 
-from .errors import ConfigurationError
+from rtq_nb.errors import ConfigurationError
 
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000

@@ -105,13 +105,13 @@ def _floor_stream(r: Any, ns: str, tokens: int) -> tuple[float, float]:
 
 # ---- rtq_nb -----------------------------------------------------------------------------------
 def _rtq_worker(url: str, queue: str, handler: str) -> None:
-    from .cli import main
+    from rtq_nb.cli import main
 
     main(["worker", handler, "--url", url, "--queue", queue])
 
 
 def _rtq_client(url: str, queue: str, conn: Any) -> None:
-    from .sync import Client
+    from rtq_nb.client.sync import Client
 
     c = Client(url, queue=queue)
     _serve_rounds(lambda: c.call(PAYLOAD), conn)
@@ -157,7 +157,7 @@ class _Workers:
                 if not r.blpop([f"{self.ns}:ready"], timeout):
                     raise RuntimeError("floor workers did not start")
             return
-        from ._keys import Keys
+        from rtq_nb.protocol.keys import Keys
 
         workers, end = Keys("rtq", self.ns).workers, time.monotonic() + timeout
         while r.zcard(workers) < count:  # registration is the worker's first write
@@ -237,7 +237,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     Both sides run at once (idle workers block, costing nothing) and are measured in
     alternating rounds, so that machine noise hits both alike; ratios compare pooled samples."""
-    from ._redis import resolve_url
+    from rtq_nb.transport.aio import resolve_url
 
     url = resolve_url(url)
     tag = uuid.uuid4().hex[:6]
@@ -281,7 +281,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     st: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
     sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in KINDS}
-    from .sync import Client
+    from rtq_nb.client.sync import Client
 
     fns = {"floor": _floor_stream, "rtq": _rtq_stream}
     conns = {"floor": _floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}

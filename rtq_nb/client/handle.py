@@ -9,11 +9,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._keys import Keys
-from ._models import Chunk, RequestRecord, Status, decode_envelope
-from ._redis import Conn, pairs
-from ._resp import Command
-from .errors import (
+from rtq_nb.errors import (
     MalformedRecord,
     RedisUnavailable,
     RequestCancelled,
@@ -23,9 +19,13 @@ from .errors import (
     RequestTimeout,
     WorkerLost,
 )
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.protocol.records import Chunk, RequestRecord, Status, decode_envelope
+from rtq_nb.transport.aio import Conn, pairs
+from rtq_nb.transport.resp import Command
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from rtq_nb.client.core import AsyncClient
 
 log = logging.getLogger("rtq_nb.client")
 

@@ -17,8 +17,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from ._keys import Keys, check_id, check_name
-from ._models import (
+from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.errors import ConfigurationError, RedisUnavailable, RequestNotFound, UnknownQueue
+from rtq_nb.protocol.keys import Keys, check_id, check_name
+from rtq_nb.protocol.records import (
     Chunk,
     RequestRecord,
     Status,
@@ -27,12 +29,10 @@ from ._models import (
     record_fields,
     timeout_to_ms,
 )
-from ._redis import Conn, pairs, resolve_url
-from ._resp import Command, Hole, Template
-from ._scores import PRIORITY_MAX, SEQ_SPAN, check_priority
-from .errors import ConfigurationError, RedisUnavailable, RequestNotFound, UnknownQueue
-from .handle import AsyncRequestHandle
-from .registry import WorkerInfo, parse_workers
+from rtq_nb.protocol.registry import WorkerInfo, parse_workers
+from rtq_nb.protocol.scores import PRIORITY_MAX, SEQ_SPAN, check_priority
+from rtq_nb.transport.aio import Conn, pairs, resolve_url
+from rtq_nb.transport.resp import Command, Hole, Template
 
 log = logging.getLogger("rtq_nb.client")
 

@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Any
 
-from ._loop import run
-from .errors import ConfigurationError, RtqError
+from rtq_nb.errors import ConfigurationError, RtqError
+from rtq_nb.loop import run
 
 URL_HELP = (
     "Redis URL (redis://host:port/db, rediss:// for TLS, unix:///path.sock). Default: "
@@ -52,7 +52,7 @@ def load_handler(spec: str) -> Any:
 
 
 def cmd_worker(a: argparse.Namespace) -> int:
-    from .worker import Worker
+    from rtq_nb.worker.worker import Worker
 
     handler = load_handler(a.handler)
     w = Worker(
@@ -82,9 +82,9 @@ def cmd_worker(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .demo import fake_llm
-    from .sync import Client
-    from .worker import Worker
+    from rtq_nb.client.sync import Client
+    from rtq_nb.demo import fake_llm
+    from rtq_nb.worker.worker import Worker
 
     client = Client(a.url, queue=a.queue, timeout=a.timeout)
     print(f"rtq-nb demo: Redis at {client.url}", file=sys.stderr)
@@ -112,20 +112,20 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from rtq_nb.cli.bench import run_bench
 
     result = run_bench(a.url, quick=a.quick)
     if a.json:
         print(json.dumps(result))
     else:
-        from .bench import format_table
+        from rtq_nb.cli.bench import format_table
 
         print(format_table(result))
     return 0
 
 
 def cmd_redis(a: argparse.Namespace) -> int:
-    from .embedded import EmbeddedRedis
+    from rtq_nb.transport.embedded import EmbeddedRedis
 
     with EmbeddedRedis(tcp=True, port=a.port or None) as srv:
         print(f"RTQ_REDIS_URL={srv.tcp_url}\n# or, same machine: {srv.url}", flush=True)
@@ -135,13 +135,13 @@ def cmd_redis(a: argparse.Namespace) -> int:
 
 
 def cmd_lab(a: argparse.Namespace) -> int:
-    from .lab import run_lab
+    from rtq_nb.cli.lab import run_lab
 
     return run_lab(a.url, a.dir, a.port, not a.no_browser)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    from .sync import Client
+    from rtq_nb.client.sync import Client
 
     c = Client(a.url, queue=a.queue, prefix=a.prefix)
     out = {
@@ -267,5 +267,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -20,9 +20,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._chunking import Chunker, ChunkerSpec, Coalescer, Entry, make_chunker
-from ._models import Request, Status
-from .errors import RtqError
+from rtq_nb.errors import RtqError
+from rtq_nb.protocol.records import Request, Status
+from rtq_nb.worker.chunking import Chunker, ChunkerSpec, Coalescer, Entry, make_chunker
 
 log = logging.getLogger("rtq_nb.worker")
 SEND_RETRIES = 12  # about 15 s of backoff

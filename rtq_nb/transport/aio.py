@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 import redis.asyncio as aredis
 from redis import exceptions as rex
 
-from . import _scripts
-from ._resp import Command, Link, open_link, pack
-from .errors import ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.errors import ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.protocol import scripts as _scripts
+from rtq_nb.transport.resp import Command, Link, open_link, pack
 
 log = logging.getLogger("rtq_nb.redis")
 
@@ -39,7 +39,7 @@ def resolve_url(url: str | None = None) -> str:
     found = configured_url(url)
     if found:
         return found
-    from .embedded import default_server
+    from rtq_nb.transport.embedded import default_server
 
     return default_server().url
 
@@ -166,7 +166,7 @@ class Conn:
         (strings, ints, nested lists; HGETALL is a flat list). Raises the first error, mapped.
 
         This is the hot path: commands are packed here and written on a pooled
-        :class:`~rtq_nb._resp.Link` (an asyncio protocol over hiredis), not through
+        :class:`~rtq_nb.transport.resp.Link` (an asyncio protocol over hiredis), not through
         redis-py's Pipeline object (a task, a lock and several loop turns per call).
 
         An error reply with replies still to come drops the connection instead of waiting

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ._keys import WIRE_VERSION
-from ._scripts import JOB_FIELDS
-from .errors import EncodingError, MalformedRecord
+from rtq_nb.errors import EncodingError, MalformedRecord
+from rtq_nb.protocol.keys import WIRE_VERSION
+from rtq_nb.protocol.scripts import JOB_FIELDS
 
 
 class Status(str, enum.Enum):

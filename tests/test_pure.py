@@ -10,16 +10,9 @@ from hypothesis import strategies as st
 
 from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
 from rtq_nb.protocol.keys import Keys, check_id
-from rtq_nb.protocol.records import (
-    Chunk,
-    RequestRecord,
-    Status,
-    decode_envelope,
-    dumps,
-    encode_envelope,
-    parse_job,
-    timeout_to_ms,
-)
+from rtq_nb.protocol.encoding import decode_envelope, dumps, encode_envelope, timeout_to_ms
+from rtq_nb.protocol.jobs import JOB_FIELDS, parse_job
+from rtq_nb.protocol.records import Chunk, RequestRecord, Status
 from rtq_nb.protocol.scores import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -29,7 +22,6 @@ from rtq_nb.protocol.scores import (
     encode_score,
     priority_bounds,
 )
-from rtq_nb.protocol.scripts import JOB_FIELDS
 from rtq_nb.worker.chunking import (
     Coalescer,
     FixedChunker,
@@ -116,12 +108,12 @@ def test_coalescer_first_piece_immediately_then_interval() -> None:
     co.add("a")
     assert co.due_at() == float("-inf")  # never flushed: due at once
     [e] = co.take(now=10.0)
-    assert (e.seq, e.count, e.text) == (0, 1, "a")
+    assert (e.seq, e.pieces, e.text) == (0, 1, "a")
     for t in "bcd":
         co.add(t)
     assert co.due_at() == pytest.approx(10.02)
     [e] = co.take(now=10.02)
-    assert (e.seq, e.count, e.text) == (1, 3, "bcd")
+    assert (e.seq, e.pieces, e.text) == (1, 3, "bcd")
     assert co.take(now=11) == []
 
 
@@ -129,7 +121,7 @@ def test_coalescer_without_merge_keeps_pieces_apart() -> None:
     co = Coalescer(interval=1.0, merge=False)
     for t in ["One. ", "Two. "]:
         co.add(t)
-    assert [(e.seq, e.count, e.text) for e in co.take(0.0)] == [(0, 1, "One. "), (1, 1, "Two. ")]
+    assert [(e.seq, e.pieces, e.text) for e in co.take(0.0)] == [(0, 1, "One. "), (1, 1, "Two. ")]
 
 
 def test_coalescer_size_cap_flushes_at_once() -> None:
@@ -205,7 +197,7 @@ def _job(**over: str) -> list[str]:
 
 
 def test_parse_job_ok() -> None:
-    attempt, req = parse_job("r1", _job(), JOB_FIELDS)
+    attempt, req = parse_job("r1", _job())
     assert attempt == "1" and req.input == "hi" and req.stream and req.priority == 3
     assert req.deadline_ms is None
 
@@ -227,15 +219,15 @@ def test_parse_job_ok() -> None:
 def test_parse_job_fast_path_agrees_with_the_checked_path(over: dict[str, str]) -> None:
     """parse_job reads POP's reply by position when it can; it must accept, reject and
     build exactly what the field-by-field check does."""
-    from rtq_nb.protocol.records import _parse_job_checked
+    from rtq_nb.protocol.jobs import _parse_job_checked
 
     payload = _job(**over)
     try:
-        want: object = _parse_job_checked("r1", payload, JOB_FIELDS)
+        want: object = _parse_job_checked("r1", payload)
     except MalformedRecord as exc:
         want = type(exc)
     try:
-        got: object = parse_job("r1", payload, JOB_FIELDS)
+        got: object = parse_job("r1", payload)
     except MalformedRecord as exc:
         got = type(exc)
     assert got == want
@@ -255,7 +247,7 @@ def test_parse_job_fast_path_agrees_with_the_checked_path(over: dict[str, str]) 
 )
 def test_parse_job_rejects_garbage_precisely(over: dict[str, str], msg: str) -> None:
     with pytest.raises(MalformedRecord, match=msg):
-        parse_job("r1", _job(**over), JOB_FIELDS)
+        parse_job("r1", _job(**over))
 
 
 def test_record_from_redis_malformed() -> None:

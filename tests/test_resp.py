@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from rtq_nb.transport.resp import Hole, Link, Packed, Template, pack, reply_error
+from rtq_nb.protocol.scripts import Hole
+from rtq_nb.transport.errors import reply_error
+from rtq_nb.transport.link import Link
+from rtq_nb.transport.resp import Packed, Template, pack
 
 
 class FakeTransport:

@@ -18,7 +18,7 @@ from rtq_nb.notebook.views import HISTORY_COLUMNS
 
 def raw(client: Client, *cmd: Any) -> Any:
     """One raw Redis command (test setup only)."""
-    return portal().call(client.async_client._conn.call(*cmd))
+    return portal().call(client.async_client.conn.call(*cmd))
 
 
 def run_mixed(client: Client, start_worker: Callable[..., Worker], n: int = 12) -> list[str]:

@@ -6,6 +6,9 @@ worker LPUSHes each token and the client BRPOPs each one (one round trip per tok
 Clients and workers run in separate processes, started (and warmed up) before any clock
 runs. rtq and the floor are set up side by side and measured in alternating rounds (ABBA), so
 a shared, noisy machine drifts on both alike. Compare ratios, not absolute times.
+
+:func:`scaling` measures rtq_nb alone over a grid of clients x workers with the same processes
+(the scaling notebook uses it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import multiprocessing as mp
 import statistics
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 PAYLOAD = "x" * 100
@@ -105,9 +109,32 @@ def _floor_stream(r: Any, ns: str, tokens: int) -> tuple[float, float]:
 
 # ---- rtq_nb -----------------------------------------------------------------------------------
 def _rtq_worker(url: str, queue: str, handler: str) -> None:
-    from rtq_nb.cli import main
+    """What ``rtq-nb worker HANDLER --url URL --queue QUEUE`` runs (rtq_nb.cli.cmd_worker, all
+    options at their defaults), from the public API: this module does not import the CLI."""
+    import asyncio
+    import importlib
+    import logging
+    import signal
 
-    main(["worker", handler, "--url", url, "--queue", queue])
+    from rtq_nb import Worker
+    from rtq_nb.loop import run
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    module, _, attr = handler.partition(":")
+    fn: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        fn = getattr(fn, part)
+    worker = Worker(fn, url, queue=queue)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # graceful stop, as rtq-nb worker does
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.astop(30.0)))
+        await worker.run()
+
+    run(serve())
 
 
 def _rtq_client(url: str, queue: str, conn: Any) -> None:
@@ -135,41 +162,51 @@ class _Workers:
     """Worker processes of one kind; the constructor returns once all of them are serving."""
 
     def __init__(self, kind: str, url: str, ns: str, count: int, handler: str) -> None:
-        self.kind, self.url, self.ns = kind, url, ns
+        self.kind, self.url, self.ns, self.handler = kind, url, ns, handler
         self.stop_key = f"{ns}:stop"
-        if kind == "floor":
-            self.procs = [
-                _ctx.Process(target=_floor_worker, args=(url, ns, self.stop_key))
-                for _ in range(count)
-            ]
-        else:
-            self.procs = [
-                _ctx.Process(target=_rtq_worker, args=(url, ns, handler)) for _ in range(count)
-            ]
-        for p in self.procs:
-            p.start()
-        self._wait_ready(count)
+        self.procs: list[Any] = []
+        self.grow(count)
 
-    def _wait_ready(self, count: int, timeout: float = 120.0) -> None:
-        r = _floor_redis(self.url)
+    def grow(self, count: int) -> None:
+        """Start more workers, up to ``count`` in all; returns once all of them are serving."""
+        target: Callable[[str, str, str], None] = _rtq_worker
+        args = (self.url, self.ns, self.handler)
         if self.kind == "floor":
-            for _ in range(count):
-                if not r.blpop([f"{self.ns}:ready"], timeout):
-                    raise RuntimeError("floor workers did not start")
-            return
-        from rtq_nb.protocol.keys import Keys
+            target, args = _floor_worker, (self.url, self.ns, self.stop_key)
+        new = [_ctx.Process(target=target, args=args) for _ in range(count - len(self.procs))]
+        self.procs += new
+        for p in new:
+            p.start()
+        try:
+            self._wait_ready(len(new))
+        except BaseException:
+            _kill(self.procs)
+            raise
 
-        workers, end = Keys("rtq", self.ns).workers, time.monotonic() + timeout
-        while r.zcard(workers) < count:  # registration is the worker's first write
-            if time.monotonic() > end or not all(p.is_alive() for p in self.procs):
-                raise RuntimeError("rtq workers did not start")
-            time.sleep(0.02)
+    def _wait_ready(self, new: int, timeout: float = 120.0) -> None:
+        r = _floor_redis(self.url)
+        try:
+            if self.kind == "floor":
+                for _ in range(new):
+                    if not r.blpop([f"{self.ns}:ready"], timeout):
+                        raise RuntimeError("floor workers did not start")
+                return
+            from rtq_nb.protocol.keys import Keys
+
+            workers, end = Keys("rtq", self.ns).workers, time.monotonic() + timeout
+            while r.zcard(workers) < len(self.procs):  # registration: the worker's first write
+                if time.monotonic() > end or not all(p.is_alive() for p in self.procs):
+                    raise RuntimeError("rtq workers did not start")
+                time.sleep(0.02)
+        finally:
+            r.close()
 
     def stop(self) -> None:
         if self.kind == "floor":
             r = _floor_redis(self.url)
             for _ in self.procs:
                 r.zadd(self.stop_key, {uuid.uuid4().hex: 1})
+            r.close()
         else:
             for p in self.procs:
                 p.terminate()  # SIGTERM: graceful stop
@@ -177,6 +214,14 @@ class _Workers:
             p.join(30)
             if p.is_alive():
                 p.kill()
+
+
+def _kill(procs: list[Any]) -> None:
+    """Start-up failed: no graceful stop, leave no process behind."""
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join()
 
 
 class _Clients:
@@ -191,14 +236,23 @@ class _Clients:
             p.start()
             self.pipes.append(mine)
             self.procs.append(p)
-        for c in self.pipes:
-            if not c.poll(120) or c.recv() != "ready":
-                raise RuntimeError(f"{kind} clients did not start")
+        try:
+            for c in self.pipes:
+                if not c.poll(120) or c.recv() != "ready":
+                    raise RuntimeError(f"{kind} clients did not start")
+        except BaseException:
+            _kill(self.procs)
+            raise
 
-    def round(self, n: int = 0, duration: float = 0.0) -> list[list[float]]:
-        for c in self.pipes:
+    def round(
+        self, n: int = 0, duration: float = 0.0, clients: int | None = None
+    ) -> list[list[float]]:
+        """One round: n calls each, or calls for ``duration`` s; the latencies of each client.
+        With ``clients``, only that many of the processes (the first ones) take part."""
+        pipes = self.pipes[:clients] if clients else self.pipes
+        for c in pipes:
             c.send((n, duration))
-        return [c.recv() for c in self.pipes]
+        return [c.recv() for c in pipes]
 
     def close(self) -> None:
         for c in self.pipes:
@@ -237,7 +291,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
 
     Both sides run at once (idle workers block, costing nothing) and are measured in
     alternating rounds, so that machine noise hits both alike; ratios compare pooled samples."""
-    from rtq_nb.transport.aio import resolve_url
+    from rtq_nb.transport import resolve_url
 
     url = resolve_url(url)
     tag = uuid.uuid4().hex[:6]
@@ -304,6 +358,54 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         "speedup": round(rate["rtq"] / rate["floor"], 2),
     }
     return res
+
+
+def scaling(
+    url: str | None = None,
+    cells: Sequence[tuple[int, int]] = ((1, 1), (2, 2), (4, 4)),
+    *,
+    seconds: float = 1.0,
+    queue: str | None = None,
+    handler: str = "rtq_nb.demo:aecho",
+) -> list[dict[str, Any]]:
+    """rtq_nb's throughput for each ``(clients, workers)`` cell, with the benchmark's processes.
+
+    Worker processes serve ``handler`` on ``queue`` (default: a new ``scaling-xxxxxx``); a pool
+    of client processes (as many as the largest cell needs, each warmed up first) send 100-byte
+    requests one after the other (``client.call``). For each cell, its first ``clients``
+    client processes call for ``seconds`` at the same time. Workers are only ever added: cells
+    are measured in order of workers, and the rows come back in the order of ``cells``, one
+    dict each: ``clients``, ``workers``, ``requests`` (completed), ``requests_per_s`` and
+    ``p50_us`` (median latency). No raw redis-py floor here: this is not ``rtq-nb bench``."""
+    from rtq_nb.transport import resolve_url
+
+    cells = [(int(c), int(w)) for c, w in cells]
+    if not cells or min(min(cell) for cell in cells) < 1 or seconds <= 0:
+        raise ValueError("cells must be (clients, workers) pairs >= 1, and seconds > 0")
+    url = resolve_url(url)
+    queue = queue or f"scaling-{uuid.uuid4().hex[:6]}"
+    rows: dict[int, dict[str, Any]] = {}
+    order = sorted(range(len(cells)), key=lambda i: cells[i][1])
+    ws = _Workers("rtq", url, queue, cells[order[0]][1], handler)
+    try:
+        cs = _Clients("rtq", url, queue, max(c for c, _ in cells))
+        try:
+            for i in order:
+                clients, workers = cells[i]
+                ws.grow(workers)
+                lat = [x for xs in cs.round(duration=seconds, clients=clients) for x in xs]
+                rows[i] = {
+                    "clients": clients,
+                    "workers": workers,
+                    "requests": len(lat),
+                    "requests_per_s": round(len(lat) / seconds),
+                    "p50_us": round(statistics.median(lat) * 1e6) if lat else None,
+                }
+        finally:
+            cs.close()
+    finally:
+        ws.stop()
+    return [rows[i] for i in range(len(cells))]
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from rtq_nb.errors import ConfigurationError
-from rtq_nb.transport.aio import configured_url
+from rtq_nb.transport.endpoint import configured_url
 
 
 def lab_command(notebook_dir: str, port: int | None, open_browser: bool) -> list[str]:

@@ -7,8 +7,9 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from rtq_nb.client.options import DEFAULT, ClientDefault
 from rtq_nb.errors import (
     MalformedRecord,
     RedisUnavailable,
@@ -19,17 +20,61 @@ from rtq_nb.errors import (
     RequestTimeout,
     WorkerLost,
 )
+from rtq_nb.protocol.encoding import decode_envelope
 from rtq_nb.protocol.keys import Keys
-from rtq_nb.protocol.records import Chunk, RequestRecord, Status, decode_envelope
-from rtq_nb.transport.aio import Conn, pairs
+from rtq_nb.protocol.records import Chunk, RequestRecord, Status
+from rtq_nb.protocol.stream import EntryKind, decode_entry
 from rtq_nb.transport.resp import Command
 
-if TYPE_CHECKING:
-    from rtq_nb.client.core import AsyncClient
+__all__ = ["AsyncRequestHandle", "HandleHost"]
 
 log = logging.getLogger("rtq_nb.client")
 
 XREAD_COUNT = 1024  # stream entries fetched per round trip
+
+
+class HandleHost(Protocol):
+    """What a handle needs from its client: the one interface between the two."""
+
+    reap_interval: float
+
+    async def exchange(
+        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
+    ) -> list[Any]:
+        """Run a pipeline ending in a blocking read, riding out outages; with ``resend``,
+        the pipeline starts with ``handle``'s submission, sent again only if it never
+        landed."""
+        ...
+
+    async def reap(self, queue: str | None = None) -> tuple[list[str], list[str]]: ...
+
+    async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None: ...
+
+    async def server_ms(self) -> int: ...
+
+    async def ahead_of(self, keys: Keys, score: int | None) -> int: ...
+
+    async def extend(
+        self, request_id: str, seconds: float, *, queue: str | None = None
+    ) -> None: ...
+
+    async def cancel(
+        self, request_id: str, *, reason: str = ..., queue: str | None = None
+    ) -> Status | None: ...
+
+    async def get(self, request_id: str, *, queue: str | None = None) -> RequestRecord: ...
+
+    async def submit(
+        self,
+        input: Any,
+        *,
+        priority: int = 0,
+        timeout: float | ClientDefault | None = DEFAULT,
+        stream: bool = False,
+        params: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        queue: str | None = None,
+    ) -> AsyncRequestHandle: ...
 
 
 class AsyncRequestHandle:
@@ -38,7 +83,7 @@ class AsyncRequestHandle:
 
     def __init__(
         self,
-        client: AsyncClient,
+        host: HandleHost,
         keys: Keys,
         request_id: str,
         *,
@@ -48,7 +93,7 @@ class AsyncRequestHandle:
         params: dict[str, Any] | None,
         priority: int,
     ) -> None:
-        self._client = client
+        self._host = host
         self.keys = keys
         self.id = request_id
         self.queue = keys.queue
@@ -70,10 +115,6 @@ class AsyncRequestHandle:
         self._next_seq = 0
 
     @property
-    def _conn(self) -> Conn:
-        return self._client._conn
-
-    @property
     def text(self) -> str:
         """Stream text received so far (no I/O)."""
         return "".join(self._parts)
@@ -83,7 +124,8 @@ class AsyncRequestHandle:
         """True once this handle has seen the request end (no I/O)."""
         return self._done
 
-    def _remaining(self, timeout: float | None) -> float | None:
+    def remaining(self, timeout: float | None = None) -> float | None:
+        """Seconds left to wait: ``timeout`` if given, else what is left of the request's."""
         if timeout is not None:
             return timeout
         if self.deadline is None:
@@ -104,11 +146,12 @@ class AsyncRequestHandle:
                     return self.text
                 except WorkerLost:
                     continue  # the retry starts over: keep reading after the reset marker
-        return await self._wait_envelope(self._remaining(timeout), ())
+        return await self.wait_envelope(self.remaining(timeout))
 
-    async def _wait_envelope(self, remaining: float | None, before: Sequence[Command]) -> Any:
-        """BLPOP the result, in slices of ``reap_interval`` so that an idle client also
-        triggers the reaper (a dead worker's request is requeued without any daemon)."""
+    async def wait_envelope(self, remaining: float | None, before: Sequence[Command] = ()) -> Any:
+        """BLPOP the result (after ``before``, the submission, in the same round trip), in
+        slices of ``reap_interval`` so that an idle client also triggers the reaper (a dead
+        worker's request is requeued without any daemon). Returns the result or raises."""
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
         before = list(before)
@@ -116,16 +159,16 @@ class AsyncRequestHandle:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 return await self._on_timeout(time.monotonic() - t0)
-            replies = await self._client._resilient(
-                [*before, self._wait_cmd(left)], self, resend=bool(before)
+            replies = await self._host.exchange(
+                [*before, self.wait_command(left)], self, resend=bool(before)
             )
             before = []
             popped = replies[-1]
             if popped is not None:
-                return self._accept_envelope(popped[1])
+                return self.accept_envelope(popped[1])
             try:
-                await self._client.reap(self.queue)
-                rec = await self._client._record_or_none(self.keys, self.id)
+                await self._host.reap(self.queue)
+                rec = await self._host.find_record(self.keys, self.id)
             except RedisUnavailable:
                 continue  # the next wait goes through the reconnect logic
             if rec is None:
@@ -137,14 +180,15 @@ class AsyncRequestHandle:
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
 
-    def _wait_cmd(self, left: float | None) -> tuple[Any, ...]:
+    def wait_command(self, left: float | None) -> tuple[Any, ...]:
         """One wait slice for the result: ``reap_interval``, or less when ``left`` is less."""
-        slice_s = self._client.reap_interval
+        slice_s = self._host.reap_interval
         block = slice_s if left is None else min(left, slice_s)
         return ("BLPOP", self.keys.result(self.id), max(block, 0.001))
 
-    def _accept_envelope(self, raw: str) -> Any:
-        """The request's outcome from a result envelope (pure: no I/O)."""
+    def accept_envelope(self, raw: str) -> Any:
+        """The request's outcome from a result envelope (pure: no I/O): the result, or the
+        matching RequestFailed / RequestCancelled / RequestExpired."""
         status, result, error = decode_envelope(raw)
         self._set_outcome(status, result, error)
         return self._finish_outcome()
@@ -198,19 +242,17 @@ class AsyncRequestHandle:
         key = self.keys.stream(self.id)
         before = list(_before)
         t0 = time.monotonic()
-        end = None if (rem := self._remaining(timeout)) is None else t0 + rem
+        end = None if (rem := self.remaining(timeout)) is None else t0 + rem
         while not self._done:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
-                rec = await self._client._record_or_none(self.keys, self.id)
+                rec = await self._host.find_record(self.keys, self.id)
                 if rec is None or not rec.status.terminal:
                     await self._on_timeout(time.monotonic() - t0)
                 end = None  # it has finished: read what is left in the stream, no more waiting
                 left = None
             slice_s = (
-                self._client.reap_interval
-                if left is None
-                else min(left, self._client.reap_interval)
+                self._host.reap_interval if left is None else min(left, self._host.reap_interval)
             )
             cmd = (
                 "XREAD",
@@ -222,24 +264,31 @@ class AsyncRequestHandle:
                 key,
                 self._last_entry,
             )
-            replies = await self._client._resilient([*before, cmd], self, resend=bool(before))
+            replies = await self._host.exchange([*before, cmd], self, resend=bool(before))
             before = []
             got = replies[-1]
             if not got:
                 with contextlib.suppress(RedisUnavailable):
-                    await self._client.reap(self.queue)
+                    await self._host.reap(self.queue)
                 continue
             batch: list[Chunk] = []
             lost: WorkerLost | None = None
             for entry_id, fields in got[0][1]:
                 self._last_entry = entry_id
-                f = pairs(fields)
-                if f.get("k") == "r":
-                    lost = self._on_reset(f.get("d", ""))
+                entry = decode_entry(entry_id, fields)
+                if entry.kind is EntryKind.RESET:
+                    lost = self._on_reset(entry.detail)
                     break
-                chunk = self._on_entry(entry_id, f)
-                if chunk is not None:
-                    batch.append(chunk)
+                if entry.kind is EntryKind.DATA:
+                    chunk = self._on_chunk(entry.chunk)
+                    if chunk is not None:
+                        batch.append(chunk)
+                elif entry.outcome is not None:
+                    self._set_outcome(entry.outcome, self.text, entry.detail or None)
+                else:
+                    log.warning(
+                        "skipping stream entry %s of %s: %s", entry_id, self.id, entry.problem
+                    )
             if batch:
                 yield batch
             if lost is not None:
@@ -263,37 +312,19 @@ class AsyncRequestHandle:
             requeued=True,
         )
 
-    def _on_entry(self, entry_id: str, f: dict[str, str]) -> Chunk | None:
-        kind = f.get("k")
-        if kind == "d":
-            try:
-                chunk = Chunk(f["d"], int(f["s"]), int(f["n"]), entry_id)
-            except (KeyError, ValueError):
-                log.warning("skipping malformed stream entry %s of %s: %r", entry_id, self.id, f)
-                return None
-            if chunk.seq < self._next_seq:
-                return None  # stored twice by a worker's retried write: already seen
-            self._next_seq = chunk.seq + chunk.pieces
-            if self.first_chunk_at is None:
-                self.first_chunk_at = time.monotonic()
-            self._parts.append(chunk)
-            self.chunk_count += chunk.pieces
-            return chunk
-        outcome = {
-            "e": Status.COMPLETED,
-            "f": Status.FAILED,
-            "c": Status.CANCELLED,
-            "x": Status.EXPIRED,
-        }.get(kind or "")
-        if outcome is None:
-            log.debug("ignoring stream entry of unknown kind %r in %s", kind, self.id)
-            return None
-        self._set_outcome(outcome, self.text, f.get("d"))
-        return None
+    def _on_chunk(self, chunk: Chunk | None) -> Chunk | None:
+        if chunk is None or chunk.seq < self._next_seq:
+            return None  # stored twice by a worker's retried write: already seen
+        self._next_seq = chunk.seq + chunk.pieces
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.monotonic()
+        self._parts.append(chunk)
+        self.chunk_count += chunk.pieces
+        return chunk
 
     # ---- what is known, and the reference design's recipes --------------------------------
     async def _on_timeout(self, waited: float) -> Any:
-        rec = await self._client._record_or_none(self.keys, self.id)
+        rec = await self._host.find_record(self.keys, self.id)
         rid = self.id
         if rec is None:
             raise RequestNotFound(f"request {rid} has no record (its TTL ran out?)", request_id=rid)
@@ -304,11 +335,11 @@ class AsyncRequestHandle:
         if rec.status is Status.EXPIRED:
             self._set_outcome(rec.status, None, rec.error)
             return self._finish_outcome()
-        now_ms = await self._client._server_ms()
+        now_ms = await self._host.server_ms()
         age = (now_ms - rec.created_ms) / 1000 if rec.created_ms else None
         running_for = (now_ms - rec.started_ms) / 1000 if rec.started_ms else None
         if rec.status is Status.PENDING:
-            ahead = await self._client._ahead_of(self.keys, rec.score)
+            ahead = await self._host.ahead_of(self.keys, rec.score)
             state = f"still pending, {ahead} request(s) ahead of it in queue {self.queue!r}"
         elif rec.status is Status.RUNNING:
             state = f"running on worker {rec.worker} for {running_for or 0:.1f} s"
@@ -331,7 +362,7 @@ class AsyncRequestHandle:
     async def wait(self, timeout: float) -> Any:
         """Wait ``timeout`` more seconds, moving the request's deadline so that a queued
         request is still started (recipe 1). Returns the result (streams: the full text)."""
-        await self._conn.script("extend", [self.keys.request(self.id)], [int(timeout * 1000)])
+        await self._host.extend(self.id, timeout, queue=self.queue)
         self.deadline = time.monotonic() + timeout
         return await self.result(timeout=timeout)
 
@@ -342,7 +373,7 @@ class AsyncRequestHandle:
         cancelling this one so no worker wastes time on it."""
         if cancel_old:
             await self.cancel("resubmitted")
-        return await self._client.submit(
+        return await self._host.submit(
             self.input,
             priority=self.priority + 1 if priority is None else priority,
             timeout=self.timeout if timeout is None else timeout,
@@ -354,11 +385,11 @@ class AsyncRequestHandle:
     async def cancel(self, reason: str = "cancelled by client") -> Status | None:
         """Give up (recipe 3): a pending request leaves the queue, a running one is told to
         stop. Returns the status it had (None when no record exists)."""
-        return await self._client.cancel(self.id, reason=reason, queue=self.queue)
+        return await self._host.cancel(self.id, reason=reason, queue=self.queue)
 
     async def record(self) -> RequestRecord:
         """The stored record (status, timestamps, metrics)."""
-        return await self._client.get(self.id, queue=self.queue)
+        return await self._host.get(self.id, queue=self.queue)
 
     async def status(self) -> Status:
         return (await self.record()).status

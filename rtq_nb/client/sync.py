@@ -1,29 +1,30 @@
 """The synchronous facade: :class:`Client` and :class:`RequestHandle`.
 
 Each method runs the matching :class:`~rtq_nb.AsyncClient` coroutine on rtq_nb's background
-loop thread (see ``_loop``), so it works in scripts, inside a running Jupyter kernel, and from
-any thread. No logic lives here: it is one line per method.
+loop thread (see :mod:`rtq_nb.loop`), so it works in scripts, inside a running Jupyter kernel,
+and from any thread. No logic lives here: it is one line per method, but for ``call()``, which
+sends what ``AsyncClient.prepare`` built on a blocking socket first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from rtq_nb.client.core import (
-    DEFAULT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_RETENTION,
-    DEFAULT_TIMEOUT,
-    AsyncClient,
-)
+from typing_extensions import Unpack
+
+from rtq_nb.client.core import AsyncClient
 from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.client.options import DEFAULT, BatchOptions, ClientDefault, SubmitOptions
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.loop import LoopThread, portal
+from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT
 from rtq_nb.protocol.records import Chunk
 from rtq_nb.transport.blocking import SyncConn
+from rtq_nb.transport.endpoint import safe_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +76,11 @@ class RequestHandle:
     @property
     def async_handle(self) -> AsyncRequestHandle:
         return self._async
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop (rtq_nb's loop thread) the async handle lives on."""
+        return self._portal.loop
 
     result = _facade(AsyncRequestHandle.result)
     record = _facade(AsyncRequestHandle.record)
@@ -171,7 +177,7 @@ class Client:
         input: Any,
         *,
         priority: int = 0,
-        timeout: float | None = DEFAULT,
+        timeout: float | ClientDefault | None = DEFAULT,
         stream: bool = False,
         params: dict[str, Any] | None = None,
         request_id: str | None = None,
@@ -192,9 +198,17 @@ class Client:
             )
         )
 
-    def submit_many(self, inputs: Iterable[Any], **kw: Any) -> list[RequestHandle]:
+    def submit_many(
+        self,
+        inputs: Iterable[Any],
+        *,
+        stream: bool = False,
+        chunk_size: int = 500,
+        **o: Unpack[BatchOptions],
+    ) -> list[RequestHandle]:
         """Queue many requests, pipelined. See AsyncClient.submit_many."""
-        return [self._wrap(h) for h in self._portal.call(self._async.submit_many(inputs, **kw))]
+        many = self._async.submit_many(inputs, stream=stream, chunk_size=chunk_size, **o)
+        return [self._wrap(h) for h in self._portal.call(many)]
 
     def handle(
         self, request_id: str, *, stream: bool = False, queue: str | None = None
@@ -202,33 +216,33 @@ class Client:
         """A handle for an existing request id (e.g. a second viewer of a stream)."""
         return self._wrap(self._async.handle(request_id, stream=stream, queue=queue))
 
-    def call(self, input: Any, **kw: Any) -> Any:
+    def call(self, input: Any, **o: Unpack[SubmitOptions]) -> Any:
         """Submit and wait for the result (1 round trip). See AsyncClient.call.
 
         The common case (the result arrives within one wait slice) runs on a synchronous
         connection in the calling thread; everything else continues in the async core."""
         self._portal.refuse_own_thread()
-        a = self._async
-        cmds, handle = a._prepare_kw("call", input, kw, stream=False)
-        remaining = handle._remaining(None)
-        wait = handle._wait_cmd(remaining)
+        p = self._async.prepare(input, stream=False, **o)
+        handle = p.handle
+        remaining = handle.remaining()
+        wait = handle.wait_command(remaining)
         try:
-            popped = self._syncconn().pipeline([*cmds, wait])[-1]
+            popped = self._syncconn().pipeline([*p.commands, wait])[-1]
         except RedisUnavailable:
-            return self._portal.call(a._resume_call(handle, cmds, remaining))
+            return self._portal.call(self._async.resume_call(p, remaining))
         if popped is not None:
-            return handle._accept_envelope(popped[1])
+            return handle.accept_envelope(popped[1])
         left = None if remaining is None else max(remaining - wait[2], 0.0)
-        return self._portal.call(handle._wait_envelope(left, ()))
+        return self._portal.call(handle.wait_envelope(left))
 
     def _syncconn(self) -> SyncConn:
         if self._sync is None:
             self._sync = SyncConn(self._async.url)
         return self._sync
 
-    def stream(self, input: Any, **kw: Any) -> Iterator[Chunk]:
+    def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Iterator[Chunk]:
         """Submit a streaming request and iterate its text deltas as they arrive."""
-        return self._portal.iterate_batches(self._async.stream_batches(input, **kw))
+        return self._portal.iterate_batches(self._async.stream_batches(input, **o))
 
     cancel = _facade(AsyncClient.cancel)
     get = _facade(AsyncClient.get)
@@ -264,7 +278,7 @@ class Client:
         a = self._async
         return (
             f"<div class='rtq-client'><b>rtq_nb Client</b> &middot; "
-            f"<code>{html.escape(a.url)}</code>"
+            f"<code>{html.escape(safe_url(a.url))}</code>"
             f" &middot; queue <code>{html.escape(a.queue)}</code> &middot; prefix "
             f"<code>{html.escape(a.prefix)}</code> &middot; id <code>{a.client_id}</code></div>"
         )

@@ -10,23 +10,19 @@ import html
 import statistics
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as widgets
 
-from rtq_nb.client.core import AsyncClient
+from rtq_nb.client import AsyncClient, Client, FinishedSample, QueueSnapshot
 from rtq_nb.errors import RtqError
 from rtq_nb.loop import portal
 from rtq_nb.notebook._display import ShowOnce
 from rtq_nb.notebook._throttle import fmt_ms
-from rtq_nb.notebook.views import _arun, _int, _run, fetch_workers
-from rtq_nb.transport.aio import Conn
-
-if TYPE_CHECKING:
-    from rtq_nb.client.sync import Client
+from rtq_nb.notebook.views import arun, run
+from rtq_nb.protocol.history import lenient_int
 
 SAMPLE = 2000  # most recent history records read per refresh for throughput and latency
-_FIELDS = ("status", "finished_ms", "queue_wait_ms", "ttfc_ms", "duration_ms")
 
 
 def _pct(values: list[int], q: float) -> float | None:
@@ -38,27 +34,27 @@ def _pct(values: list[int], q: float) -> float | None:
 
 
 def summarize(
-    now_ms: int, sample: list[tuple[int, list[Any]]], window_s: float, truncated: bool
+    now_ms: int, sample: list[FinishedSample], window_s: float, truncated: bool
 ) -> dict[str, Any]:
-    """Throughput and latency of requests that finished within the last ``window_s`` seconds,
-    from ``(created_ms, [status, finished_ms, queue_wait_ms, ttfc_ms, duration_ms])`` pairs
+    """Throughput and latency of requests that finished within the last ``window_s`` seconds
     (pure; ``truncated``: the sample may not reach back that far)."""
     start = now_ms - int(window_s * 1000)
     if truncated and sample:
-        start = max(start, min(c for c, _ in sample))
+        start = max(start, min(s.created_ms for s in sample))
     span_s = max(0.001, (now_ms - start) / 1000)
     completed, failed = 0, 0
     waits: list[int] = []
     ttfts: list[int] = []
     durations: list[int] = []
-    for _created, (status, finished, wait, ttft, duration) in sample:
-        fin = _int(finished)
+    for s in sample:
+        status, wait, ttft, duration = s.status, s.queue_wait_ms, s.ttfc_ms, s.duration_ms
+        fin = lenient_int(s.finished_ms)
         if fin is None or fin < start:
             continue
         if status == "completed":
             completed += 1
             for target, value in ((waits, wait), (ttfts, ttft), (durations, duration)):
-                v = _int(value)
+                v = lenient_int(value)
                 if v is not None:
                     target.append(v)
         elif status == "failed":
@@ -76,36 +72,17 @@ def summarize(
     }
 
 
-async def snapshot(
-    conn: Conn,
-    ac: AsyncClient,
-    queue: str | None,
-    window_s: float,
-) -> dict[str, Any]:
-    """Everything the monitor shows, in 3 round trips (no scans; history sampled)."""
-    k = ac.keys(queue)
-    by_prio, running, hist = await conn.pipeline(
-        [
-            Conn.script_cmd("pending_by_priority", [k.pending], []),
-            ("ZCARD", k.running),
-            ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, SAMPLE),
-        ]
-    )
-    now, workers = await fetch_workers(conn, k)
-    ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
-    recs = await conn.pipeline([("HMGET", k.request(r), *_FIELDS) for r in ids]) if ids else []
-    sample = list(zip(created, recs, strict=True))
-    truncated = len(ids) >= SAMPLE
+def snapshot_dict(snap: QueueSnapshot, window_s: float) -> dict[str, Any]:
+    """Everything the monitor shows, from the client's :class:`QueueSnapshot` (pure)."""
     windows = sorted({min(60.0, window_s), float(window_s)})
-    pending = [(int(by_prio[i]), int(by_prio[i + 1])) for i in range(0, len(by_prio), 2)]
     return {
-        "queue": k.queue,
-        "now_ms": now,
-        "pending": pending,
-        "pending_total": sum(c for _, c in pending),
-        "running": int(running),
-        "workers": workers,
-        "windows": [summarize(now, sample, w, truncated) for w in windows],
+        "queue": snap.queue,
+        "now_ms": snap.now_ms,
+        "pending": snap.pending,
+        "pending_total": snap.pending_total,
+        "running": snap.running,
+        "workers": snap.workers,
+        "windows": [summarize(snap.now_ms, snap.recent, w, snap.truncated) for w in windows],
     }
 
 
@@ -229,8 +206,8 @@ class QueueMonitor(ShowOnce, widgets.VBox):  # type: ignore[misc]
     def running(self) -> bool:
         return self._future is not None and not self._future.done()
 
-    async def _go(self, conn: Conn, ac: AsyncClient) -> dict[str, Any]:
-        return await snapshot(conn, ac, self.queue, self.window_s)
+    async def _go(self, ac: AsyncClient) -> dict[str, Any]:
+        return snapshot_dict(await ac.snapshot(self.queue, sample=SAMPLE), self.window_s)
 
     def _show(self, snap: dict[str, Any]) -> None:
         self.last = snap
@@ -239,14 +216,14 @@ class QueueMonitor(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     def refresh(self) -> dict[str, Any]:
         """One refresh, synchronously; returns the snapshot."""
-        snap = _run(self.client, self._go)
+        snap = run(self.client, self._go)
         self._show(snap)
         return snap
 
     async def _loop(self, gen: int) -> None:
         while gen == self._gen:
             try:
-                snap = await _arun(self.client, self._go)
+                snap = await arun(self.client, self._go)
             except RtqError as exc:
                 state = f"<span class='rtq-error'>{html.escape(str(exc)[:300])}</span>"
             else:
@@ -280,4 +257,4 @@ class QueueMonitor(ShowOnce, widgets.VBox):  # type: ignore[misc]
         self._state.value = "stopped"
 
 
-__all__ = ["QueueMonitor", "render", "snapshot", "summarize"]
+__all__ = ["QueueMonitor", "render", "snapshot_dict", "summarize"]

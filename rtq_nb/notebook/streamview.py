@@ -10,12 +10,12 @@ import html
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import ipywidgets as widgets
 import traitlets
 
-from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.errors import (
     RequestCancelled,
     RequestExpired,
@@ -29,7 +29,30 @@ from rtq_nb.notebook._display import ShowOnce
 from rtq_nb.notebook._throttle import Throttle, fmt_ms
 
 if TYPE_CHECKING:
-    from rtq_nb.client.sync import Client, RequestHandle
+    from rtq_nb.client import Client, RequestHandle
+    from rtq_nb.protocol.records import Chunk, RequestRecord, Status
+
+
+@runtime_checkable
+class StreamSource(Protocol):
+    """What a StreamView follows: an :class:`~rtq_nb.AsyncRequestHandle` (or a fake one in
+    tests). The view only uses this public surface: no Redis calls of its own."""
+
+    id: str
+    stream: bool
+    submitted_at: float
+    first_chunk_at: float | None
+    chunk_count: int
+
+    @property
+    def text(self) -> str: ...
+
+    def chunks(self, timeout: float | None = None) -> AsyncIterator[Chunk]: ...
+
+    async def record(self) -> RequestRecord: ...
+
+    async def cancel(self, reason: str = ...) -> Status | None: ...
+
 
 log = logging.getLogger("rtq_nb.notebook")
 
@@ -72,19 +95,19 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     def __init__(
         self,
-        handle: RequestHandle | AsyncRequestHandle,
+        handle: RequestHandle | StreamSource,
         *,
         markdown: bool = False,
         max_updates_per_s: float = 20,
     ) -> None:
         ah = getattr(handle, "async_handle", handle)
-        if not isinstance(ah, AsyncRequestHandle):
+        if not isinstance(ah, StreamSource):
             raise TypeError(f"StreamView needs a request handle, got {type(handle).__name__}")
         if not ah.stream:
             raise RtqError(f"request {ah.id} is not a stream: submit it with stream=True")
         self.handle = handle
         self._ah = ah
-        self._portal_loop = handle._portal.loop if ah is not handle else None  # type: ignore[union-attr]
+        self._portal_loop = getattr(handle, "loop", None) if ah is not handle else None
         self.markdown = markdown
         self._throttle = Throttle(max_updates_per_s)
         self._lock = threading.Lock()
@@ -265,23 +288,16 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
             self._done.set()
 
     async def _tick(self) -> None:
-        """Poll the record while queued (running + queue wait); refresh the elapsed time."""
-        conn, key = self._ah._conn, self._ah.keys.request(self._ah.id)
+        """Read the record while queued (running + queue wait); refresh the elapsed time."""
         while True:
             if self._queue_wait_ms is None:
                 try:
-                    st, created, started = (
-                        await conn.pipeline(
-                            [
-                                ("HMGET", key, "status", "created_ms", "started_ms"),
-                            ]
-                        )
-                    )[0]
-                    if created and started:
-                        self._queue_wait_ms = int(started) - int(created)
-                    if st == "running" and self.status == "queued":
+                    rec = await self._ah.record()
+                    if rec.created_ms and rec.started_ms:
+                        self._queue_wait_ms = rec.started_ms - rec.created_ms
+                    if rec.status.value == "running" and self.status == "queued":
                         self._set_status("running")
-                except (RtqError, ValueError, TypeError):
+                except RtqError:
                     pass
             self._status_due = True
             self._dirty()

@@ -1,4 +1,5 @@
-"""Every Redis key rtq_nb uses is built here, and nowhere else.
+"""Every Redis key rtq_nb uses is built here. The Lua scripts that build request keys from ids
+they pop use this module's infixes, injected at load time (``scripts.CONSTANTS``).
 
 Layout (wire format v1), for prefix ``rtq`` and queue ``default``::
 
@@ -31,7 +32,23 @@ from functools import cached_property
 
 from rtq_nb.errors import ConfigurationError
 
+__all__ = [
+    "REQUEST_INFIX",
+    "RESULT_INFIX",
+    "STREAM_INFIX",
+    "WIRE_VERSION",
+    "Keys",
+    "check_id",
+    "check_name",
+]
+
 WIRE_VERSION = 1
+
+# The parts of a request's keys after the queue's base; the Lua scripts that build request keys
+# from ids they pop get these same strings (see ``scripts.CONSTANTS``).
+REQUEST_INFIX = ":req:"
+RESULT_INFIX = ":res:"
+STREAM_INFIX = ":stream:"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
@@ -121,13 +138,13 @@ class Keys:
         return f"{self.base}:client:{client_id}"
 
     def request(self, request_id: str) -> str:
-        return f"{self.base}:req:{request_id}"
+        return self.base + REQUEST_INFIX + request_id
 
     def result(self, request_id: str) -> str:
-        return f"{self.base}:res:{request_id}"
+        return self.base + RESULT_INFIX + request_id
 
     def stream(self, request_id: str) -> str:
-        return f"{self.base}:stream:{request_id}"
+        return self.base + STREAM_INFIX + request_id
 
     def request_keys(self, request_id: str) -> tuple[str, str, str]:
         """(record, result list, stream) of one request."""

@@ -1,4 +1,5 @@
-"""Wire-format models and encoding (pure: no I/O). See ``_keys`` for where each lives.
+"""Wire-format models (pure: no I/O): request status, the stored record, a handler's request,
+a streamed chunk. See ``keys`` for where each lives and ``encoding`` for how values are written.
 
 The request record is a Redis hash of strings; :class:`RequestRecord` is its typed view.
 JSON is used for ``input``, ``params`` and ``result``; times are integer ms since the epoch
@@ -9,16 +10,16 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from rtq_nb.errors import EncodingError, MalformedRecord
+from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.keys import WIRE_VERSION
-from rtq_nb.protocol.scripts import JOB_FIELDS
+
+__all__ = ["Chunk", "Request", "RequestRecord", "Status"]
 
 
 class Status(str, enum.Enum):
@@ -34,21 +35,6 @@ class Status(str, enum.Enum):
     @property
     def terminal(self) -> bool:
         return self not in (Status.PENDING, Status.RUNNING)
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def dumps(value: Any, what: str) -> str:
-    """JSON-encode ``value`` compactly; raise :class:`EncodingError` naming ``what``."""
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise EncodingError(
-            f"{what} must be JSON-serialisable (str, int, float, bool, None, list, dict): "
-            f"{exc}. Convert it first, e.g. to a list or a str, or send a reference "
-            f"(such as an object-storage URL) for large binary data."
-        ) from exc
 
 
 def _ms(v: Any) -> int | None:
@@ -159,52 +145,6 @@ class RequestRecord(BaseModel):
         return self._dt(self.finished_ms)
 
 
-def encode_params(params: dict[str, Any] | None) -> str:
-    """``params`` as stored in a record (JSON object text)."""
-    if params is not None and not isinstance(params, dict):
-        raise EncodingError(
-            f"params must be a dict of JSON-serialisable values, got {type(params).__name__}"
-        )
-    return dumps(params, "params") if params else "{}"
-
-
-def record_fields(
-    *, client: str, queue: str, input_json: object, params_json: str, stream: bool
-) -> list[object]:
-    """The field/value list a client writes at submission (the script adds the rest).
-    ``input_json`` is the JSON text of the input (or a template hole standing for it)."""
-    return [
-        "v",
-        str(WIRE_VERSION),
-        "client",
-        client,
-        "queue",
-        queue,
-        "input",
-        input_json,
-        "params",
-        params_json,
-        "stream",
-        "1" if stream else "0",
-    ]
-
-
-def timeout_to_ms(timeout: float | None) -> int:
-    """Seconds (None or 0 = no deadline) to integer ms; rejects negatives and NaN."""
-    if timeout is None or timeout == 0:
-        return 0
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
-        raise EncodingError(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}"
-        )
-    return max(1, int(timeout * 1000))
-
-
 class Chunk(str):
     """A text delta of a stream; a ``str`` with the chunk's metadata as attributes.
 
@@ -259,114 +199,3 @@ class Request:
             created_ms=rec.created_ms,
             deadline_ms=rec.deadline_ms or None,
         )
-
-
-_V = str(WIRE_VERSION)
-
-
-def parse_job(request_id: str, payload: list[str], fields: tuple[str, ...]) -> tuple[str, Request]:
-    """A popped request (``[attempt, *values of fields]``) as ``(attempt, Request)``.
-
-    The worker's hot path: strict checks by hand (no pydantic). Any problem raises
-    :class:`MalformedRecord` naming the field, so the worker fails just this request.
-    A well-formed payload in POP's field order is read straight off the list; anything
-    else (or any doubt) goes through the field-by-field check, which names the problem."""
-    if fields is JOB_FIELDS and type(payload) is list and len(payload) == 10:  # POP's order
-        attempt, v, rid, queue, prio, inp, params, stream, created, deadline = payload
-        if v == _V and rid == request_id and queue and inp and prio and stream in ("0", "1"):
-            try:
-                par = {} if params == "{}" else json.loads(params)
-                if type(par) is dict:
-                    return attempt, Request(
-                        id=request_id,
-                        input=json.loads(inp),
-                        params=par,
-                        stream=stream == "1",
-                        priority=int(prio),
-                        attempt=int(attempt),
-                        queue=queue,
-                        created_ms=int(created) if created else None,
-                        deadline_ms=(int(deadline) or None) if deadline else None,
-                    )
-            except (ValueError, TypeError):
-                pass
-    return _parse_job_checked(request_id, payload, fields)
-
-
-def _parse_job_checked(
-    request_id: str, payload: list[str], fields: tuple[str, ...]
-) -> tuple[str, Request]:
-    if not isinstance(payload, list) or len(payload) != len(fields) + 1:
-        raise MalformedRecord(f"request {request_id!r}: unexpected pop payload {payload!r:.200}")
-    attempt, values = payload[0], dict(zip(fields, payload[1:]))
-
-    def need(name: str) -> str:
-        v = values.get(name, "")
-        if v == "":
-            raise MalformedRecord(f"request {request_id!r}: missing field {name!r}")
-        return v
-
-    def integer(name: str, required: bool = True) -> int | None:
-        v = values.get(name, "")
-        if v == "" and not required:
-            return None
-        v = need(name)
-        try:
-            return int(v)
-        except ValueError:
-            raise MalformedRecord(
-                f"request {request_id!r}: field {name!r} is not an integer: {v!r:.50}"
-            ) from None
-
-    def js(name: str) -> Any:
-        try:
-            return json.loads(need(name))
-        except ValueError as exc:
-            raise MalformedRecord(
-                f"request {request_id!r}: field {name!r} is not valid JSON: {exc}"
-            ) from None
-
-    version = integer("v")
-    if version != WIRE_VERSION:
-        raise MalformedRecord(
-            f"request {request_id!r}: unsupported wire version {version} "
-            f"(this rtq_nb speaks {WIRE_VERSION})"
-        )
-    if need("id") != request_id:
-        raise MalformedRecord(f"request {request_id!r}: record id {values['id']!r} does not match")
-    params = js("params")
-    if not isinstance(params, dict):
-        raise MalformedRecord(f"request {request_id!r}: field 'params' must be a JSON object")
-    stream = need("stream")
-    if stream not in ("0", "1"):
-        raise MalformedRecord(
-            f"request {request_id!r}: field 'stream' must be '0' or '1', got {stream!r:.20}"
-        )
-    return attempt, Request(
-        id=request_id,
-        input=js("input"),
-        params=params,
-        stream=stream == "1",
-        priority=integer("priority") or 0,
-        attempt=int(attempt),
-        queue=need("queue"),
-        created_ms=integer("created_ms", False),
-        deadline_ms=integer("deadline_ms", False) or None,
-    )
-
-
-def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:
-    """Parse a result-list envelope ``{"status":..., "result":..., "error":...}``."""
-    try:
-        env = json.loads(raw)
-        return Status(env["status"]), env.get("result"), env.get("error")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
-
-
-def encode_envelope(status: Status, result: Any = None, error: str | None = None) -> str:
-    """The result-list envelope. (A worker's COMPLETE script builds the completed one itself
-    around the result JSON, byte for byte like this; the wire-format test pins it.)"""
-    if status is Status.COMPLETED:
-        return '{"status":"completed","result":' + dumps(result, "result") + "}"
-    return dumps({"status": status.value, "error": error}, "error")

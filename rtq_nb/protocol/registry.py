@@ -1,11 +1,33 @@
-"""Worker and client registry entries (Redis hashes with heartbeats): models and parsing."""
+"""Worker and client registry entries (Redis hashes with heartbeats): the commands that write
+them, and their typed views (pure: no I/O).
+
+A worker's entry expires three heartbeats after its last one; the workers zset is trimmed of
+members silent for ten heartbeats. A client's entry expires after the client's retention.
+"""
 
 from __future__ import annotations
 
 import html
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from rtq_nb.protocol.keys import Keys
+
+__all__ = [
+    "ClientInfo",
+    "WorkerInfo",
+    "client_refresh",
+    "parse_workers",
+    "worker_deregister",
+    "worker_heartbeat",
+    "worker_register",
+    "worker_wake",
+]
+
+Command = tuple[Any, ...]
+STOP_TOKEN = "stop"
 
 log = logging.getLogger("rtq_nb.protocol.registry")
 
@@ -80,3 +102,94 @@ def parse_workers(ids: list[str], replies: list[dict[str, str]]) -> list[WorkerI
         for w in (WorkerInfo.from_fields(i, r) for i, r in zip(ids, replies))
         if w.alive or w.status == "malformed"
     ]
+
+
+def _flat(entry: dict[str, Any]) -> list[Any]:
+    return [x for kv in entry.items() for x in kv]
+
+
+def worker_heartbeat(k: Keys, entry: dict[str, Any], heartbeat_s: float) -> list[Command]:
+    """Refresh a worker's entry (``entry["id"]`` names it) and trim silent members."""
+    wid, now = entry["id"], int(time.time() * 1000)
+    return [
+        ("HSET", k.worker(wid), *_flat(entry)),
+        ("EXPIRE", k.worker(wid), max(2, int(heartbeat_s * 3 + 1))),
+        ("ZADD", k.workers, now, wid),
+        ("ZREMRANGEBYSCORE", k.workers, "-inf", now - int(heartbeat_s * 10_000)),
+    ]
+
+
+def worker_register(k: Keys, entry: dict[str, Any], heartbeat_s: float) -> list[Command]:
+    """Announce the queue, clear stale stop tokens, write the first entry."""
+    return [
+        ("SADD", k.queues, k.queue),
+        ("DEL", k.control(entry["id"])),
+        *worker_heartbeat(k, entry, heartbeat_s),
+    ]
+
+
+def worker_deregister(k: Keys, worker_id: str) -> list[Command]:
+    return [
+        ("DEL", k.worker(worker_id)),
+        ("ZREM", k.workers, worker_id),
+        ("DEL", k.control(worker_id)),
+    ]
+
+
+def worker_wake(k: Keys, worker_id: str, count: int) -> list[Command]:
+    """Stop tokens that wake ``count`` blocked fetches of a worker at once."""
+    ctl = k.control(worker_id)
+    return [("LPUSH", ctl, *[STOP_TOKEN] * count), ("EXPIRE", ctl, 60)]
+
+
+def client_refresh(
+    k: Keys, client_id: str, *, host: str, pid: int, submitted: int, retention_s: int
+) -> list[Command]:
+    """A client's registry refresh (piggy-backed on a submit every few seconds)."""
+    now = int(time.time() * 1000)
+    ck = k.client(client_id)
+    return [
+        ("ZADD", k.clients, now, client_id),
+        (
+            "HSET",
+            ck,
+            "id",
+            client_id,
+            "queue",
+            k.queue,
+            "host",
+            host,
+            "pid",
+            pid,
+            "last_seen_ms",
+            now,
+            "submitted",
+            submitted,
+        ),
+        ("EXPIRE", ck, retention_s),
+    ]
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """One client seen on a queue (``alive`` False once its registry hash expired)."""
+
+    id: str
+    queue: str | None
+    host: str | None
+    pid: int | None
+    submitted: int | None
+    last_seen_ms: int | None
+    alive: bool
+
+    @classmethod
+    def from_fields(cls, client_id: str, score: Any, f: dict[str, str]) -> ClientInfo:
+        return cls(
+            id=client_id,
+            queue=f.get("queue") or None,
+            host=f.get("host") or None,
+            pid=_int(f.get("pid"), 0) or None,
+            submitted=_int(f.get("submitted"), -1) if f.get("submitted") else None,
+            last_seen_ms=_int(f.get("last_seen_ms"), 0) or _int(score, 0) or None,
+            alive=bool(f),
+        )

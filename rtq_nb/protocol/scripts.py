@@ -1,380 +1,384 @@
-"""Lua scripts, one named constant each. Loaded once per connection (SCRIPT LOAD) and run with
-EVALSHA; a NOSCRIPT reply (e.g. after a Redis restart) reloads them (see ``_redis.Conn``).
+"""The Lua scripts and, for each, one typed command builder and one reply parser (pure: no I/O).
 
-Conventions: times come from the Redis server clock (``TIME``) so clients and workers never
-compare their own clocks; times are integer milliseconds since the epoch; scores are formatted
-with ``%d`` to stay exact. Keys of the queue and of a request are passed in ``KEYS[]``. The one
-exception is POP: the record of a popped request is named only once its id is popped, so POP
-builds it from ``ARGV[1]`` (the queue's hash-tagged base). It shares the queue's hash tag and
-therefore the slot of the declared keys, which Redis Cluster serves (documented in the README).
-Malformed data never makes a script raise: ``tonumber(x) or 0`` everywhere.
+The scripts live in ``lua/<name>.lua``; each file's header documents its KEYS and ARGV. At load
+time every script gets a prelude of the constants it uses, generated from Python (statuses,
+stream entry kinds, lease results, key infixes, the score span, envelopes), so Lua and Python
+cannot disagree; scripts that need the time read it from the Redis server (``TIME``), so
+clients and workers never compare their own clocks. Scores are formatted with ``%d``, and
+malformed data never makes a script raise (``tonumber(x) or 0``).
+
+Only this module knows each script's KEYS/ARGV order and reply shape: callers use the builders
+(``submit(...)``, ``pop(...)``, ...) and parsers (``parse_pop(...)``, ...). Commands are plain
+tuples; the transport runs them with ``EVALSHA`` and owns the one NOSCRIPT policy.
 """
 
 from __future__ import annotations
 
-_NOW = """
-local _t = redis.call('TIME')
-local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
-"""
+import enum
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
 
-# KEYS: record, pending, wake, seq, history
-# ARGV: id, priority, timeout_ms, retention_s, wake_cap, field, value, ...
-# 8 commands: the client registry is refreshed separately (at most every few seconds).
-SUBMIT = (
-    _NOW
-    + """
-if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then
-  return redis.error_reply('RTQ_DUPLICATE request id already exists: ' .. ARGV[1])
-end
-local seq = redis.call('INCR', KEYS[4])
-local score = string.format('%d', tonumber(ARGV[2]) * 1099511627776 - seq)
-local timeout_ms = tonumber(ARGV[3])
-local retention = tonumber(ARGV[4])
-local deadline = 0
-if timeout_ms > 0 then deadline = now + timeout_ms end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'created_ms', now, 'deadline_ms', deadline,
-           'score', score, 'attempts', 0, 'priority', ARGV[2], 'timeout_ms', ARGV[3],
-           unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], retention + math.ceil(timeout_ms / 1000))
-redis.call('ZADD', KEYS[2], score, ARGV[1])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('ZADD', KEYS[5], now, ARGV[1])
-if seq % 1024 == 0 then
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
-  local cutoff = string.format('%d', now - retention * 1000)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. cutoff)
-end
-return {now, score}
-"""
-)
+from rtq_nb.errors import MalformedRecord
+from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, REAP_LIMIT
+from rtq_nb.protocol.encoding import COMPLETED_ENVELOPE_HEAD, EXPIRED_ENVELOPE, EXPIRED_WHY
+from rtq_nb.protocol.jobs import JOB_FIELDS
+from rtq_nb.protocol.keys import REQUEST_INFIX, RESULT_INFIX, STREAM_INFIX, Keys
+from rtq_nb.protocol.records import Status
+from rtq_nb.protocol.scores import SEQ_SPAN
+from rtq_nb.protocol.stream import EntryKind, LeaseResult
 
-# Fields POP returns for each request it leases, in this order (see _models.parse_job).
-JOB_FIELDS = (
-    "v",
-    "id",
-    "queue",
-    "priority",
-    "input",
-    "params",
-    "stream",
-    "created_ms",
-    "deadline_ms",
-)
+Command = tuple[Any, ...]
 
-# KEYS: pending, running, wake
-# ARGV: base, worker_id, lease_ms, max_count, tokens_already_consumed, retention_s
-# Returns a flat list: for each popped id, {id, kind, payload} where kind is
-#   'run'  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
-#   'gone' payload = '' (no record: TTL ran out or garbage id)
-#   'skip' payload = the status it had (expired now, or cancelled/terminal before)
-# followed by one last element: how many requests are still pending (the worker skips its
-# pipelined pop of the next request when none are).
-POP = (
-    _NOW
-    + """
-local popped = redis.call('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
-local out = {}
-local n = 0
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local rk = ARGV[1] .. ':req:' .. id
-  local st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', """
-    + ", ".join(f"'{f}'" for f in JOB_FIELDS)
-    + """)
-  n = n + 1
-  if st[1] == false then
-    out[#out + 1] = id; out[#out + 1] = 'gone'; out[#out + 1] = ''
-  elseif st[1] ~= 'pending' then
-    out[#out + 1] = id; out[#out + 1] = 'skip'; out[#out + 1] = tostring(st[1])
-  else
-    local deadline = tonumber(st[2]) or 0
-    if deadline > 0 and now >= deadline then
-      redis.call('HSET', rk, 'status', 'expired', 'finished_ms', now,
-                 'error', 'deadline passed while pending; never started')
-      local sk = ARGV[1] .. ':stream:' .. id
-      local lk = ARGV[1] .. ':res:' .. id
-      if st[10] == '1' then
-        redis.call('XADD', sk, '*', 'k', 'x', 'd', 'deadline passed while pending')
-        redis.call('EXPIRE', sk, tonumber(ARGV[6]))
-      else
-        redis.call('LPUSH', lk, '{"status":"expired","error":"deadline passed while pending"}')
-        redis.call('EXPIRE', lk, tonumber(ARGV[6]))
-      end
-      out[#out + 1] = id; out[#out + 1] = 'skip'; out[#out + 1] = 'expired'
-    else
-      local attempt = tostring((tonumber(st[3]) or 0) + 1)
-      redis.call('HSET', rk, 'status', 'running', 'worker', ARGV[2], 'started_ms', now,
-                 'attempts', attempt)
-      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
-      local job = {attempt}
-      for j = 4, #st do
-        if st[j] == false then job[#job + 1] = '' else job[#job + 1] = st[j] end
-      end
-      out[#out + 1] = id; out[#out + 1] = 'run'; out[#out + 1] = job
-    end
-  end
-end
-local extra = n - tonumber(ARGV[5])
-if extra > 0 then redis.call('LTRIM', KEYS[3], extra, -1) end
-out[#out + 1] = redis.call('ZCARD', KEYS[1])
-return out
-"""
-)
+DUPLICATE = "RTQ_DUPLICATE"  # prefix of SUBMIT's error reply for an id already in use
+REAP_CUT = "|"  # separates requeued from dead-lettered ids in REAP's reply
 
-_LEASE_CHECK = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
-if cur[1] ~= 'running' or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
-  if cur[1] == 'cancelled' then return -1 end
-  return 0
-end
-"""
 
-# KEYS: record, stream
-# ARGV: worker_id, attempt, retention_s, first ('1' on the first flush), then triples
-#       (seq, count, text)
-# Returns 1 (appended), 0 (lease lost: discarded), -1 (cancelled: stop generating)
-APPEND = (
-    _NOW
-    + _LEASE_CHECK
-    + """
-for i = 5, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], '*', 'k', 'd', 's', ARGV[i], 'n', ARGV[i + 1], 'd', ARGV[i + 2])
-end
-if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'first_chunk_ms', now)
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-end
-return 1
-"""
-)
+class PopKind(str, enum.Enum):
+    """What POP did with one popped id."""
 
-# KEYS: record, result list, stream, running, stats
-# ARGV: worker_id, attempt, request_id, status (completed|failed), field (result|error),
-#       value, envelope (JSON for the result list; '' when completed: built here around the
-#       result JSON, so a result crosses the wire once), stream flag ('1'/'0'), retention_s,
-#       chunks (pieces streamed)
-# Returns 1 (delivered), 0 (lease lost: discarded), -1 (was cancelled: discarded)
-COMPLETE = (
-    _NOW
-    + """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'created_ms',
-                       'started_ms', 'first_chunk_ms')
-if cur[1] ~= 'running' or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
-  if cur[1] == 'cancelled' then return -1 end
-  return 0
-end
-local created = tonumber(cur[4]) or now
-local started = tonumber(cur[5]) or now
-local ttfc = ''
-if cur[6] then ttfc = (tonumber(cur[6]) or now) - created end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], ARGV[5], ARGV[6], 'finished_ms', now,
-           'queue_wait_ms', started - created, 'duration_ms', now - started, 'ttfc_ms', ttfc,
-           'chunks', ARGV[10])
-local retention = tonumber(ARGV[9])
-redis.call('EXPIRE', KEYS[1], retention)
-if ARGV[8] == '1' then
-  if ARGV[4] == 'completed' then
-    redis.call('XADD', KEYS[3], '*', 'k', 'e')
-  else
-    redis.call('XADD', KEYS[3], '*', 'k', 'f', 'd', ARGV[6])
-  end
-  redis.call('EXPIRE', KEYS[3], retention)
-else
-  local env = ARGV[7]
-  if env == '' then env = '{"status":"completed","result":' .. ARGV[6] .. '}' end
-  redis.call('LPUSH', KEYS[2], env)
-  redis.call('EXPIRE', KEYS[2], retention)
-end
-redis.call('ZREM', KEYS[4], ARGV[3])
-redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-return 1
-"""
-)
+    RUN = "run"  # leased to this worker: run it
+    GONE = "gone"  # no record (TTL ran out, or a garbage id): dropped
+    SKIP = "skip"  # not pending any more (expired now, cancelled or finished before)
 
-# KEYS: record, pending, running, result list, stream
-# ARGV: request_id, reason, retention_s
-# Returns the status the request had ('' when there is no record).
-CANCEL = (
-    _NOW
-    + """
-local st = redis.call('HMGET', KEYS[1], 'status', 'stream')
-if st[1] == false then return '' end
-if st[1] ~= 'pending' and st[1] ~= 'running' then return st[1] end
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_ms', now, 'error', ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-local retention = tonumber(ARGV[3])
-redis.call('EXPIRE', KEYS[1], retention)
-if st[2] == '1' then
-  redis.call('XADD', KEYS[5], '*', 'k', 'c', 'd', ARGV[2])
-  redis.call('EXPIRE', KEYS[5], retention)
-else
-  redis.call('LPUSH', KEYS[4], cjson.encode({status = 'cancelled', error = ARGV[2]}))
-  redis.call('EXPIRE', KEYS[4], retention)
-end
-return st[1]
-"""
-)
 
-# KEYS: pending.  Returns {priority, count, priority, count, ...} highest priority first,
-# one ZCOUNT per distinct priority (O(P log N)), never a scan of the whole set.
-PENDING_BY_PRIORITY = """
-local span = 1099511627776
-local out = {}
-local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-while #top > 0 do
-  local p = math.floor(tonumber(top[2]) / span) + 1
-  local lo = string.format('%d', p * span - (span - 1))
-  local hi = string.format('%d', p * span - 1)
-  out[#out + 1] = p
-  out[#out + 1] = redis.call('ZCOUNT', KEYS[1], lo, hi)
-  top = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. lo, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-end
-return out
-"""
+def _lua(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return "{" + ", ".join(_lua(v) for v in value) + "}"
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-ALL: dict[str, str] = {
-    "submit": SUBMIT,
-    "pop": POP,
-    "append": APPEND,
-    "complete": COMPLETE,
-    "cancel": CANCEL,
-    "pending_by_priority": PENDING_BY_PRIORITY,
+
+CONSTANTS: dict[str, object] = {
+    "SEQ_SPAN": SEQ_SPAN,
+    "REQ": REQUEST_INFIX,
+    "RES": RESULT_INFIX,
+    "STREAM": STREAM_INFIX,
+    **{s.name: s.value for s in Status},
+    **{f"K_{k.name}": k.value for k in EntryKind},
+    **{f"LEASE_{r.name}": int(r) for r in LeaseResult},
+    **{f"POP_{p.name}": p.value for p in PopKind},
+    "JOB_FIELDS": JOB_FIELDS,
+    "COMPLETED_ENVELOPE_HEAD": COMPLETED_ENVELOPE_HEAD,
+    "EXPIRED_ENVELOPE": EXPIRED_ENVELOPE,
+    "EXPIRED_WHY": EXPIRED_WHY,
+    "DUPLICATE": DUPLICATE,
+    "REAP_CUT": REAP_CUT,
+    "DEFAULT_MAX_ATTEMPTS": DEFAULT_MAX_ATTEMPTS,
 }
-
-# KEYS: record.  ARGV: extra_ms.  Moves the deadline of a pending/running request to
-# now + extra_ms (the "wait longer" recipe). Returns the status ('' if no record).
-EXTEND = (
-    _NOW
-    + """
-local st = redis.call('HGET', KEYS[1], 'status')
-if st == false then return '' end
-if st == 'pending' or st == 'running' then
-  redis.call('HSET', KEYS[1], 'deadline_ms', now + tonumber(ARGV[1]))
-end
-return st
-"""
+_CLOCK = (
+    "local _t = redis.call('TIME')\n"
+    "local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)\n"
 )
 
-ALL["extend"] = EXTEND
 
-# KEYS: running.  ARGV: base, lease_ms, worker_id, then pairs (id, attempt).
-# Renews the leases this worker still holds. Returns one code per pair: 1 renewed,
-# 0 lost (reaped and taken over: stop working on it), -1 cancelled (stop generating).
-RENEW = (
-    _NOW
-    + """
-local out = {}
-for i = 4, #ARGV, 2 do
-  local cur = redis.call('HMGET', ARGV[1] .. ':req:' .. ARGV[i], 'status', 'worker', 'attempts')
-  if cur[1] == 'running' and cur[2] == ARGV[3] and cur[3] == ARGV[i + 1] then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[i])
-    out[#out + 1] = 1
-  elseif cur[1] == 'cancelled' then
-    out[#out + 1] = -1
-  else
-    out[#out + 1] = 0
-  end
-end
-return out
-"""
+def render(body: str) -> str:
+    """A script's full source: the constants it uses, the server clock if it reads ``now``,
+    then its body."""
+    used = [n for n in CONSTANTS if re.search(rf"\b{n}\b", body)]
+    prelude = "".join(f"local {n} = {_lua(CONSTANTS[n])}\n" for n in used)
+    if re.search(r"\bnow\b", body):
+        prelude += _CLOCK
+    return prelude + body
+
+
+@dataclass(frozen=True)
+class Script:
+    """One Lua script: its rendered source and SHA1 (what ``EVALSHA`` names)."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        body = (resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
+        return cls(name, render(body))
+
+    def cmd(self, keys: Sequence[object], args: Sequence[object]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+SUBMIT = Script.load("submit")
+POP = Script.load("pop")
+APPEND = Script.load("append")
+COMPLETE = Script.load("complete")
+CANCEL = Script.load("cancel")
+PENDING_BY_PRIORITY = Script.load("pending_by_priority")
+EXTEND = Script.load("extend")
+RENEW = Script.load("renew")
+REAP = Script.load("reap")
+REQUEUE = Script.load("requeue")
+HANDBACK = Script.load("handback")
+ALL: tuple[Script, ...] = (
+    SUBMIT,
+    POP,
+    APPEND,
+    COMPLETE,
+    CANCEL,
+    PENDING_BY_PRIORITY,
+    EXTEND,
+    RENEW,
+    REAP,
+    REQUEUE,
+    HANDBACK,
 )
 
-ALL["renew"] = RENEW
 
-# KEYS: running, pending, wake, dead
-# ARGV: base, max_attempts, limit, retention_s
-# Requests whose lease ran out (their worker died or hung) go back to the pending set with
-# their original score, or to the dead letters after max_attempts. A stream gets a reset
-# marker ('k=r'), so its readers learn at once that the attempt they watched was lost.
-# Returns {requeued ids..., '|', dead ids...}.
-REAP = (
-    _NOW
-    + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-local requeued, dead = {}, {}
-local retention = tonumber(ARGV[4])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local rk = ARGV[1] .. ':req:' .. id
-  local f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker',
-                       'max_attempts')
-  if f[1] == 'running' then
-    local attempts = tonumber(f[2]) or 0
-    local sk = ARGV[1] .. ':stream:' .. id
-    local why = 'worker ' .. tostring(f[5]) .. ' stopped renewing its lease (attempt ' ..
-                attempts .. ')'
-    local max_attempts = tonumber(f[6]) or tonumber(ARGV[2])
-    if attempts >= max_attempts or tonumber(f[3]) == nil then
-      local err = 'dead-lettered after ' .. attempts .. ' attempt(s): ' .. why
-      redis.call('HSET', rk, 'status', 'failed', 'error', err, 'finished_ms', now)
-      redis.call('ZADD', KEYS[4], now, id)
-      if f[4] == '1' then
-        redis.call('XADD', sk, '*', 'k', 'f', 'd', err)
-        redis.call('EXPIRE', sk, retention)
-      else
-        local lk = ARGV[1] .. ':res:' .. id
-        redis.call('LPUSH', lk, cjson.encode({status = 'failed', error = err}))
-        redis.call('EXPIRE', lk, retention)
-      end
-      redis.call('EXPIRE', rk, retention)
-      dead[#dead + 1] = id
-    else
-      redis.call('HSET', rk, 'status', 'pending', 'error', why)
-      redis.call('HDEL', rk, 'first_chunk_ms')
-      redis.call('ZADD', KEYS[2], f[3], id)
-      redis.call('LPUSH', KEYS[3], '1')
-      if f[4] == '1' then redis.call('XADD', sk, '*', 'k', 'r', 'd', why) end
-      requeued[#requeued + 1] = id
-    end
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', now - retention * 1000))
-requeued[#requeued + 1] = '|'
-for _, id in ipairs(dead) do requeued[#requeued + 1] = id end
-return requeued
-"""
-)
+class Hole:
+    """A value left open in a command built once and filled per use (a client's submit
+    template): ``prefix`` + the ``index``-th value given when the command is filled."""
 
-# KEYS: record, dead, pending, wake, result list, stream.  ARGV: id.
-# Puts a dead-lettered request back in the queue with a fresh budget of attempts. Its stale
-# failure envelope / stream are deleted; attempt numbers keep counting up (lease tokens are
-# never reused). Returns 1, or 0 when it is not in `dead`.
-REQUEUE = """
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-local f = redis.call('HMGET', KEYS[1], 'score', 'attempts', 'max_attempts')
-if not f[1] then return 0 end
-local budget = (tonumber(f[2]) or 0) + (tonumber(f[3]) or 3)
-redis.call('HSET', KEYS[1], 'status', 'pending', 'max_attempts', budget, 'error', '')
-redis.call('HDEL', KEYS[1], 'finished_ms', 'first_chunk_ms')
-redis.call('DEL', KEYS[5], KEYS[6])
-redis.call('ZADD', KEYS[3], f[1], ARGV[1])
-redis.call('LPUSH', KEYS[4], '1')
-return 1
-"""
+    __slots__ = ("index", "prefix")
 
-ALL["reap"] = REAP
-ALL["requeue"] = REQUEUE
+    def __init__(self, index: int, prefix: str = "") -> None:
+        self.index, self.prefix = index, prefix.encode()
 
-# KEYS: record, running, pending, wake, stream.  ARGV: worker_id, attempt, id.
-# A stopping worker hands a request back: pending again with its score, and the attempt it
-# used is not counted. Only while the lease is still this worker's. Returns 1 or 0.
-HANDBACK = """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'score', 'stream')
-if cur[1] ~= 'running' or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] or not cur[4] then
-  return 0
-end
-redis.call('HINCRBY', KEYS[1], 'max_attempts', 1)  -- this attempt does not count
-redis.call('HSET', KEYS[1], 'status', 'pending',
-           'error', 'handed back by stopping worker ' .. ARGV[1])
-redis.call('HDEL', KEYS[1], 'first_chunk_ms')
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], cur[4], ARGV[3])
-redis.call('LPUSH', KEYS[4], '1')
-if cur[5] == '1' then
-  redis.call('XADD', KEYS[5], '*', 'k', 'r', 'd', 'worker ' .. ARGV[1] .. ' stopped; handed back')
-end
-return 1
-"""
 
-ALL["handback"] = HANDBACK
+def _status(reply: object) -> Status | None:
+    return Status(reply) if reply in Status._value2member_map_ else None
+
+
+# ---- SUBMIT ----------------------------------------------------------------------------------
+def submit(
+    k: Keys,
+    request_id: str | Hole,
+    *,
+    priority: int,
+    timeout_ms: int,
+    retention_s: int,
+    wake_cap: int,
+    fields: Sequence[object],
+) -> Command:
+    """Store and enqueue one request. ``request_id`` may be a :class:`Hole` (a template);
+    ``fields`` are the record's field/value pairs the client writes."""
+    record = (
+        Hole(request_id.index, k.request(""))
+        if isinstance(request_id, Hole)
+        else k.request(request_id)
+    )
+    return SUBMIT.cmd(
+        [record, k.pending, k.wake, k.seq, k.history],
+        [request_id, priority, timeout_ms, retention_s, wake_cap, *fields],
+    )
+
+
+def duplicate_id(message: str) -> str | None:
+    """The text after the DUPLICATE marker of SUBMIT's error reply, if it is that error."""
+    _, sep, rest = message.partition(DUPLICATE + " ")
+    return rest if sep else None
+
+
+# ---- POP -------------------------------------------------------------------------------------
+def pop(
+    k: Keys, worker_id: str, *, lease_ms: int, count: int, consumed: int, retention_s: int
+) -> Command:
+    """Lease up to ``count`` requests; ``consumed``: wake tokens this fetch already took."""
+    return POP.cmd(
+        [k.pending, k.running, k.wake],
+        [k.base, worker_id, lease_ms, count, consumed, retention_s],
+    )
+
+
+@dataclass(frozen=True)
+class Popped:
+    """One id POP took: what it did (``kind``) and its payload (``[attempt, *JOB_FIELDS]``
+    for RUN, the status it had for SKIP)."""
+
+    id: str
+    kind: PopKind
+    payload: Any
+
+
+def parse_pop(reply: object) -> tuple[list[Popped], int]:
+    """(popped ids, requests still pending) from POP's reply. A malformed reply raises
+    MalformedRecord; an unknown kind is reported as SKIP."""
+    if not isinstance(reply, list) or not reply or (len(reply) - 1) % 3:
+        raise MalformedRecord(f"unexpected POP reply {reply!r:.200}")
+    out = []
+    for i in range(0, len(reply) - 1, 3):
+        kind = reply[i + 1]
+        out.append(
+            Popped(
+                str(reply[i]),
+                PopKind(kind) if kind in PopKind._value2member_map_ else PopKind.SKIP,
+                reply[i + 2],
+            )
+        )
+    return out, int(reply[-1])
+
+
+# ---- APPEND, COMPLETE, RENEW, HANDBACK: under a worker's lease ------------------------------
+def append(
+    k: Keys,
+    request_id: str,
+    *,
+    worker_id: str,
+    attempt: str,
+    retention_s: int,
+    first: bool,
+    chunks: Sequence[tuple[int, int, str]],
+) -> Command:
+    """Write chunks ``(seq, pieces, text)`` to a request's stream."""
+    return APPEND.cmd(
+        [k.request(request_id), k.stream(request_id)],
+        [
+            worker_id,
+            attempt,
+            retention_s,
+            "1" if first else "0",
+            *[x for chunk in chunks for x in chunk],
+        ],
+    )
+
+
+def complete(
+    k: Keys,
+    request_id: str,
+    *,
+    worker_id: str,
+    attempt: str,
+    status: Status,
+    value: str,
+    envelope: str,
+    stream: bool,
+    retention_s: int,
+    pieces: int,
+) -> Command:
+    """Deliver an outcome. COMPLETED: ``value`` is the result JSON and ``envelope`` is ''
+    (the script wraps it); FAILED: ``value`` is the error and ``envelope`` the encoded
+    failure envelope (``encoding.encode_envelope``)."""
+    return COMPLETE.cmd(
+        [k.request(request_id), k.result(request_id), k.stream(request_id), k.running, k.stats],
+        [
+            worker_id,
+            attempt,
+            request_id,
+            status.value,
+            "result" if status is Status.COMPLETED else "error",
+            value,
+            envelope,
+            "1" if stream else "0",
+            retention_s,
+            pieces,
+        ],
+    )
+
+
+def renew(k: Keys, worker_id: str, *, lease_ms: int, held: Sequence[tuple[str, str]]) -> Command:
+    """Renew the leases of ``held`` ``(request id, attempt)`` pairs."""
+    return RENEW.cmd([k.running], [k.base, lease_ms, worker_id, *[x for p in held for x in p]])
+
+
+def parse_renew(reply: object) -> list[LeaseResult]:
+    return [LeaseResult.of(r) for r in reply] if isinstance(reply, list) else []
+
+
+def handback(k: Keys, request_id: str, *, worker_id: str, attempt: str) -> Command:
+    return HANDBACK.cmd(
+        [k.request(request_id), k.running, k.pending, k.wake, k.stream(request_id)],
+        [worker_id, attempt, request_id],
+    )
+
+
+# ---- REAP, REQUEUE ---------------------------------------------------------------------------
+def reap(k: Keys, *, retention_s: int, limit: int = REAP_LIMIT) -> Command:
+    return REAP.cmd(
+        [k.running, k.pending, k.wake, k.dead],
+        [k.base, DEFAULT_MAX_ATTEMPTS, limit, retention_s],
+    )
+
+
+def parse_reap(reply: object) -> tuple[list[str], list[str]]:
+    """(requeued ids, dead-lettered ids)."""
+    if not isinstance(reply, list) or REAP_CUT not in reply:
+        raise MalformedRecord(f"unexpected REAP reply {reply!r:.200}")
+    cut = reply.index(REAP_CUT)
+    return [str(x) for x in reply[:cut]], [str(x) for x in reply[cut + 1 :]]
+
+
+def requeue(k: Keys, request_id: str) -> Command:
+    return REQUEUE.cmd(
+        [
+            k.request(request_id),
+            k.dead,
+            k.pending,
+            k.wake,
+            k.result(request_id),
+            k.stream(request_id),
+        ],
+        [request_id],
+    )
+
+
+# ---- CANCEL, EXTEND, PENDING_BY_PRIORITY -----------------------------------------------------
+def cancel(k: Keys, request_id: str, *, reason: str, retention_s: int) -> Command:
+    return CANCEL.cmd(
+        [
+            k.request(request_id),
+            k.pending,
+            k.running,
+            k.result(request_id),
+            k.stream(request_id),
+        ],
+        [request_id, reason, retention_s],
+    )
+
+
+def extend(k: Keys, request_id: str, *, extra_ms: int) -> Command:
+    return EXTEND.cmd([k.request(request_id)], [extra_ms])
+
+
+def parse_status(reply: object) -> Status | None:
+    """CANCEL's and EXTEND's reply: the status the request had (None: no record)."""
+    return _status(reply)
+
+
+def pending_by_priority(k: Keys) -> Command:
+    return PENDING_BY_PRIORITY.cmd([k.pending], [])
+
+
+def parse_pending_by_priority(reply: object) -> dict[int, int]:
+    """{priority: count}, highest priority first."""
+    flat = reply if isinstance(reply, list) else []
+    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+__all__ = [
+    "ALL",
+    "CONSTANTS",
+    "DUPLICATE",
+    "Command",
+    "Hole",
+    "PopKind",
+    "Popped",
+    "Script",
+    "append",
+    "cancel",
+    "complete",
+    "duplicate_id",
+    "extend",
+    "handback",
+    "parse_pending_by_priority",
+    "parse_pop",
+    "parse_reap",
+    "parse_renew",
+    "parse_status",
+    "pending_by_priority",
+    "pop",
+    "reap",
+    "render",
+    "renew",
+    "requeue",
+    "submit",
+]

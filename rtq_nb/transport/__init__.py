@@ -1,1 +1,41 @@
-"""TODO"""
+"""Bytes to Redis and back, behind one interface (:class:`~rtq_nb.transport.base.Transport`).
+
+::
+
+    endpoint.py   URL -> host/socket, TLS, AUTH, SELECT; secrets masked in messages
+    resp.py       RESP encoding (hiredis), command templates
+    link.py       the asyncio link (an asyncio.Protocol feeding hiredis)
+    aio.py        Conn: pooled links, pipelines with an early head callback
+    blocking.py   SyncConn: blocking sockets for the sync facade's fast call()
+    base.py       the Transport interface, script loading, the one NOSCRIPT policy
+    errors.py     the error-mapping tables
+    retry.py      Backoff: the one retry policy
+    embedded.py   EmbeddedRedis: a private redis-server when no URL is given
+"""
+
+from __future__ import annotations
+
+from rtq_nb.transport.aio import Conn
+from rtq_nb.transport.base import Transport
+from rtq_nb.transport.blocking import SyncConn
+from rtq_nb.transport.endpoint import configured_url, resolve_url, safe_url
+from rtq_nb.transport.errors import ScriptsLost
+from rtq_nb.transport.retry import Backoff
+
+__all__ = [
+    "Backoff",
+    "Conn",
+    "ScriptsLost",
+    "SyncConn",
+    "Transport",
+    "configured_url",
+    "connect",
+    "resolve_url",
+    "safe_url",
+]
+
+
+def connect(url: str) -> Transport:
+    """The transport for ``url`` (today: one server; a cluster router and a Sentinel
+    resolver slot in here)."""
+    return Conn(url)

@@ -1,10 +1,10 @@
 """A small synchronous transport for the sync facade's hottest call (``Client.call``).
 
-It only moves bytes: the commands come from the async core's pure builders
-(``AsyncClient._prepare_kw``) and the reply is interpreted by the core
-(``AsyncRequestHandle._accept_envelope``). Anything that is not the common case (a wait longer
-than one slice, a timeout, a dropped connection) goes back to the async core on rtq_nb's loop
-thread. What it saves is the thread hop and the event-loop turns of a sync call, and
+It only moves bytes: the commands come from the client's I/O-free prepare step
+(``AsyncClient.prepare``) and the reply is interpreted by the handle (``accept_envelope``).
+Anything that is not the common case (a wait longer than one slice, a timeout, a dropped
+connection) goes back to the async core on rtq_nb's loop thread. What it saves is the thread
+hop and the event-loop turns of a sync call, and
 redis-py's per-call pool checks (a poll of the socket each time): a blocking socket and a
 hiredis reader, nothing else (see README, Performance).
 """
@@ -20,10 +20,13 @@ from typing import Any
 import hiredis
 from redis import exceptions as rex
 
-from rtq_nb.errors import RedisUnavailable
-from rtq_nb.protocol import scripts as _scripts
-from rtq_nb.transport.aio import raise_mapped
-from rtq_nb.transport.resp import Command, Endpoint, check_hello, pack, reply_error
+from rtq_nb.transport.base import SCRIPT_LOADS, check_replies
+from rtq_nb.transport.endpoint import Endpoint
+from rtq_nb.transport.errors import raise_mapped, reply_error
+from rtq_nb.transport.link import check_hello
+from rtq_nb.transport.resp import Command, pack
+
+__all__ = ["SyncConn"]
 
 
 class _SyncLink:
@@ -92,16 +95,16 @@ class SyncConn:
         self._lock = threading.Lock()
         self._loaded = False
 
-    def _load_scripts(self) -> None:
-        self._send([("SCRIPT", "LOAD", src) for src in _scripts.ALL.values()])
-        self._loaded = True
-
     def pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        """One round trip; raw replies. Errors are mapped; NOSCRIPT becomes RedisUnavailable
-        (the caller falls back to the async core). Scripts are loaded before the first use."""
+        """One round trip; raw replies. Errors are mapped, as in the async transport (a lost
+        script raises ``ScriptsLost``: the caller goes on in the async core)."""
         if not self._loaded:
-            self._load_scripts()
+            self._send(SCRIPT_LOADS)
+            self._loaded = True
         return self._send(commands)
+
+    def _forget_scripts(self) -> None:
+        self._loaded = False  # loaded again before the next pipeline
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         data = pack(commands)
@@ -119,16 +122,8 @@ class SyncConn:
             raise_mapped(exc, self.url)
         if not link.closed:
             self._idle.append(link)
-        for r in replies:
-            if isinstance(r, Exception):
-                self._raise_reply(r)
+        check_replies(replies, self.url, self._forget_scripts)
         return replies
-
-    def _raise_reply(self, r: Exception) -> None:
-        if isinstance(r, rex.NoScriptError):
-            self._loaded = False  # loaded again before the next pipeline
-            raise RedisUnavailable(f"Redis at {self.url} had lost rtq_nb's scripts") from r
-        raise_mapped(r, self.url)
 
     def close(self) -> None:
         with self._lock:

@@ -1,16 +1,19 @@
 """Streaming granularity and coalescing (pure logic, no I/O, unit-tested without Redis).
 
-A *chunker* re-cuts what a handler yields (tokens, sentences, fixed-size pieces, or custom).
-The *coalescer* merges pieces produced within one flush interval into one stream entry, so a
-model that yields one token at a time does not pay one Redis round trip per token.
+Vocabulary: a *piece* is one unit of a handler's output after cutting (a token, a sentence, a
+fixed-size slice); a *chunk* is what is written to the stream and what a client receives: one
+or more pieces of one flush window; an *entry* is a Redis stream entry (a chunk or a marker).
+
+A *chunker* cuts what a handler yields into pieces (tokens, sentences, fixed-size, or custom).
+The *coalescer* merges the pieces produced within one flush interval into one chunk, so a model
+that yields one token at a time does not pay one Redis round trip per token.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from rtq_nb.errors import ConfigurationError
 
@@ -103,12 +106,11 @@ def make_chunker(spec: ChunkerSpec) -> Chunker:
     raise ConfigurationError(f"granularity {spec!r} is not a chunker or a chunker factory")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One stream entry: pieces ``seq .. seq+count-1`` merged into ``text``."""
+class ChunkData(NamedTuple):
+    """One chunk to write: pieces ``seq .. seq+pieces-1`` merged into ``text``."""
 
     seq: int
-    count: int
+    pieces: int
     text: str
 
 
@@ -153,16 +155,16 @@ class Coalescer:
             return float("-inf")
         return self._last_flush + self.interval
 
-    def take(self, now: float) -> list[Entry]:
+    def take(self, now: float) -> list[ChunkData]:
         """Everything buffered, as entries (one merged, or one per piece); marks ``now`` as
         the flush time. Empty list when nothing is buffered."""
         if not self._pieces:
             return []
         seq = self._next_seq
         if self.merge:
-            entries = [Entry(seq, len(self._pieces), "".join(self._pieces))]
+            entries = [ChunkData(seq, len(self._pieces), "".join(self._pieces))]
         else:
-            entries = [Entry(seq + i, 1, p) for i, p in enumerate(self._pieces)]
+            entries = [ChunkData(seq + i, 1, p) for i, p in enumerate(self._pieces)]
         self._next_seq += len(self._pieces)
         self._pieces, self._chars = [], 0
         self._last_flush = now

@@ -3,7 +3,7 @@
 A handler gets a :class:`~rtq_nb.Request` (or a list of them when batching) and may be a plain
 function, an async function, a generator or an async generator (generators stream text).
 Sync code runs in a thread pool, never on the event loop. Streamed pieces go through a
-:class:`StreamWriter`, which re-chunks and coalesces them and sends at most one flush at a time.
+:class:`~rtq_nb.worker.streaming.StreamWriter`.
 """
 
 from __future__ import annotations
@@ -12,22 +12,17 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtq_nb.errors import RtqError
 from rtq_nb.protocol.records import Request, Status
-from rtq_nb.worker.chunking import Chunker, ChunkerSpec, Coalescer, Entry, make_chunker
+from rtq_nb.protocol.stream import LeaseResult
+from rtq_nb.worker.chunking import ChunkData
+from rtq_nb.worker.streaming import StreamWriter, consume, is_stream
 
-log = logging.getLogger("rtq_nb.worker")
-SEND_RETRIES = 12  # about 15 s of backoff
-
-SendFn = Callable[[list[Entry]], Awaitable[int]]
+__all__ = ["Outcome", "describe", "handler_kind", "run_batch", "run_single"]
 
 
 @dataclass
@@ -37,248 +32,13 @@ class Outcome:
     status: Status
     value: Any = None
     error: str | None = None
-    tail: list[Entry] = field(default_factory=list)
-    stopped: int = 1  # 1 normal, 0 lease lost, -1 cancelled (from the last stream append)
+    tail: list[ChunkData] = field(default_factory=list)
+    lease: LeaseResult = LeaseResult.OK  # from the request's last stream write
     pieces: int = 0  # stream pieces produced
 
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-class StreamWriter:
-    """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
-
-    def __init__(
-        self, request: Request, send: SendFn | None, granularity: ChunkerSpec, interval: float
-    ) -> None:
-        self.request = request
-        self._send = send
-        self._granularity = granularity
-        self.interval = interval
-        self._chunker: Chunker | None = None  # made at the first write (most results are whole)
-        self._co: Coalescer | None = None  # made at the first piece to send
-        self._parts: list[str] = []
-        self._wake = asyncio.Event() if send is not None else None  # no flusher without send
-        self._sent = asyncio.Event() if send is not None else None  # first write answered
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-        self.state = 1  # 1 ok, 0 lease lost, -1 cancelled
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    @property
-    def pieces(self) -> int:
-        return len(self._parts)
-
-    @property
-    def streams(self) -> bool:
-        """Whether pieces are sent to Redis as they come (a streaming request)."""
-        return self._send is not None
-
-    @property
-    def stopped(self) -> bool:
-        return self.state != 1
-
-    def write(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise TypeError(
-                f"a streaming handler must yield str, got {type(text).__name__}: convert it "
-                "(e.g. json.dumps) before yielding"
-            )
-        if self._chunker is None:
-            self._chunker = make_chunker(self._granularity)
-        for piece in self._chunker.feed(text):
-            self._add(piece)
-
-    def _add(self, piece: str) -> None:
-        self._parts.append(piece)
-        if self._send is None:
-            return
-        if self._co is None:  # token pieces merge into one entry; other granularities do not
-            self._co = Coalescer(self.interval, merge=self._granularity in (None, "token"))
-        self._co.add(piece)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        assert self._wake is not None
-        self._wake.set()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._send is not None and self._wake is not None and self._co is not None
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            while len(self._co) and not self._closing:
-                delay = self._co.due_at() - loop.time()
-                if delay > 0:  # wait out the interval; a wake only re-checks (close/overflow)
-                    self._wake.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
-                    continue
-                entries = self._co.take(loop.time())
-                if entries:
-                    self.state = await self._send_retrying(entries)
-                    assert self._sent is not None
-                    self._sent.set()
-                    if self.state != 1:
-                        self.request.cancelled = True  # cancelled, or the lease was lost
-                        return
-
-    async def _send_retrying(self, entries: list[Entry]) -> int:
-        """Send, riding out a dropped connection for a while. A resend after a lost reply
-        may store entries twice; readers drop them by sequence number."""
-        assert self._send is not None
-        delay = 0.05
-        for _ in range(SEND_RETRIES):
-            try:
-                return await self._send(entries)
-            except RtqError as exc:
-                log.warning("stream %s: write failed (%s); retrying", self.request.id, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        log.error(
-            "stream %s: giving up writing; its lease will expire and requeue it", self.request.id
-        )
-        return 0
-
-    async def first_sent(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until the first write is in Redis. A generator that
-        pauses here for one round trip lets its first token out at once: one that keeps the
-        CPU busy would otherwise leave Redis and the reader waiting for a CPU (2 cores)."""
-        if self._sent is not None and self._parts and not self._sent.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._sent.wait(), timeout)
-
-    async def close(self) -> list[Entry]:
-        """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
-        if self._chunker is not None:
-            for piece in self._chunker.flush():
-                self._add(piece)
-        self._closing = True
-        if self._sent is not None:
-            self._sent.set()
-        if self._wake is not None:
-            self._wake.set()
-        if self._task is not None:
-            try:
-                await self._task
-            except Exception:  # never let a writer failure end the worker's loop
-                log.exception("stream %s: writer failed", self.request.id)
-                self.state = 0
-        return [] if self.stopped or self._co is None else self._co.take(0.0)
-
-
-class _ThreadFeed:
-    """Hands pieces from a generator running in a thread to the writer on the loop,
-    waking the loop once per batch rather than once per piece."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, writer: StreamWriter) -> None:
-        self._loop, self._writer = loop, writer
-        self._lock = threading.Lock()
-        self._buf: list[str] = []
-        self._scheduled = False
-        self.error: BaseException | None = None
-
-    def put(self, text: str) -> None:
-        with self._lock:
-            self._buf.append(text)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._loop.call_soon_threadsafe(self._drain)
-
-    def wait_first_sent(self) -> None:
-        """From the generator's thread: block until the writer's first write is answered
-        (bounded by the flush interval)."""
-        w = self._writer
-        if not w.streams:
-            return
-        coro = w.first_sent(w.interval)
-        try:
-            wait = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        except RuntimeError:  # the loop is closing: nothing to wait for
-            coro.close()
-            return
-        with contextlib.suppress(Exception):  # a timeout: the generator just goes on
-            wait.result(w.interval + 1.0)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._buf, self._scheduled = self._buf, [], False
-        try:
-            for t in items:
-                self._writer.write(t)
-        except BaseException as exc:
-            self.error = exc
-            self._writer.request.cancelled = True  # stops the generator thread
-
-
-def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:
-    first = True
-    try:
-        for piece in it:
-            if req.cancelled or feed.error is not None:
-                break
-            feed.put(piece)
-            if first:  # wait until the first token is in Redis: a CPU-bound generator would
-                first = False  # otherwise hold the GIL (and a CPU) while the loop tries to send
-                feed.wait_first_sent()
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
-async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> None:
-    """An async generator that never awaits (tokens from a CPU-bound loop) would keep the
-    flusher off the loop until it ends: pause after the first piece until it is in Redis, then
-    yield to the loop at least once per flush interval."""
-    next_yield = None
-    try:
-        async for piece in ait:
-            writer.write(piece)
-            if writer.stopped or writer.request.cancelled:
-                break
-            now = time.monotonic()
-            if next_yield is None:
-                next_yield = now + writer.interval
-                await writer.first_sent(writer.interval)
-            elif now >= next_yield:
-                next_yield = now + writer.interval
-                await asyncio.sleep(0)
-    finally:
-        aclose = getattr(ait, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-_PLAIN = (str, dict, list, int, float, bool, type(None))
-
-
-def _is_stream(value: Any) -> bool:
-    if type(value) in _PLAIN:  # the common case, without inspecting
-        return False
-    return (
-        inspect.isgenerator(value)
-        or inspect.isasyncgen(value)
-        or (hasattr(value, "__anext__") and not isinstance(value, (str, bytes, dict, list)))
-    )
-
-
-async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
-    """Feed a handler's streamed output (sync or async iterator) into ``writer``."""
-    if hasattr(value, "__anext__"):
-        await _drive_async_iter(value, writer)
-    else:
-        loop = asyncio.get_running_loop()
-        feed = _ThreadFeed(loop, writer)
-        await loop.run_in_executor(executor, _drive_sync_iter, iter(value), feed, writer.request)
-        await asyncio.sleep(0)  # let the last scheduled _drain run before we close
-        if feed.error is not None:
-            raise feed.error
 
 
 _KINDS: dict[Any, str] = {}
@@ -317,7 +77,7 @@ async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor
 async def finish(value: Any, writer: StreamWriter, executor: Executor) -> Outcome:
     """Turn a handler's value (plain or stream) into an outcome for ``writer.request``."""
     req = writer.request
-    if _is_stream(value):
+    if is_stream(value):
         await consume(value, writer, executor)
         return await _close_stream(writer)
     if req.stream:  # a plain value for a streaming request: one chunk
@@ -328,10 +88,10 @@ async def finish(value: Any, writer: StreamWriter, executor: Executor) -> Outcom
 
 async def _close_stream(writer: StreamWriter) -> Outcome:
     tail = await writer.close()
-    if writer.state == -1 or writer.request.cancelled:
-        return Outcome(Status.CANCELLED, stopped=-1)
+    if writer.state is LeaseResult.CANCELLED or writer.request.cancelled:
+        return Outcome(Status.CANCELLED, lease=LeaseResult.CANCELLED)
     return Outcome(
-        Status.COMPLETED, value=writer.text, tail=tail, stopped=writer.state, pieces=writer.pieces
+        Status.COMPLETED, value=writer.text, tail=tail, lease=writer.state, pieces=writer.pieces
     )
 
 
@@ -345,7 +105,7 @@ async def run_single(
         raise
     except Exception as exc:
         await writer.close()
-        return Outcome(Status.FAILED, error=describe(exc), stopped=writer.state)
+        return Outcome(Status.FAILED, error=describe(exc), lease=writer.state)
 
 
 async def run_batch(
@@ -356,7 +116,7 @@ async def run_batch(
     reqs = [w.request for w in writers]
     try:
         value = await call_handler(handler, reqs, executor)
-        if _is_stream(value):
+        if is_stream(value):
             await consume(_Demux(value, writers), _NullWriter(), executor)
             return [await _close_stream(w) for w in writers]
         if not isinstance(value, (list, tuple)) or len(value) != len(reqs):

@@ -1,0 +1,50 @@
+"""Typed submission options and the "use the client's default" sentinel (pure: no I/O)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from rtq_nb.transport.resp import Command
+
+if TYPE_CHECKING:
+    from rtq_nb.client.handle import AsyncRequestHandle
+
+__all__ = ["DEFAULT", "BatchOptions", "ClientDefault", "Prepared", "SubmitOptions"]
+
+
+class ClientDefault(enum.Enum):
+    """Type of :data:`DEFAULT`: "use the client's setting" (httpx's ``UseClientDefault``)."""
+
+    DEFAULT = "client default"
+
+    def __repr__(self) -> str:
+        return "<client default>"
+
+
+DEFAULT = ClientDefault.DEFAULT
+
+
+class BatchOptions(TypedDict, total=False):
+    """Options shared by every request of a :meth:`~rtq_nb.AsyncClient.submit_many`."""
+
+    priority: int  # [-1000, 1000], higher first; FIFO among equals
+    timeout: float | ClientDefault | None  # seconds from submission, queueing included
+    params: dict[str, Any] | None  # JSON object handed to the handler
+    queue: str | None  # another queue than the client's
+
+
+class SubmitOptions(BatchOptions, total=False):
+    """Options of one request (``call``, ``stream``; ``submit`` takes them as keywords)."""
+
+    request_id: str | None  # your own id (1-128 of A-Z a-z 0-9 _ . : -); unique per queue
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to send: its submission commands and its handle (no I/O yet).
+    ``AsyncClient.prepare`` makes it; the async core and the sync fast path both send it."""
+
+    commands: list[Command]
+    handle: AsyncRequestHandle

@@ -1,0 +1,107 @@
+"""Encoding values for the wire (pure: no I/O): JSON, params, timeouts, the fields a client
+writes at submission, and result envelopes."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rtq_nb.errors import EncodingError, MalformedRecord
+from rtq_nb.protocol.keys import WIRE_VERSION
+from rtq_nb.protocol.records import Status
+
+__all__ = [
+    "COMPLETED_ENVELOPE_HEAD",
+    "EXPIRED_ENVELOPE",
+    "EXPIRED_WHY",
+    "decode_envelope",
+    "dumps",
+    "encode_envelope",
+    "encode_params",
+    "record_fields",
+    "timeout_to_ms",
+]
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def dumps(value: Any, what: str) -> str:
+    """JSON-encode ``value`` compactly; raise :class:`EncodingError` naming ``what``."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise EncodingError(
+            f"{what} must be JSON-serialisable (str, int, float, bool, None, list, dict): "
+            f"{exc}. Convert it first, e.g. to a list or a str, or send a reference "
+            f"(such as an object-storage URL) for large binary data."
+        ) from exc
+
+
+def encode_params(params: dict[str, Any] | None) -> str:
+    """``params`` as stored in a record (JSON object text)."""
+    if params is not None and not isinstance(params, dict):
+        raise EncodingError(
+            f"params must be a dict of JSON-serialisable values, got {type(params).__name__}"
+        )
+    return dumps(params, "params") if params else "{}"
+
+
+def record_fields(
+    *, client: str, queue: str, input_json: object, params_json: str, stream: bool
+) -> list[object]:
+    """The field/value list a client writes at submission (the script adds the rest).
+    ``input_json`` is the JSON text of the input (or a template hole standing for it)."""
+    return [
+        "v",
+        str(WIRE_VERSION),
+        "client",
+        client,
+        "queue",
+        queue,
+        "input",
+        input_json,
+        "params",
+        params_json,
+        "stream",
+        "1" if stream else "0",
+    ]
+
+
+def timeout_to_ms(timeout: float | None) -> int:
+    """Seconds (None or 0 = no deadline) to integer ms; rejects negatives and NaN."""
+    if timeout is None or timeout == 0:
+        return 0
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise EncodingError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+    return max(1, int(timeout * 1000))
+
+
+def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:
+    """Parse a result-list envelope ``{"status":..., "result":..., "error":...}``."""
+    try:
+        env = json.loads(raw)
+        return Status(env["status"]), env.get("result"), env.get("error")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
+
+
+def encode_envelope(status: Status, result: Any = None, error: str | None = None) -> str:
+    """The result-list envelope. (A worker's COMPLETE script builds the completed one itself
+    around the result JSON, byte for byte like this; the wire-format test pins it.)"""
+    if status is Status.COMPLETED:
+        return COMPLETED_ENVELOPE_HEAD + dumps(result, "result") + "}"
+    return dumps({"status": status.value, "error": error}, "error")
+
+
+# The completed envelope is the result JSON between these; COMPLETE wraps it in Lua.
+COMPLETED_ENVELOPE_HEAD = '{"status":"completed","result":'
+EXPIRED_WHY = "deadline passed while pending"
+EXPIRED_ENVELOPE = encode_envelope(Status.EXPIRED, None, EXPIRED_WHY)

@@ -1,0 +1,19 @@
+-- APPEND: write stream chunks, only while the lease is still this worker's.
+-- KEYS: record, stream
+-- ARGV: worker_id, attempt, retention_s, first ('1' on the first write), then triples
+--       (seq, pieces, text)
+-- Returns LEASE_OK (appended), LEASE_LOST (discarded), LEASE_CANCELLED (stop generating).
+local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
+if cur[1] ~= RUNNING or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
+  if cur[1] == CANCELLED then return LEASE_CANCELLED end
+  return LEASE_LOST
+end
+for i = 5, #ARGV, 3 do
+  redis.call('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
+             'd', ARGV[i + 2])
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'first_chunk_ms', now)
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
+return LEASE_OK

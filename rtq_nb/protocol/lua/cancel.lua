@@ -1,0 +1,21 @@
+-- CANCEL: a pending request leaves the queue; a running one is marked so that its worker
+-- stops at its next write. Its readers get a cancelled envelope or stream marker.
+-- KEYS: record, pending, running, result list, stream
+-- ARGV: request_id, reason, retention_s
+-- Returns the status the request had ('' when there is no record).
+local st = redis.call('HMGET', KEYS[1], 'status', 'stream')
+if st[1] == false then return '' end
+if st[1] ~= PENDING and st[1] ~= RUNNING then return st[1] end
+redis.call('HSET', KEYS[1], 'status', CANCELLED, 'finished_ms', now, 'error', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local retention = tonumber(ARGV[3])
+redis.call('EXPIRE', KEYS[1], retention)
+if st[2] == '1' then
+  redis.call('XADD', KEYS[5], '*', 'k', K_CANCELLED, 'd', ARGV[2])
+  redis.call('EXPIRE', KEYS[5], retention)
+else
+  redis.call('LPUSH', KEYS[4], cjson.encode({status = CANCELLED, error = ARGV[2]}))
+  redis.call('EXPIRE', KEYS[4], retention)
+end
+return st[1]

@@ -1,0 +1,54 @@
+-- POP: take up to N requests, highest score first, and lease each to this worker.
+-- KEYS: pending, running, wake
+-- ARGV: base, worker_id, lease_ms, max_count, wake tokens already consumed, retention_s
+-- Returns a flat list: for each popped id, {id, kind, payload} where kind is
+--   POP_RUN  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
+--   POP_GONE payload = '' (no record: its TTL ran out, or a garbage id)
+--   POP_SKIP payload = the status it had (expired now, or cancelled/terminal before)
+-- followed by one last element: how many requests are still pending.
+-- A popped request's keys are built from ARGV[1] (the queue's hash-tagged base), so they
+-- share the slot of the declared keys (Redis Cluster serves them).
+local popped = redis.call('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
+local out = {}
+local n = 0
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local rk = ARGV[1] .. REQ .. id
+  local st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', unpack(JOB_FIELDS))
+  n = n + 1
+  if st[1] == false then
+    out[#out + 1] = id; out[#out + 1] = POP_GONE; out[#out + 1] = ''
+  elseif st[1] ~= PENDING then
+    out[#out + 1] = id; out[#out + 1] = POP_SKIP; out[#out + 1] = tostring(st[1])
+  else
+    local deadline = tonumber(st[2]) or 0
+    if deadline > 0 and now >= deadline then
+      redis.call('HSET', rk, 'status', EXPIRED, 'finished_ms', now,
+                 'error', EXPIRED_WHY .. '; never started')
+      if st[10] == '1' then
+        local sk = ARGV[1] .. STREAM .. id
+        redis.call('XADD', sk, '*', 'k', K_EXPIRED, 'd', EXPIRED_WHY)
+        redis.call('EXPIRE', sk, tonumber(ARGV[6]))
+      else
+        local lk = ARGV[1] .. RES .. id
+        redis.call('LPUSH', lk, EXPIRED_ENVELOPE)
+        redis.call('EXPIRE', lk, tonumber(ARGV[6]))
+      end
+      out[#out + 1] = id; out[#out + 1] = POP_SKIP; out[#out + 1] = EXPIRED
+    else
+      local attempt = tostring((tonumber(st[3]) or 0) + 1)
+      redis.call('HSET', rk, 'status', RUNNING, 'worker', ARGV[2], 'started_ms', now,
+                 'attempts', attempt)
+      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+      local job = {attempt}
+      for j = 4, #st do
+        if st[j] == false then job[#job + 1] = '' else job[#job + 1] = st[j] end
+      end
+      out[#out + 1] = id; out[#out + 1] = POP_RUN; out[#out + 1] = job
+    end
+  end
+end
+local extra = n - tonumber(ARGV[5])
+if extra > 0 then redis.call('LTRIM', KEYS[3], extra, -1) end
+out[#out + 1] = redis.call('ZCARD', KEYS[1])
+return out

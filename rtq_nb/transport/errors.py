@@ -1,0 +1,121 @@
+"""The one error boundary: Redis replies and socket failures become :mod:`rtq_nb.errors`.
+
+Two tables, read top to bottom: ``REPLY_ERRORS`` names the redis-py exception class for a RESP
+error reply by its prefix (hiredis builds it while parsing), and ``RULES`` turns any Redis or
+socket exception into an :class:`~rtq_nb.errors.RtqError` (``raise ... from`` keeps the
+original attached). URLs in messages have their password masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import NoReturn
+
+from redis import exceptions as rex
+
+from rtq_nb.errors import ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.protocol.scripts import duplicate_id
+from rtq_nb.transport.endpoint import safe_url
+
+__all__ = [
+    "REPLY_ERRORS",
+    "RULES",
+    "ScriptsLost",
+    "map_error",
+    "mapped_errors",
+    "raise_mapped",
+    "reply_error",
+]
+
+
+class ScriptsLost(RedisUnavailable):
+    """Redis had lost rtq_nb's scripts (restarted or flushed); they are loaded again before the
+    next command, so a retry succeeds. The failed script did not run."""
+
+
+REPLY_ERRORS: tuple[tuple[str, type[rex.RedisError]], ...] = (
+    ("NOSCRIPT", rex.NoScriptError),
+    ("LOADING", rex.BusyLoadingError),  # a restarting server: a connection-level error
+    ("NOAUTH", rex.AuthenticationError),
+    ("WRONGPASS", rex.AuthenticationError),
+    ("READONLY", rex.ReadOnlyError),  # a replica (after a failover): retry elsewhere
+)
+
+
+def reply_error(message: str) -> rex.RedisError:
+    """The redis-py exception for an error reply (hiredis calls this while parsing)."""
+    for prefix, cls in REPLY_ERRORS:
+        if message.startswith(prefix):
+            return cls(message)
+    return rex.ResponseError(message)
+
+
+def _refused(exc: BaseException, url: str) -> RtqError:
+    dup = duplicate_id(str(exc))
+    if dup is not None:
+        return ConfigurationError(f"{dup}: choose another request_id (nothing was overwritten)")
+    return RtqError(f"Redis at {url} refused a command: {exc}")
+
+
+def _credentials(exc: BaseException, url: str) -> RtqError:  # retrying cannot help
+    return ConfigurationError(
+        f"Redis at {url} refused the credentials: {exc}. Put the right password in the "
+        "URL (redis://:password@host:port/db or redis://user:password@host:port/db)."
+    )
+
+
+def _unreachable(exc: BaseException, url: str) -> RtqError:
+    return RedisUnavailable(
+        f"cannot reach Redis at {url}: {exc}. Check that it runs, or pass url=... "
+        f"(or set RTQ_REDIS_URL); with no URL rtq_nb starts an embedded redis-server."
+    )
+
+
+def _scripts_lost(exc: BaseException, url: str) -> RtqError:
+    return ScriptsLost(
+        f"Redis at {url} had lost rtq_nb's scripts (restarted or flushed); they are "
+        "loaded again: retry"
+    )
+
+
+def _other(exc: BaseException, url: str) -> RtqError:
+    return RtqError(f"Redis error at {url}: {exc}")
+
+
+Rule = tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[..., RtqError]]
+RULES: tuple[Rule, ...] = (
+    (rex.NoScriptError, _scripts_lost),
+    ((rex.ReadOnlyError, rex.BusyLoadingError), _unreachable),
+    (rex.AuthenticationError, _credentials),
+    (rex.ResponseError, _refused),
+    ((rex.ConnectionError, rex.TimeoutError, OSError), _unreachable),
+    (rex.RedisError, _other),
+)
+
+
+def map_error(exc: BaseException, url: str) -> BaseException:
+    """The rtq_nb exception for a Redis or socket exception; others pass unchanged."""
+    if isinstance(exc, RtqError):
+        return exc
+    for kinds, build in RULES:
+        if isinstance(exc, kinds):
+            return build(exc, safe_url(url))
+    return exc
+
+
+def raise_mapped(exc: BaseException, url: str) -> NoReturn:
+    """Raise the rtq_nb exception for ``exc`` (chained), or ``exc`` itself."""
+    mapped = map_error(exc, url)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
+@contextlib.contextmanager
+def mapped_errors(url: str) -> Iterator[None]:
+    """Map Redis and socket exceptions raised inside the block (see :func:`map_error`)."""
+    try:
+        yield
+    except (rex.RedisError, OSError) as exc:
+        raise_mapped(exc, url)

@@ -1,0 +1,154 @@
+"""Delivering outcomes: stream writes (APPEND) and completions (COMPLETE), with the next fetch
+pipelined behind the completions, so a busy worker pays one round trip per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rtq_nb.errors import EncodingError, RtqError
+from rtq_nb.protocol import scripts
+from rtq_nb.protocol.encoding import dumps, encode_envelope
+from rtq_nb.protocol.records import Status
+from rtq_nb.protocol.stream import LeaseResult
+from rtq_nb.transport.base import Transport
+from rtq_nb.transport.resp import Command
+from rtq_nb.transport.retry import Backoff
+from rtq_nb.worker.chunking import ChunkData
+from rtq_nb.worker.fetch import Fetcher
+from rtq_nb.worker.invoke import Outcome
+from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
+from rtq_nb.worker.streaming import SendFn
+
+__all__ = ["Delivery"]
+
+log = logging.getLogger("rtq_nb.worker")
+
+
+class Delivery:
+    def __init__(
+        self, conn: Transport, opts: WorkerOptions, state: WorkerState, fetcher: Fetcher
+    ) -> None:
+        self.conn, self.opts, self.state, self.fetcher = conn, opts, state, fetcher
+        self.keys = opts.keys
+
+    # ---- streams ---------------------------------------------------------------------------
+    def _append(self, p: Held, chunks: list[ChunkData]) -> Command:
+        first = p.flushed == 0
+        p.flushed += 1
+        return scripts.append(
+            self.keys,
+            p.id,
+            worker_id=self.state.id,
+            attempt=p.attempt,
+            retention_s=self.opts.retention_s,
+            first=first,
+            chunks=chunks,
+        )
+
+    def sender(self, p: Held) -> SendFn:
+        """The write callback of ``p``'s stream writer."""
+
+        async def send(chunks: list[ChunkData]) -> LeaseResult:
+            return LeaseResult.of((await self.conn.pipeline([self._append(p, chunks)]))[0])
+
+        return send
+
+    # ---- completions -----------------------------------------------------------------------
+    def _complete(self, p: Held, o: Outcome) -> list[Command]:
+        cmds: list[Command] = []
+        if o.tail and o.lease is LeaseResult.OK:
+            cmds.append(self._append(p, o.tail))
+        status, error = o.status, o.error
+        if status is Status.CANCELLED:
+            return cmds  # the cancel script already told the client
+        try:
+            if status is Status.COMPLETED:
+                value, envelope = dumps(o.value, "handler result"), ""  # the script wraps it
+            else:
+                value, envelope = error or "", encode_envelope(status, None, error)
+        except EncodingError as exc:
+            status, value = Status.FAILED, f"EncodingError: handler result: {exc}"
+            envelope = encode_envelope(status, None, value)
+        cmds.append(
+            scripts.complete(
+                self.keys,
+                p.id,
+                worker_id=self.state.id,
+                attempt=p.attempt,
+                status=status,
+                value=value,
+                envelope=envelope,
+                stream=p.stream,
+                retention_s=self.opts.retention_s,
+                pieces=o.pieces,
+            )
+        )
+        return cmds
+
+    async def deliver(
+        self, batch: list[Held], outcomes: list[Outcome], *, fetch: bool = True
+    ) -> list[Held]:
+        """Complete every request of the batch and fetch the next ones, in one round trip:
+        while the queue is busy a plain POP follows the completions; when it was empty at
+        the last pop, the blocking fetch does (``BLPOP wake`` + ``POP``). The completions
+        are settled as soon as their replies arrive, before the fetch returns. Requests stop
+        being held (and renewed) only once delivered. Returns the next batch."""
+        cmds: list[Command] = []
+        completes: list[tuple[int, Outcome, Held]] = []
+        for p, o in zip(batch, outcomes):
+            cmds += self._complete(p, o)
+            if o.status is not Status.CANCELLED:
+                completes.append((len(cmds) - 1, o, p))
+        settled = False
+
+        def settle(replies: list[Any]) -> None:
+            nonlocal settled
+            settled = True
+            self._settle(batch, completes, replies)
+
+        if not fetch or self.state.stopping:
+            settle(await self.conn.pipeline(cmds) if cmds else [])
+            return []
+        busy = self.state.queue_left > 0
+        cmds.append(self.fetcher.next_cmd() if busy else self.fetcher.blocking_cmd())
+        head = len(cmds) - 1
+        if head == 0:
+            settle([])
+        try:
+            replies = await self.conn.pipeline(cmds, head=head, on_head=settle)
+        except RtqError as exc:
+            if not settled:
+                raise  # nothing was delivered: the caller retries the delivery
+            log.warning("worker %s: fetching the next request failed (%s)", self.state.id, exc)
+            return []
+        got = self.fetcher.accept(replies[-1])
+        return got if busy else await self.fetcher.gather(got)
+
+    async def deliver_retrying(self, batch: list[Held], outcomes: list[Outcome]) -> list[Held]:
+        """:meth:`deliver`, riding out Redis outages of any length (outcomes are kept)."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await self.deliver(batch, outcomes)
+            except RtqError as exc:  # Redis away or restarting: keep the outcomes, retry
+                await backoff.retry(exc, f"worker {self.state.id}: delivery")
+            except Exception:
+                log.exception(
+                    "worker %s: cannot deliver; leases will expire and requeue", self.state.id
+                )
+                self.state.release(batch)
+                return []
+
+    def _settle(
+        self, batch: list[Held], completes: list[tuple[int, Outcome, Held]], replies: list[Any]
+    ) -> None:
+        """Account for delivered completions (counters, service-time estimate)."""
+        self.state.release(batch)
+        now = time.monotonic()
+        for i, o, p in completes:
+            if LeaseResult.of(replies[i]) is not LeaseResult.OK:
+                log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
+                continue
+            self.state.served(p, o.status is Status.COMPLETED, now)

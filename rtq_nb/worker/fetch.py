@@ -1,0 +1,106 @@
+"""Fetching work: block on the queue's wake list with POP right behind it (Redis runs the pop
+as soon as the block returns: no second round trip, no polling), and, when batching, gather
+more requests for up to ``batch_wait``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rtq_nb.errors import MalformedRecord, RtqError
+from rtq_nb.protocol import scripts
+from rtq_nb.protocol.jobs import parse_job
+from rtq_nb.protocol.scripts import PopKind
+from rtq_nb.transport.base import Transport
+from rtq_nb.transport.resp import Command, Packed, pack
+from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
+
+__all__ = ["Fetcher"]
+
+log = logging.getLogger("rtq_nb.worker")
+
+
+class Fetcher:
+    def __init__(self, conn: Transport, opts: WorkerOptions, state: WorkerState) -> None:
+        self.conn, self.opts, self.state = conn, opts, state
+        self.keys = opts.keys
+        self._blocking: Packed | None = None  # constant commands, packed once per run
+        self._next: Packed | None = None
+
+    def _pop(self, count: int, consumed: int) -> Command:
+        o = self.opts
+        return scripts.pop(
+            self.keys,
+            self.state.id,
+            lease_ms=o.lease_ms,
+            count=count,
+            consumed=consumed,
+            retention_s=o.retention_s,
+        )
+
+    def _block(self, seconds: float) -> Command:
+        return ("BLPOP", self.keys.control(self.state.id), self.keys.wake, seconds)
+
+    def blocking_cmd(self) -> Packed:
+        """BLPOP on this worker's control list and the queue's wake list, then POP."""
+        if self._blocking is None:
+            self._blocking = pack(
+                [self._block(self.opts.block_timeout), self._pop(self.opts.batch_size, 1)]
+            )
+        return self._blocking
+
+    def next_cmd(self) -> Packed:
+        """A plain POP (the queue is busy: no need to block)."""
+        if self._next is None:
+            self._next = pack([self._pop(self.opts.batch_size, 0)])
+        return self._next
+
+    async def fetch(self) -> list[Held]:
+        """Block until work arrives (or a stop token / the block timeout), popping in the same
+        round trip; then, when batching, gather more."""
+        replies = await self.conn.pipeline([self.blocking_cmd()])
+        return await self.gather(self.accept(replies[-1]))
+
+    async def gather(self, got: list[Held]) -> list[Held]:
+        """Batching: wait up to ``batch_wait`` for more requests to fill the batch."""
+        o = self.opts
+        if o.batch_size <= 1 or not got or len(got) >= o.batch_size or o.batch_wait <= 0:
+            return got
+        end = time.monotonic() + o.batch_wait
+        while len(got) < o.batch_size and not self.state.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                cmds = [self._block(max(left, 0.001)), self._pop(o.batch_size - len(got), 1)]
+                got += self.accept((await self.conn.pipeline(cmds))[-1])
+            except RtqError as exc:  # keep what was already popped: it is ours to run
+                log.warning("worker %s: gathering a batch failed (%s)", self.state.id, exc)
+                break
+        return got
+
+    def accept(self, reply: Any) -> list[Held]:
+        """POP's reply as held requests. A malformed record is held with its ``problem``
+        (it fails alone, without running); ids with no record or not pending are skipped."""
+        popped, self.state.queue_left = scripts.parse_pop(reply)
+        out: list[Held] = []
+        for p in popped:
+            if p.kind is PopKind.GONE:
+                log.warning("dropped queued id %r: it has no record (TTL ran out or garbage)", p.id)
+                continue
+            if p.kind is not PopKind.RUN:
+                log.debug("skipped queued id %r (status %s)", p.id, p.payload)
+                continue
+            try:
+                attempt, request = parse_job(p.id, p.payload)
+            except (MalformedRecord, ValueError, TypeError) as exc:
+                payload = p.payload if isinstance(p.payload, list) else []
+                stream = len(payload) > 7 and payload[7] == "1"
+                log.warning("failing malformed request %r: %s", p.id, exc)
+                held = Held(p.id, str(payload[0] if payload else ""), stream, None, str(exc))
+            else:
+                held = Held(p.id, attempt, request.stream, request)
+            self.state.hold(held)
+            out.append(held)
+        return out

@@ -1,0 +1,115 @@
+"""A worker's presence and its leases: registration, the heartbeat (registry refresh, lease
+renewal, cancellation check, reaping of dead workers' requests: one round trip), handing
+requests back on a forced stop, and deregistration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from rtq_nb.errors import RedisUnavailable, RtqError
+from rtq_nb.protocol import registry, scripts
+from rtq_nb.protocol.stream import LeaseResult
+from rtq_nb.transport.base import Transport
+from rtq_nb.transport.retry import Backoff
+from rtq_nb.worker.state import WorkerOptions, WorkerState
+
+__all__ = ["Leases"]
+
+log = logging.getLogger("rtq_nb.worker")
+HOST = socket.gethostname()
+
+
+class Leases:
+    def __init__(self, conn: Transport, opts: WorkerOptions, state: WorkerState) -> None:
+        self.conn, self.opts, self.state = conn, opts, state
+        self.keys = opts.keys
+
+    def _entry(self, status: str) -> dict[str, Any]:
+        s, o = self.state, self.opts
+        return {
+            "id": s.id,
+            "queue": self.keys.queue,
+            "host": HOST,
+            "pid": os.getpid(),
+            "status": status,
+            "concurrency": o.concurrency,
+            "batch_size": o.batch_size,
+            "in_flight": len(s.in_flight),
+            "heartbeat_s": o.heartbeat,
+            "last_seen_ms": int(time.time() * 1000),
+            "processed": s.processed,
+            "failed": s.failed,
+            "service_ms_ewma": round(s.service_ms_ewma or 0.0, 3),
+        }
+
+    async def register(self) -> None:
+        """Register, retrying with backoff for up to ``reconnect_timeout`` seconds."""
+        backoff = Backoff(timeout=self.opts.reconnect_timeout)
+        entry = {**self._entry("idle"), "started_ms": int(time.time() * 1000)}
+        while True:
+            try:
+                cmds = registry.worker_register(self.keys, entry, self.opts.heartbeat)
+                await self.conn.pipeline(cmds)
+                return
+            except RedisUnavailable as exc:
+                await backoff.retry(exc, f"worker {self.state.id}: registering")
+
+    async def deregister(self) -> None:
+        await self.conn.pipeline(registry.worker_deregister(self.keys, self.state.id))
+
+    async def wake(self, count: int) -> None:
+        """Wake this worker's blocked fetches at once (a stop)."""
+        try:
+            await self.conn.pipeline(registry.worker_wake(self.keys, self.state.id, count))
+        except RtqError as exc:
+            log.warning("could not wake worker %s fetches: %s", self.state.id, exc)
+
+    async def keep_alive(self) -> None:
+        """The heartbeat loop (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(self.opts.heartbeat)
+            try:
+                await self.beat()
+            except RtqError as exc:
+                log.warning("worker %s heartbeat failed: %s", self.state.id, exc)
+
+    async def beat(self) -> None:
+        """Registry refresh, lease renewal, cancellation check of in-flight requests, and a
+        reap of requests whose (other) workers died: one round trip."""
+        s, k = self.state, self.keys
+        status = "stopping" if s.stopping else ("busy" if s.in_flight else "idle")
+        cmds = registry.worker_heartbeat(k, self._entry(status), self.opts.heartbeat)
+        held = list(s.in_flight.values())
+        if held:
+            pairs = [(p.id, p.attempt) for p in held]
+            cmds.append(scripts.renew(k, s.id, lease_ms=self.opts.lease_ms, held=pairs))
+        cmds.append(scripts.reap(k, retention_s=self.opts.retention_s))
+        replies = await self.conn.pipeline(cmds)
+        for p, code in zip(held, scripts.parse_renew(replies[-2]) if held else []):
+            if code is not LeaseResult.OK and p.request is not None and not p.request.cancelled:
+                why = "was cancelled" if code is LeaseResult.CANCELLED else "lease was lost"
+                log.info("request %s %s: stopping its generation", p.id, why)
+                p.request.cancelled = True
+        requeued, dead = scripts.parse_reap(replies[-1])
+        if requeued or dead:
+            log.warning("worker %s reaped: requeued %s, dead-lettered %s", s.id, requeued, dead)
+
+    async def hand_back(self) -> None:
+        """Return every held request to the queue (its attempt is not counted) and tell the
+        handlers to stop."""
+        held = list(self.state.in_flight.values())
+        cmds = [
+            scripts.handback(self.keys, p.id, worker_id=self.state.id, attempt=p.attempt)
+            for p in held
+        ]
+        if cmds:
+            done = await self.conn.pipeline(cmds)
+            log.warning("worker %s handed back %d request(s) on stop", self.state.id, sum(done))
+        for p in held:
+            if p.request is not None:
+                p.request.cancelled = True

@@ -1,0 +1,108 @@
+"""What a running worker knows: its options (validated once) and its mutable state: the
+requests it holds under a lease, counters, and the service-time estimate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rtq_nb.errors import ConfigurationError
+from rtq_nb.protocol.defaults import DEFAULT_RETENTION
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.protocol.records import Request
+from rtq_nb.worker.chunking import ChunkerSpec, make_chunker
+
+__all__ = ["Held", "WorkerOptions", "WorkerState"]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """A worker's settings (see :class:`~rtq_nb.Worker` for what each means)."""
+
+    queue: str = "default"
+    prefix: str = "rtq"
+    concurrency: int = 1
+    batch_size: int = 1
+    batch_wait: float = 0.005
+    granularity: ChunkerSpec = "token"
+    flush_interval: float = 0.02
+    lease: float = 6.0
+    heartbeat: float = 2.0
+    block_timeout: float = 2.0
+    retention: float = DEFAULT_RETENTION
+    reconnect_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name, val in (("concurrency", self.concurrency), ("batch_size", self.batch_size)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {val!r}")
+        if self.lease <= self.heartbeat:
+            raise ConfigurationError(
+                f"lease ({self.lease} s) must be longer than heartbeat ({self.heartbeat} s)"
+            )
+        make_chunker(self.granularity)  # validate now, not at the first request
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.prefix, self.queue)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease * 1000)
+
+    @property
+    def retention_s(self) -> int:
+        return int(self.retention)
+
+
+class Held:
+    """One popped request, held under its lease token (worker id + attempt, as stored)."""
+
+    __slots__ = ("attempt", "flushed", "id", "problem", "request", "started", "stream")
+
+    def __init__(
+        self, rid: str, attempt: str, stream: bool, request: Request | None, problem: str = ""
+    ) -> None:
+        self.id = rid
+        self.attempt = attempt
+        self.stream = stream
+        self.request = request  # None: malformed (``problem`` says why); failed, never run
+        self.problem = problem
+        self.flushed = 0  # stream writes so far
+        self.started = time.monotonic()
+
+
+@dataclass
+class WorkerState:
+    """Mutable state of one run, shared by the worker's parts."""
+
+    id: str = ""
+    in_flight: dict[str, Held] = field(default_factory=dict)
+    stopping: bool = False
+    queue_left: int = 0  # requests still pending at the last pop
+    processed: int = 0
+    failed: int = 0
+    service_ms_ewma: float | None = None
+
+    def restart(self, worker_id: str) -> None:
+        """A new run under ``worker_id``: counters carry over, the rest starts afresh."""
+        self.id, self.in_flight, self.stopping, self.queue_left = worker_id, {}, False, 0
+
+    def hold(self, held: Held) -> None:
+        self.in_flight[held.id] = held
+
+    def release(self, batch: list[Held]) -> None:
+        """Stop holding (and renewing) these requests."""
+        for p in batch:
+            if self.in_flight.get(p.id) is p:
+                del self.in_flight[p.id]
+
+    def served(self, held: Held, ok: bool, now: float) -> None:
+        """Count a delivered request and fold its service time into the estimate."""
+        if ok:
+            self.processed += 1
+        else:
+            self.failed += 1
+        ms = (now - held.started) * 1000
+        ewma = self.service_ms_ewma
+        self.service_ms_ewma = ms if ewma is None else 0.9 * ewma + 0.1 * ms

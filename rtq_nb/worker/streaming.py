@@ -1,0 +1,264 @@
+"""Per-request stream output on the worker: a handler's pieces are cut (granularity),
+coalesced into chunks (one Redis write per flush interval) and sent by one flusher task per
+request, at most one write in flight (no Redis here: the write is a callback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from rtq_nb.errors import RtqError
+from rtq_nb.protocol.records import Request
+from rtq_nb.protocol.stream import LeaseResult
+from rtq_nb.transport.retry import Backoff
+from rtq_nb.worker.chunking import ChunkData, Chunker, ChunkerSpec, Coalescer, make_chunker
+
+__all__ = ["SendFn", "StreamWriter", "consume", "is_stream"]
+
+log = logging.getLogger("rtq_nb.worker")
+SEND_TRIES = 12  # about 15 s of backoff
+
+SendFn = Callable[[list[ChunkData]], Awaitable[LeaseResult]]
+
+
+class StreamWriter:
+    """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
+
+    def __init__(
+        self, request: Request, send: SendFn | None, granularity: ChunkerSpec, interval: float
+    ) -> None:
+        self.request = request
+        self._send = send
+        self._granularity = granularity
+        self.interval = interval
+        self._chunker: Chunker | None = None  # made at the first write (most results are whole)
+        self._co: Coalescer | None = None  # made at the first piece to send
+        self._parts: list[str] = []
+        self._wake = asyncio.Event() if send is not None else None  # no flusher without send
+        self._sent = asyncio.Event() if send is not None else None  # first write answered
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.state = LeaseResult.OK  # from the last write: OK, LOST or CANCELLED
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    @property
+    def pieces(self) -> int:
+        return len(self._parts)
+
+    @property
+    def streams(self) -> bool:
+        """Whether pieces are sent to Redis as they come (a streaming request)."""
+        return self._send is not None
+
+    @property
+    def stopped(self) -> bool:
+        return self.state is not LeaseResult.OK
+
+    def write(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"a streaming handler must yield str, got {type(text).__name__}: convert it "
+                "(e.g. json.dumps) before yielding"
+            )
+        if self._chunker is None:
+            self._chunker = make_chunker(self._granularity)
+        for piece in self._chunker.feed(text):
+            self._add(piece)
+
+    def _add(self, piece: str) -> None:
+        self._parts.append(piece)
+        if self._send is None:
+            return
+        if self._co is None:  # token pieces merge into one entry; other granularities do not
+            self._co = Coalescer(self.interval, merge=self._granularity in (None, "token"))
+        self._co.add(piece)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._send is not None and self._wake is not None and self._co is not None
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._co) and not self._closing:
+                delay = self._co.due_at() - loop.time()
+                if delay > 0:  # wait out the interval; a wake only re-checks (close/overflow)
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                entries = self._co.take(loop.time())
+                if entries:
+                    self.state = await self._send_retrying(entries)
+                    assert self._sent is not None
+                    self._sent.set()
+                    if self.state is not LeaseResult.OK:
+                        self.request.cancelled = True  # cancelled, or the lease was lost
+                        return
+
+    async def _send_retrying(self, chunks: list[ChunkData]) -> LeaseResult:
+        """Send, riding out a dropped connection for a while. A resend after a lost reply
+        may store chunks twice; readers drop them by sequence number."""
+        assert self._send is not None
+        backoff = Backoff(tries=SEND_TRIES)
+        while True:
+            try:
+                return await self._send(chunks)
+            except RtqError as exc:
+                try:
+                    await backoff.retry(exc, f"stream {self.request.id}: write")
+                except RtqError:
+                    log.error(
+                        "stream %s: giving up writing; its lease will expire and requeue it",
+                        self.request.id,
+                    )
+                    return LeaseResult.LOST
+
+    async def first_sent(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the first write is in Redis. A generator that
+        pauses here for one round trip lets its first token out at once: one that keeps the
+        CPU busy would otherwise leave Redis and the reader waiting for a CPU (2 cores)."""
+        if self._sent is not None and self._parts and not self._sent.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._sent.wait(), timeout)
+
+    async def close(self) -> list[ChunkData]:
+        """Stop the flusher (waiting for a send in flight) and return what is left unsent."""
+        if self._chunker is not None:
+            for piece in self._chunker.flush():
+                self._add(piece)
+        self._closing = True
+        if self._sent is not None:
+            self._sent.set()
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception:  # never let a writer failure end the worker's loop
+                log.exception("stream %s: writer failed", self.request.id)
+                self.state = LeaseResult.LOST
+        return [] if self.stopped or self._co is None else self._co.take(0.0)
+
+
+class _ThreadFeed:
+    """Hands pieces from a generator running in a thread to the writer on the loop,
+    waking the loop once per batch rather than once per piece."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: StreamWriter) -> None:
+        self._loop, self._writer = loop, writer
+        self._lock = threading.Lock()
+        self._buf: list[str] = []
+        self._scheduled = False
+        self.error: BaseException | None = None
+
+    def put(self, text: str) -> None:
+        with self._lock:
+            self._buf.append(text)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def wait_first_sent(self) -> None:
+        """From the generator's thread: block until the writer's first write is answered
+        (bounded by the flush interval)."""
+        w = self._writer
+        if not w.streams:
+            return
+        coro = w.first_sent(w.interval)
+        try:
+            wait = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closing: nothing to wait for
+            coro.close()
+            return
+        with contextlib.suppress(Exception):  # a timeout: the generator just goes on
+            wait.result(w.interval + 1.0)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._buf, self._scheduled = self._buf, [], False
+        try:
+            for t in items:
+                self._writer.write(t)
+        except BaseException as exc:
+            self.error = exc
+            self._writer.request.cancelled = True  # stops the generator thread
+
+
+def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:
+    first = True
+    try:
+        for piece in it:
+            if req.cancelled or feed.error is not None:
+                break
+            feed.put(piece)
+            if first:  # wait until the first token is in Redis: a CPU-bound generator would
+                first = False  # otherwise hold the GIL (and a CPU) while the loop tries to send
+                feed.wait_first_sent()
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+async def _drive_async_iter(ait: AsyncIterator[Any], writer: StreamWriter) -> None:
+    """An async generator that never awaits (tokens from a CPU-bound loop) would keep the
+    flusher off the loop until it ends: pause after the first piece until it is in Redis, then
+    yield to the loop at least once per flush interval."""
+    next_yield = None
+    try:
+        async for piece in ait:
+            writer.write(piece)
+            if writer.stopped or writer.request.cancelled:
+                break
+            now = time.monotonic()
+            if next_yield is None:
+                next_yield = now + writer.interval
+                await writer.first_sent(writer.interval)
+            elif now >= next_yield:
+                next_yield = now + writer.interval
+                await asyncio.sleep(0)
+    finally:
+        aclose = getattr(ait, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+_PLAIN = (str, dict, list, int, float, bool, type(None))
+
+
+def is_stream(value: Any) -> bool:
+    if type(value) in _PLAIN:  # the common case, without inspecting
+        return False
+    return (
+        inspect.isgenerator(value)
+        or inspect.isasyncgen(value)
+        or (hasattr(value, "__anext__") and not isinstance(value, (str, bytes, dict, list)))
+    )
+
+
+async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
+    """Feed a handler's streamed output (sync or async iterator) into ``writer``."""
+    if hasattr(value, "__anext__"):
+        await _drive_async_iter(value, writer)
+    else:
+        loop = asyncio.get_running_loop()
+        feed = _ThreadFeed(loop, writer)
+        await loop.run_in_executor(executor, _drive_sync_iter, iter(value), feed, writer.request)
+        await asyncio.sleep(0)  # let the last scheduled _drain run before we close
+        if feed.error is not None:
+            raise feed.error

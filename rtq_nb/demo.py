@@ -12,6 +12,8 @@ from typing import Any
 
 from rtq_nb.protocol.records import Request
 
+__all__ = ["aecho", "echo", "fail", "fake_answer", "fake_llm", "sleepy", "tokens"]
+
 _TEXT = (
     "Redis makes a fine queue for real-time inference. Clients write a request record, add "
     "its id to a sorted set scored by priority, and block on a list for the answer. Workers "

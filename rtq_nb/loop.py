@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from rtq_nb.errors import RtqError
 
+__all__ = ["LOOP_ENV", "LoopThread", "new_loop", "portal", "run"]
+
 T = TypeVar("T")
 log = logging.getLogger("rtq_nb")
 LOOP_ENV = "RTQ_NB_LOOP"

@@ -1,4 +1,4 @@
-"""The hot-path transports (``transport.link`` on asyncio, ``transport.blocking`` on blocking sockets)
+"""The hot-path transports (``transport.link`` on asyncio, ``transport.blocking``, blocking)
 against a real redis-server: TCP with a password and a database number, wrong credentials,
 an error reply in front of a blocking read, and scripts flushed under a running client."""
 

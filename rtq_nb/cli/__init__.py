@@ -24,6 +24,8 @@ from typing import Any
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
 
+__all__ = ["build_parser", "load_handler", "main"]
+
 URL_HELP = (
     "Redis URL (redis://host:port/db, rediss:// for TLS, unix:///path.sock). Default: "
     "$RTQ_REDIS_URL, else $REDIS_URL, else an embedded redis-server started for this command"

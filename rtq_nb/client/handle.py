@@ -7,74 +7,22 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from rtq_nb.client.options import DEFAULT, ClientDefault
-from rtq_nb.errors import (
-    MalformedRecord,
-    RedisUnavailable,
-    RequestCancelled,
-    RequestExpired,
-    RequestFailed,
-    RequestNotFound,
-    RequestTimeout,
-    WorkerLost,
-)
+from rtq_nb.client.host import HandleHost
+from rtq_nb.client.outcomes import outcome_error, timeout_error
+from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.encoding import decode_envelope
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Chunk, RequestRecord, Status
 from rtq_nb.protocol.stream import EntryKind, decode_entry
 from rtq_nb.transport.resp import Command
 
-__all__ = ["AsyncRequestHandle", "HandleHost"]
+__all__ = ["AsyncRequestHandle", "HandleHost"]  # HandleHost: see client.host
 
 log = logging.getLogger("rtq_nb.client")
 
 XREAD_COUNT = 1024  # stream entries fetched per round trip
-
-
-class HandleHost(Protocol):
-    """What a handle needs from its client: the one interface between the two."""
-
-    reap_interval: float
-
-    async def exchange(
-        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
-    ) -> list[Any]:
-        """Run a pipeline ending in a blocking read, riding out outages; with ``resend``,
-        the pipeline starts with ``handle``'s submission, sent again only if it never
-        landed."""
-        ...
-
-    async def reap(self, queue: str | None = None) -> tuple[list[str], list[str]]: ...
-
-    async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None: ...
-
-    async def server_ms(self) -> int: ...
-
-    async def ahead_of(self, keys: Keys, score: int | None) -> int: ...
-
-    async def extend(
-        self, request_id: str, seconds: float, *, queue: str | None = None
-    ) -> None: ...
-
-    async def cancel(
-        self, request_id: str, *, reason: str = ..., queue: str | None = None
-    ) -> Status | None: ...
-
-    async def get(self, request_id: str, *, queue: str | None = None) -> RequestRecord: ...
-
-    async def submit(
-        self,
-        input: Any,
-        *,
-        priority: int = 0,
-        timeout: float | ClientDefault | None = DEFAULT,
-        stream: bool = False,
-        params: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        queue: str | None = None,
-    ) -> AsyncRequestHandle: ...
 
 
 class AsyncRequestHandle:
@@ -199,25 +147,9 @@ class AsyncRequestHandle:
         self._result = result if status is Status.COMPLETED else (error or status.value)
 
     def _finish_outcome(self) -> Any:
-        st, rid = self._outcome, self.id
-        if st is Status.COMPLETED:
+        if self._outcome is Status.COMPLETED:
             return self._result
-        if st is Status.FAILED:
-            raise RequestFailed(
-                f"request {rid} failed on the worker: {self._result}",
-                request_id=rid,
-                error=str(self._result),
-            )
-        if st is Status.CANCELLED:
-            raise RequestCancelled(f"request {rid} was cancelled: {self._result}", request_id=rid)
-        if st is Status.EXPIRED:
-            raise RequestExpired(
-                f"request {rid} expired: its deadline passed while it was queued, so no worker "
-                "started it (queued time counts against the timeout). Resubmit with a larger "
-                "timeout or a higher priority, or add workers.",
-                request_id=rid,
-            )
-        raise MalformedRecord(f"request {rid} ended with unexpected status {st!r}")
+        raise outcome_error(self.id, self._outcome, self._result)
 
     # ---- streams -------------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[Chunk]:
@@ -325,39 +257,19 @@ class AsyncRequestHandle:
     # ---- what is known, and the reference design's recipes --------------------------------
     async def _on_timeout(self, waited: float) -> Any:
         rec = await self._host.find_record(self.keys, self.id)
-        rid = self.id
         if rec is None:
-            raise RequestNotFound(f"request {rid} has no record (its TTL ran out?)", request_id=rid)
-        if rec.status.terminal and not self.stream:
+            raise RequestNotFound(
+                f"request {self.id} has no record (its TTL ran out?)", request_id=self.id
+            )
+        if (rec.status.terminal and not self.stream) or rec.status is Status.EXPIRED:
             # the envelope was consumed elsewhere (another viewer): the record has the outcome
             self._set_outcome(rec.status, rec.result, rec.error)
             return self._finish_outcome()
-        if rec.status is Status.EXPIRED:
-            self._set_outcome(rec.status, None, rec.error)
-            return self._finish_outcome()
         now_ms = await self._host.server_ms()
-        age = (now_ms - rec.created_ms) / 1000 if rec.created_ms else None
-        running_for = (now_ms - rec.started_ms) / 1000 if rec.started_ms else None
+        ahead = None
         if rec.status is Status.PENDING:
             ahead = await self._host.ahead_of(self.keys, rec.score)
-            state = f"still pending, {ahead} request(s) ahead of it in queue {self.queue!r}"
-        elif rec.status is Status.RUNNING:
-            state = f"running on worker {rec.worker} for {running_for or 0:.1f} s"
-        else:
-            state = f"status {rec.status.value}"
-        raise RequestTimeout(
-            f"request {rid} timed out after waiting {waited:.1f} s: {state}. Recipes: "
-            f"handle.wait(timeout=...) waits longer (and extends its deadline), "
-            f"handle.resubmit(priority=...) sends a fresh copy with a new id, "
-            f"handle.cancel() gives up.",
-            request_id=rid,
-            status=rec.status.value,
-            worker_id=rec.worker,
-            waited=waited,
-            age=age,
-            running_for=running_for,
-            chunks=list(self._parts),
-        )
+        raise timeout_error(rec, now_ms, waited, ahead, list(self._parts))
 
     async def wait(self, timeout: float) -> Any:
         """Wait ``timeout`` more seconds, moving the request's deadline so that a queued

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = ["ShowOnce", "in_kernel", "shell"]
+
 
 def shell() -> Any:
     """The running IPython shell, or None (plain Python, or IPython not installed)."""

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+__all__ = ["Throttle", "fmt_ms"]
+
 
 class Throttle:
     """At most ``max_per_s`` messages in any ``window`` (1 s); ``clock`` injectable for tests."""

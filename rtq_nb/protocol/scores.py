@@ -15,6 +15,17 @@ from __future__ import annotations
 
 from rtq_nb.errors import ConfigurationError
 
+__all__ = [
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "SEQ_BITS",
+    "SEQ_SPAN",
+    "check_priority",
+    "decode_priority",
+    "encode_score",
+    "priority_bounds",
+]
+
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
 SEQ_BITS = 40

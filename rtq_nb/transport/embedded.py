@@ -23,6 +23,8 @@ from types import TracebackType
 
 from rtq_nb.errors import EmbeddedRedisError
 
+__all__ = ["EmbeddedRedis", "default_server", "find_redis_server", "free_port"]
+
 log = logging.getLogger("rtq_nb.transport.embedded")
 
 INSTALL_HINT = (

@@ -47,7 +47,7 @@ class Backoff:
         if self.exhausted:
             spent = f"{self.timeout:.0f} s" if self.timeout is not None else f"{self.tries} tries"
             raise RedisUnavailable(f"{exc} ({what}: gave up after {spent} of retries)") from exc
-        log.warning("%s failed (%s); retrying in %.2f s", what, exc, self.delay)
+        log.warning("%s: Redis unavailable (%s); retrying in %.2f s", what, exc, self.delay)
         await asyncio.sleep(self.delay)
         self.failures += 1
         self.delay = min(self.delay * 2, self.cap)

@@ -17,6 +17,17 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 from rtq_nb.errors import ConfigurationError
 
+__all__ = [
+    "ChunkData",
+    "Chunker",
+    "ChunkerSpec",
+    "Coalescer",
+    "FixedChunker",
+    "SentenceChunker",
+    "TokenChunker",
+    "make_chunker",
+]
+
 
 @runtime_checkable
 class Chunker(Protocol):

@@ -1,0 +1,59 @@
+"""The one interface between a request handle and its client (``AsyncClient`` implements it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rtq_nb.client.options import DEFAULT, ClientDefault
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.protocol.records import RequestRecord, Status
+from rtq_nb.transport.resp import Command
+
+if TYPE_CHECKING:
+    from rtq_nb.client.handle import AsyncRequestHandle
+
+__all__ = ["HandleHost"]
+
+
+class HandleHost(Protocol):
+    """What a handle needs from its client: the one interface between the two."""
+
+    reap_interval: float
+
+    async def exchange(
+        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
+    ) -> list[Any]:
+        """Run a pipeline ending in a blocking read, riding out outages; with ``resend``,
+        the pipeline starts with ``handle``'s submission, sent again only if it never
+        landed."""
+        ...
+
+    async def reap(self, queue: str | None = None) -> tuple[list[str], list[str]]: ...
+
+    async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None: ...
+
+    async def server_ms(self) -> int: ...
+
+    async def ahead_of(self, keys: Keys, score: int | None) -> int: ...
+
+    async def extend(
+        self, request_id: str, seconds: float, *, queue: str | None = None
+    ) -> None: ...
+
+    async def cancel(
+        self, request_id: str, *, reason: str = ..., queue: str | None = None
+    ) -> Status | None: ...
+
+    async def get(self, request_id: str, *, queue: str | None = None) -> RequestRecord: ...
+
+    async def submit(
+        self,
+        input: Any,
+        *,
+        priority: int = 0,
+        timeout: float | ClientDefault | None = DEFAULT,
+        stream: bool = False,
+        params: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        queue: str | None = None,
+    ) -> AsyncRequestHandle: ...

@@ -1,0 +1,81 @@
+"""The error-mapping table, masked URLs and the one backoff policy: no Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis import exceptions as rex
+
+from rtq_nb.errors import ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.transport import Backoff, ScriptsLost, safe_url
+from rtq_nb.transport.errors import map_error, raise_mapped
+
+URL = "redis://user:s3cret@db.example:6379/2"
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "text"),
+    [
+        (rex.NoScriptError("NOSCRIPT x"), ScriptsLost, "lost rtq_nb's scripts"),
+        (rex.ReadOnlyError("READONLY replica"), RedisUnavailable, "cannot reach"),
+        (rex.BusyLoadingError("LOADING"), RedisUnavailable, "cannot reach"),
+        (rex.AuthenticationError("WRONGPASS"), ConfigurationError, "refused the credentials"),
+        (
+            rex.ResponseError("RTQ_DUPLICATE request id already exists: r1"),
+            ConfigurationError,
+            "request id already exists: r1: choose another request_id",
+        ),
+        (rex.ResponseError("WRONGTYPE x"), RtqError, "refused a command: WRONGTYPE"),
+        (rex.ConnectionError("reset"), RedisUnavailable, "cannot reach"),
+        (ConnectionRefusedError(111, "refused"), RedisUnavailable, "cannot reach"),
+        (rex.RedisError("odd"), RtqError, "Redis error"),
+    ],
+)
+def test_the_mapping_table(exc: BaseException, kind: type[Exception], text: str) -> None:
+    mapped = map_error(exc, URL)
+    assert type(mapped) is kind and text in str(mapped)
+    assert "s3cret" not in str(mapped)
+    with pytest.raises(kind) as info:
+        raise_mapped(exc, URL)
+    assert info.value.__cause__ is exc
+
+
+def test_other_exceptions_pass_through() -> None:
+    err = ValueError("not ours")
+    assert map_error(err, URL) is err
+    ours = RtqError("ours")
+    assert map_error(ours, URL) is ours
+
+
+def test_safe_url_masks_only_the_password() -> None:
+    assert safe_url(URL) == "redis://user:***@db.example:6379/2"
+    assert safe_url("rediss://:pw@h:1/0") == "rediss://:***@h:1/0"
+    assert safe_url("redis://h:6379/0") == "redis://h:6379/0"
+    assert safe_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
+
+
+def test_backoff_doubles_to_its_cap_and_gives_up_after_its_tries() -> None:
+    async def go() -> list[float]:
+        b = Backoff(start=0.001, cap=0.004, tries=4)
+        delays = []
+        err = RedisUnavailable("down")
+        with pytest.raises(RedisUnavailable, match=r"down \(x: gave up after 4 tries"):
+            while True:
+                delays.append(b.delay)
+                await b.retry(err, "x")
+        b.reset()
+        assert b.delay == 0.001 and not b.exhausted
+        return delays
+
+    assert asyncio.run(go()) == [0.001, 0.002, 0.004, 0.004, 0.004]
+
+
+def test_backoff_respects_its_timeout() -> None:
+    b = Backoff(start=10.0, timeout=1.0)
+    assert b.exhausted  # waiting 10 s would pass the deadline
+    assert not Backoff(start=0.01, timeout=1.0).exhausted
+    assert Backoff().deadline is None and not Backoff().exhausted
+    assert Backoff(timeout=5).deadline is not None
+    assert Backoff(timeout=5).deadline > time.monotonic()  # type: ignore[operator]

@@ -12,9 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from jupyter_harness import (
     JupyterLabSession,
     NotebookExecutionError,

@@ -13,7 +13,6 @@ a shared, noisy machine drifts on both alike. Compare ratios, not absolute times
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import statistics
 import time
@@ -21,137 +20,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-PAYLOAD = "x" * 100
+from rtq_nb.cli.bench_sides import (
+    floor_client,
+    floor_redis,
+    floor_stream,
+    floor_worker,
+    rtq_client,
+    rtq_stream,
+    rtq_worker,
+)
+
+__all__ = ["format_table", "run_bench", "scaling"]
+
 _ctx = mp.get_context("spawn")
-
-
-# ---- the floor ------------------------------------------------------------------------------
-def _floor_redis(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
-
-
-def _floor_worker(url: str, ns: str, stop_key: str) -> None:
-    r = _floor_redis(url)
-    r.lpush(f"{ns}:ready", "1")
-    while True:
-        got = r.bzpopmax([f"{ns}:pending", stop_key], 0)
-        if got[0] == stop_key:
-            return
-        rid = got[1]
-        if rid.startswith("s:"):  # streaming: one push per token
-            for i in range(int(rid.split(":")[2])):
-                r.lpush(f"{ns}:stream:{rid}", json.dumps({"last": False, "chunk": f"t{i} "}))
-            r.lpush(f"{ns}:stream:{rid}", json.dumps({"last": True, "chunk": ""}))
-        else:
-            r.lpush(f"{ns}:res:{rid}", PAYLOAD)
-
-
-def _floor_call(r: Any, ns: str, rid: str) -> str:
-    p = r.pipeline(transaction=False)
-    p.hset(f"{ns}:req:{rid}", mapping={"id": rid, "input": PAYLOAD, "status": "pending"})
-    p.zadd(f"{ns}:pending", {rid: 0})
-    p.execute()
-    return str(r.blpop([f"{ns}:res:{rid}"], 30)[1])
-
-
-def _floor_client(url: str, ns: str, conn: Any) -> None:
-    r = _floor_redis(url)
-    cid, i = uuid.uuid4().hex[:8], 0
-
-    def call() -> None:
-        nonlocal i
-        i += 1
-        _floor_call(r, ns, f"{cid}-{i}")
-
-    _serve_rounds(call, conn)
-
-
-def _serve_rounds(call: Any, conn: Any) -> None:
-    """A client process: runs rounds on request (n calls, or calls for a duration) and sends
-    back the latencies, until told 0. Processes live across rounds, so rtq and the floor are
-    measured in alternation under the same machine conditions."""
-    for _ in range(20):
-        call()  # warm-up: connections, scripts, caches
-    conn.send("ready")
-    while True:
-        n, duration = conn.recv()
-        if not n and not duration:
-            return
-        lat: list[float] = []
-        end = time.perf_counter() + duration
-        while (n and len(lat) < n) or (not n and time.perf_counter() < end):
-            t = time.perf_counter()
-            call()
-            lat.append(time.perf_counter() - t)
-        conn.send(lat)
-
-
-def _floor_stream(r: Any, ns: str, tokens: int) -> tuple[float, float]:
-    rid = f"s:{uuid.uuid4().hex[:8]}:{tokens}"
-    t0 = time.perf_counter()
-    _ = (
-        r.pipeline(transaction=False)
-        .hset(f"{ns}:req:{rid}", "id", rid)
-        .zadd(f"{ns}:pending", {rid: 0})
-        .execute()
-    )
-    ttft, n = None, 0
-    while True:
-        msg = json.loads(r.brpop([f"{ns}:stream:{rid}"], 30)[1])
-        if msg["last"]:
-            break
-        ttft = ttft or time.perf_counter() - t0
-        n += 1
-    return ttft or 0.0, n / (time.perf_counter() - t0)
-
-
-# ---- rtq_nb -----------------------------------------------------------------------------------
-def _rtq_worker(url: str, queue: str, handler: str) -> None:
-    """What ``rtq-nb worker HANDLER --url URL --queue QUEUE`` runs (rtq_nb.cli.cmd_worker, all
-    options at their defaults), from the public API: this module does not import the CLI."""
-    import asyncio
-    import importlib
-    import logging
-    import signal
-
-    from rtq_nb import Worker
-    from rtq_nb.loop import run
-
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    module, _, attr = handler.partition(":")
-    fn: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        fn = getattr(fn, part)
-    worker = Worker(fn, url, queue=queue)
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):  # graceful stop, as rtq-nb worker does
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.astop(30.0)))
-        await worker.run()
-
-    run(serve())
-
-
-def _rtq_client(url: str, queue: str, conn: Any) -> None:
-    from rtq_nb.client.sync import Client
-
-    c = Client(url, queue=queue)
-    _serve_rounds(lambda: c.call(PAYLOAD), conn)
-
-
-def _rtq_stream(c: Any, queue: str, tokens: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    ttft, n = None, 0
-    for chunk in c.stream("bench", params={"tokens": tokens}):
-        ttft = ttft or time.perf_counter() - t0
-        n += chunk.pieces
-    assert n == tokens, f"stream delivered {n} of {tokens} tokens"
-    return ttft or 0.0, n / (time.perf_counter() - t0)
 
 
 # ---- orchestration --------------------------------------------------------------------------
@@ -169,10 +50,10 @@ class _Workers:
 
     def grow(self, count: int) -> None:
         """Start more workers, up to ``count`` in all; returns once all of them are serving."""
-        target: Callable[[str, str, str], None] = _rtq_worker
+        target: Callable[[str, str, str], None] = rtq_worker
         args = (self.url, self.ns, self.handler)
         if self.kind == "floor":
-            target, args = _floor_worker, (self.url, self.ns, self.stop_key)
+            target, args = floor_worker, (self.url, self.ns, self.stop_key)
         new = [_ctx.Process(target=target, args=args) for _ in range(count - len(self.procs))]
         self.procs += new
         for p in new:
@@ -184,7 +65,7 @@ class _Workers:
             raise
 
     def _wait_ready(self, new: int, timeout: float = 120.0) -> None:
-        r = _floor_redis(self.url)
+        r = floor_redis(self.url)
         try:
             if self.kind == "floor":
                 for _ in range(new):
@@ -203,7 +84,7 @@ class _Workers:
 
     def stop(self) -> None:
         if self.kind == "floor":
-            r = _floor_redis(self.url)
+            r = floor_redis(self.url)
             for _ in self.procs:
                 r.zadd(self.stop_key, {uuid.uuid4().hex: 1})
             r.close()
@@ -228,7 +109,7 @@ class _Clients:
     """Client processes of one kind, kept alive across measurement rounds."""
 
     def __init__(self, kind: str, url: str, ns: str, count: int) -> None:
-        target = _floor_client if kind == "floor" else _rtq_client
+        target = floor_client if kind == "floor" else rtq_client
         self.pipes, self.procs = [], []
         for _ in range(count):
             mine, theirs = _ctx.Pipe()
@@ -337,8 +218,8 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
     sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in KINDS}
     from rtq_nb.client.sync import Client
 
-    fns = {"floor": _floor_stream, "rtq": _rtq_stream}
-    conns = {"floor": _floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}
+    fns = {"floor": floor_stream, "rtq": rtq_stream}
+    conns = {"floor": floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}
     for k in KINDS:
         fns[k](conns[k], sw[k].ns, 10)  # warm-up: connections open, scripts loaded
     for order in _alternate(5 if quick else 9):

@@ -23,7 +23,13 @@ from typing_extensions import Unpack
 from rtq_nb.client.admin import Admin
 from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.inspect import Inspection
-from rtq_nb.client.options import DEFAULT, BatchOptions, ClientDefault, Prepared, SubmitOptions
+from rtq_nb.client.options import (
+    BatchOptions,
+    ClientDefault,
+    ClientOptions,
+    Prepared,
+    SubmitOptions,
+)
 from rtq_nb.errors import ConfigurationError, RedisUnavailable
 from rtq_nb.protocol import registry, scripts
 from rtq_nb.protocol.defaults import (
@@ -51,32 +57,29 @@ class AsyncClient(Inspection, Admin):
     """Asyncio client of one Redis (and a default queue).
 
     ``url=None`` uses ``RTQ_REDIS_URL`` / ``REDIS_URL`` or starts the embedded redis-server.
-    ``timeout`` is the default per-request timeout in seconds (None = no deadline);
-    ``retention`` how long records, results and streams stay in Redis after the fact.
+    Options (:class:`~rtq_nb.client.options.ClientOptions`): ``queue``, ``prefix``,
+    ``timeout`` (default per-request timeout in seconds, None = no deadline), ``retention``
+    (how long records, results and streams stay in Redis after the fact), ``client_id``,
+    ``max_attempts``, ``reap_interval``, ``reconnect_timeout``.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        queue: str = "default",
-        prefix: str = "rtq",
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retention: float = DEFAULT_RETENTION,
-        client_id: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        reap_interval: float = 2.0,
-        reconnect_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        o = options
+        unknown = set(o) - set(ClientOptions.__annotations__)
+        if unknown:
+            raise TypeError(f"unexpected client options: {', '.join(sorted(unknown))}")
+        max_attempts = o.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        timeout = o.get("timeout", DEFAULT_TIMEOUT)
+        retention = o.get("retention", DEFAULT_RETENTION)
         self.url = resolve_url(url)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
         self.max_attempts = max_attempts
-        self.reap_interval = reap_interval
-        self.reconnect_timeout = reconnect_timeout
-        self.prefix = check_name("prefix", prefix)
-        self.queue = check_name("queue", queue)
-        self.client_id = check_name("client id", client_id or uuid.uuid4().hex[:12])
+        self.reap_interval = o.get("reap_interval", 2.0)
+        self.reconnect_timeout = o.get("reconnect_timeout", 30.0)
+        self.prefix = check_name("prefix", o.get("prefix", "rtq"))
+        self.queue = check_name("queue", o.get("queue", "default"))
+        self.client_id = check_name("client id", o.get("client_id") or uuid.uuid4().hex[:12])
         timeout_to_ms(timeout)  # validates
         self.timeout = timeout
         if retention <= 0:
@@ -143,8 +146,8 @@ class AsyncClient(Inspection, Admin):
         Raises ConfigurationError / EncodingError naming the bad argument."""
         keys = self.keys(o.get("queue"))
         priority = check_priority(o.get("priority", 0))
-        timeout = o.get("timeout", DEFAULT)
-        t = self.timeout if timeout is DEFAULT else timeout
+        timeout = o.get("timeout", ClientDefault.DEFAULT)
+        t = self.timeout if isinstance(timeout, ClientDefault) else timeout
         timeout_ms = timeout_to_ms(t)
         request_id = o.get("request_id")
         rid = check_id(request_id) if request_id else f"{self.client_id}-{next(self._counter)}"
@@ -181,30 +184,14 @@ class AsyncClient(Inspection, Admin):
 
     # ---- submitting ---------------------------------------------------------------------------
     async def submit(
-        self,
-        input: Any,
-        *,
-        priority: int = 0,
-        timeout: float | ClientDefault | None = DEFAULT,
-        stream: bool = False,
-        params: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        queue: str | None = None,
+        self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
     ) -> AsyncRequestHandle:
         """Queue one request and return its handle at once (1 round trip).
 
         ``input`` and ``params`` must be JSON-serialisable; ``priority`` is an int in
         [-1000, 1000] (higher first, FIFO among equals); ``timeout`` in seconds counts from
         now, queueing included (None = no deadline)."""
-        p = self.prepare(
-            input,
-            stream=stream,
-            priority=priority,
-            timeout=timeout,
-            params=params,
-            request_id=request_id,
-            queue=queue,
-        )
+        p = self.prepare(input, stream=stream, **o)
         await self._submit_batch([p])
         return p.handle
 

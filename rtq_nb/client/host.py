@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtq_nb.client.options import DEFAULT, ClientDefault
+from typing_extensions import Unpack
+
+from rtq_nb.client.options import SubmitOptions
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import RequestRecord, Status
 from rtq_nb.transport.resp import Command
@@ -47,13 +49,5 @@ class HandleHost(Protocol):
     async def get(self, request_id: str, *, queue: str | None = None) -> RequestRecord: ...
 
     async def submit(
-        self,
-        input: Any,
-        *,
-        priority: int = 0,
-        timeout: float | ClientDefault | None = DEFAULT,
-        stream: bool = False,
-        params: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        queue: str | None = None,
+        self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
     ) -> AsyncRequestHandle: ...

@@ -11,7 +11,14 @@ from rtq_nb.transport.resp import Command
 if TYPE_CHECKING:
     from rtq_nb.client.handle import AsyncRequestHandle
 
-__all__ = ["DEFAULT", "BatchOptions", "ClientDefault", "Prepared", "SubmitOptions"]
+__all__ = [
+    "DEFAULT",
+    "BatchOptions",
+    "ClientDefault",
+    "ClientOptions",
+    "Prepared",
+    "SubmitOptions",
+]
 
 
 class ClientDefault(enum.Enum):
@@ -24,6 +31,19 @@ class ClientDefault(enum.Enum):
 
 
 DEFAULT = ClientDefault.DEFAULT
+
+
+class ClientOptions(TypedDict, total=False):
+    """A client's settings (``Client(url, **options)``, ``AsyncClient(url, **options)``)."""
+
+    queue: str  # the default queue (default "default")
+    prefix: str  # key prefix (default "rtq")
+    timeout: float | None  # default per-request timeout, s (default 60; None: no deadline)
+    retention: float  # s records, results and streams stay after the fact (default 24 h)
+    client_id: str  # a fixed id (default: random); request ids are <client_id>-<n>
+    max_attempts: int  # attempts before a request whose workers die is dead-lettered (3)
+    reap_interval: float  # s between reaps while a client waits (default 2)
+    reconnect_timeout: float  # s to ride out an unreachable Redis before failing (default 30)
 
 
 class BatchOptions(TypedDict, total=False):

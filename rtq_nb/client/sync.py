@@ -18,10 +18,9 @@ from typing_extensions import Unpack
 
 from rtq_nb.client.core import AsyncClient
 from rtq_nb.client.handle import AsyncRequestHandle
-from rtq_nb.client.options import DEFAULT, BatchOptions, ClientDefault, SubmitOptions
+from rtq_nb.client.options import BatchOptions, ClientOptions, SubmitOptions
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.loop import LoopThread, portal
-from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETENTION, DEFAULT_TIMEOUT
 from rtq_nb.protocol.records import Chunk
 from rtq_nb.transport.blocking import SyncConn
 from rtq_nb.transport.endpoint import safe_url
@@ -123,31 +122,9 @@ class Client:
     ...     print(tok, end="")
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        queue: str = "default",
-        prefix: str = "rtq",
-        timeout: float | None = DEFAULT_TIMEOUT,
-        retention: float = DEFAULT_RETENTION,
-        client_id: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        reap_interval: float = 2.0,
-        reconnect_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         self._portal = portal()
-        self._async = AsyncClient(
-            url,
-            queue=queue,
-            prefix=prefix,
-            timeout=timeout,
-            retention=retention,
-            client_id=client_id,
-            max_attempts=max_attempts,
-            reap_interval=reap_interval,
-            reconnect_timeout=reconnect_timeout,
-        )
+        self._async = AsyncClient(url, **options)
         # a Client dropped without close() still closes its connections (on the loop thread)
         self._sync: SyncConn | None = None
         self._finalizer = weakref.finalize(self, _close_quietly, self._portal, self._async)
@@ -173,30 +150,10 @@ class Client:
         return RequestHandle(h, self._portal)
 
     def submit(
-        self,
-        input: Any,
-        *,
-        priority: int = 0,
-        timeout: float | ClientDefault | None = DEFAULT,
-        stream: bool = False,
-        params: dict[str, Any] | None = None,
-        request_id: str | None = None,
-        queue: str | None = None,
+        self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
     ) -> RequestHandle:
         """Queue one request; returns its handle at once. See AsyncClient.submit."""
-        return self._wrap(
-            self._portal.call(
-                self._async.submit(
-                    input,
-                    priority=priority,
-                    timeout=timeout,
-                    stream=stream,
-                    params=params,
-                    request_id=request_id,
-                    queue=queue,
-                )
-            )
-        )
+        return self._wrap(self._portal.call(self._async.submit(input, stream=stream, **o)))
 
     def submit_many(
         self,

@@ -99,6 +99,12 @@ def _to_ms(value: TimeBound, now_ms: int, what: str) -> int | None:
     )
 
 
+def _frame(rows: Sequence[Sequence[Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    """A typed DataFrame of ``rows`` (each a sequence of values in ``dtypes``' order)."""
+    transposed = list(zip(*rows, strict=True)) if rows else [()] * len(dtypes)
+    return _typed({name: list(col) for name, col in zip(dtypes, transposed, strict=True)}, dtypes)
+
+
 def _typed(columns: dict[str, list[Any]], dtypes: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
 
@@ -166,10 +172,16 @@ def history(
             limit=limit,
         )
 
-    rows = run(client, fetch) if limit else []
-    transposed = list(zip(*rows, strict=True)) if rows else [()] * len(HISTORY_COLUMNS)
-    columns = {name: list(col) for name, col in zip(HISTORY_COLUMNS, transposed, strict=True)}
-    return _typed(columns, HISTORY_COLUMNS)
+    return _frame(run(client, fetch) if limit else [], HISTORY_COLUMNS)
+
+
+def _age(now_ms: int, ms: int | None) -> int | None:
+    return None if ms is None else max(0, now_ms - ms)
+
+
+def _age_s(now_ms: int, ms: int | None) -> float | None:
+    age = _age(now_ms, ms)
+    return None if age is None else age / 1000
 
 
 # ---- workers, clients, pending ------------------------------------------------------------
@@ -196,28 +208,27 @@ def workers(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
     """Live workers of the queue: one row per registry entry (malformed entries have ``error``)."""
 
     now, infos = run(client, lambda ac: ac.registered_workers(queue))
-    cols: dict[str, list[Any]] = {name: [] for name in WORKER_COLUMNS}
-    for w in sorted(infos, key=lambda w: w.id):
-        seen = w.last_seen_ms or None
-        for name, value in (
-            ("id", w.id),
-            ("queue", w.queue or None),
-            ("host", w.host or None),
-            ("pid", w.pid or None),
-            ("status", w.status),
-            ("concurrency", w.concurrency),
-            ("batch_size", w.batch_size),
-            ("in_flight", w.in_flight),
-            ("processed", w.processed),
-            ("failed", w.failed),
-            ("started", w.started_ms or None),
-            ("last_heartbeat", seen),
-            ("heartbeat_age_s", None if seen is None else max(0, now - seen) / 1000),
-            ("service_ms_ewma", w.service_ms_ewma),
-            ("error", w.error),
-        ):
-            cols[name].append(value)
-    return _typed(cols, WORKER_COLUMNS)
+    rows = [
+        (
+            w.id,
+            w.queue or None,
+            w.host or None,
+            w.pid or None,
+            w.status,
+            w.concurrency,
+            w.batch_size,
+            w.in_flight,
+            w.processed,
+            w.failed,
+            w.started_ms or None,
+            w.last_seen_ms or None,
+            _age_s(now, w.last_seen_ms or None),
+            w.service_ms_ewma,
+            w.error,
+        )
+        for w in sorted(infos, key=lambda w: w.id)
+    ]
+    return _frame(rows, WORKER_COLUMNS)
 
 
 CLIENT_COLUMNS: dict[str, str] = {
@@ -237,21 +248,20 @@ def clients(client: Client | AsyncClient, *, queue: str | None = None) -> pd.Dat
     ``alive`` is False once a client's registry hash has expired (TTL = retention)."""
 
     now, infos = run(client, lambda ac: ac.registered_clients(queue))
-    cols: dict[str, list[Any]] = {name: [] for name in CLIENT_COLUMNS}
-    for c in infos:
-        seen = c.last_seen_ms
-        for name, value in (
-            ("id", c.id),
-            ("queue", c.queue),
-            ("host", c.host),
-            ("pid", c.pid),
-            ("submitted", c.submitted),
-            ("last_seen", seen),
-            ("last_seen_age_s", None if seen is None else max(0, now - seen) / 1000),
-            ("alive", c.alive),
-        ):
-            cols[name].append(value)
-    return _typed(cols, CLIENT_COLUMNS)
+    rows = [
+        (
+            c.id,
+            c.queue,
+            c.host,
+            c.pid,
+            c.submitted,
+            c.last_seen_ms,
+            _age_s(now, c.last_seen_ms),
+            c.alive,
+        )
+        for c in infos
+    ]
+    return _frame(rows, CLIENT_COLUMNS)
 
 
 PENDING_COLUMNS: dict[str, str] = {
@@ -292,13 +302,16 @@ def pending(
         return frame
 
     now, reqs = run(client, lambda ac: ac.pending_requests(queue, limit=limit))
-    cols: dict[str, list[Any]] = {name: [] for name in PENDING_COLUMNS}
-    for r in reqs:
-        cols["id"].append(r.id)
-        cols["priority"].append(r.priority)
-        cols["created"].append(r.created_ms)
-        cols["age"].append(None if r.created_ms is None else max(0, now - r.created_ms))
-    return _typed(cols, PENDING_COLUMNS)
+    rows = [
+        (
+            r.id,
+            r.priority,
+            r.created_ms,
+            None if r.created_ms is None else max(0, now - r.created_ms),
+        )
+        for r in reqs
+    ]
+    return _frame(rows, PENDING_COLUMNS)
 
 
 __all__ = ["HISTORY_COLUMNS", "arun", "clients", "history", "pending", "run", "workers"]

@@ -8,9 +8,9 @@ from typing import Any
 
 from rtq_nb import Client
 from rtq_nb.demo import aecho, fake_llm
-from rtq_nb.protocol.keys import WIRE_VERSION, Keys
 from rtq_nb.protocol.encoding import encode_envelope
 from rtq_nb.protocol.jobs import JOB_FIELDS
+from rtq_nb.protocol.keys import WIRE_VERSION, Keys
 from rtq_nb.protocol.records import Status
 from rtq_nb.protocol.scores import SEQ_SPAN
 

@@ -21,8 +21,7 @@ from rtq_nb.demo import echo, fake_answer
 from rtq_nb.errors import WorkerLost
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.transport.embedded import EmbeddedRedis
-
-from .conftest import wait_until, worker_cmd
+from tests.conftest import wait_until, worker_cmd
 
 
 def pid_of(worker_id: str) -> int:

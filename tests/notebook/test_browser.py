@@ -17,13 +17,9 @@ import json
 import os
 import shutil
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from jupyter_harness import (
     JupyterLabSession,
     check_monotonic_growth,
@@ -36,7 +32,7 @@ from rtq_nb import Client, Status
 from rtq_nb.demo import fake_answer
 from rtq_nb.transport.embedded import EmbeddedRedis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "notebooks" / "quickstart.ipynb"
 STREAM_CLASS = "rtq-stream-text"
 DONE_CLASS = "rtq-quickstart-done"

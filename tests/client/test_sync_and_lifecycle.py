@@ -4,18 +4,15 @@ and in-process worker start / stop / start."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_harness import isolated_jupyter_env, run_notebook, write_notebook
 
 from rtq_nb import Client, Request, Worker
 from rtq_nb.demo import aecho, fake_llm
-
-sys.path.insert(0, str(Path(__file__).parent))
-from jupyter_harness import isolated_jupyter_env, run_notebook, write_notebook
 
 
 def test_sync_call_inside_a_running_event_loop(client: Client, start_worker: Any) -> None:

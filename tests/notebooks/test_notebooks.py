@@ -1,15 +1,19 @@
-"""The sample notebooks run top to bottom in a real kernel, and the stream widget streams.
+"""The sample notebooks match their sources, run top to bottom in a real kernel, and stream.
 
-Every notebook in ``notebooks/`` is executed with nbclient (tests/jupyter_harness.py) in an
-isolated Jupyter environment, against the embedded Redis its kernel starts (no URL), except
-``queue_inspection.ipynb``, which also runs against a Redis given by ``RTQ_REDIS_URL``.
-The comm traffic of the ``rtq-stream-text`` widget is checked message by message, and a
-10,000-token stream measures how many widget updates per second the kernel sends
-(``-s`` prints the numbers). ``rtq-nb lab`` (rtq_nb.cli.lab.run_lab) is started and stopped once.
+Each sample notebook is a jupytext percent-format source ``notebooks/<name>.py`` (what ruff
+and mypy check) paired with ``notebooks/<name>.ipynb`` (what users open and these tests run);
+a drift test fails when the two differ. Every notebook in ``notebooks/`` is executed with
+nbclient (tests/jupyter_harness.py) in an isolated Jupyter environment, against the embedded
+Redis its kernel starts (no URL), except ``queue_inspection.ipynb``, which also runs against a
+Redis given by ``RTQ_REDIS_URL``. The comm traffic of the ``rtq-stream-text`` widget is
+checked message by message, and a 10,000-token stream measures how many widget updates per
+second the kernel sends (``-s`` prints the numbers). ``rtq-nb lab`` (rtq_nb.cli.lab.run_lab)
+is started and stopped once.
 """
 
 from __future__ import annotations
 
+import difflib
 import html
 import itertools
 import json
@@ -28,9 +32,6 @@ from typing import Any
 
 import nbformat
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from jupyter_harness import (
     NotebookRun,
     isolated_jupyter_env,
@@ -42,9 +43,15 @@ from rtq_nb import Client
 from rtq_nb.demo import fake_answer
 from rtq_nb.transport.embedded import EmbeddedRedis, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
+SOURCES = sorted(p.name for p in NOTEBOOK_DIR.glob("*.py"))
+#: Regenerates each .ipynb from its .py, whatever their mtimes (``jupytext --sync`` takes the
+#: newer file as the source, and a checkout can leave an .ipynb newer than an edited .py).
+#: ``--update`` keeps the .ipynb's cell ids and metadata.
+RESYNC = "jupytext --to ipynb --update notebooks/*.py"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 STREAM_CLASS = "rtq-stream-text"
 QUICKSTART_PROMPT = "Explain how a Redis queue serves real-time inference."
 QUICKSTART_TOKENS = 60
@@ -131,28 +138,57 @@ def run_of(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 # --------------------------------------------------------------------------- all notebooks
-def test_notebooks_present_and_built_from_source(tmp_path: Path) -> None:
-    """The four sample notebooks exist, carry no outputs, and match notebooks/_build.py."""
+def test_notebooks_present_and_paired_with_sources() -> None:
+    """The five sample notebooks exist, each as notebooks/<name>.py + notebooks/<name>.ipynb."""
     assert {
         "quickstart.ipynb",
         "prompt_lab.ipynb",
         "queue_inspection.ipynb",
         "scaling.ipynb",
+        "reliability.ipynb",
     } <= set(NOTEBOOKS)
-    subprocess.run(
-        [sys.executable, str(NOTEBOOK_DIR / "_build.py"), str(tmp_path)],
-        check=True,
-        capture_output=True,
+    py = {Path(n).stem for n in SOURCES}
+    ipynb = {Path(n).stem for n in NOTEBOOKS}
+    assert not ipynb - py, f"notebooks without a .py source: {sorted(ipynb - py)}"
+    assert not py - ipynb, f"sources without a .ipynb (run `{RESYNC}`): {sorted(py - ipynb)}"
+
+
+def _first_difference(expected: list[tuple[str, str]], actual: list[tuple[str, str]]) -> str:
+    for i, (want, got) in enumerate(zip(expected, actual)):
+        if want != got:
+            diff = difflib.unified_diff(
+                got[1].splitlines(), want[1].splitlines(), ".ipynb", ".py", n=1, lineterm=""
+            )
+            return f"cell {i} ({got[0]} in .ipynb, {want[0]} in .py):\n" + "\n".join(diff)
+    return f"{len(actual)} cells in .ipynb, {len(expected)} in .py"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_notebook_in_sync_with_source(source: str) -> None:
+    """notebooks/<name>.ipynb holds exactly the cells (type and source) that jupytext reads
+    from notebooks/<name>.py, the source of truth, with no outputs."""
+    import jupytext
+
+    text = jupytext.read(NOTEBOOK_DIR / source)
+    jt = text.metadata.get("jupytext", {})
+    assert jt.get("formats") == "ipynb,py:percent", f"{source}: header must pair ipynb,py:percent"
+    assert jt.get("text_representation", {}).get("format_name") == "percent", source
+    name = f"{Path(source).stem}.ipynb"
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    expected = [(c.cell_type, c.source) for c in text.cells]
+    actual = [(c.cell_type, c.source) for c in notebook.cells]
+    assert actual == expected, (
+        f"notebooks/{name} is out of sync with notebooks/{source}, its source: "
+        f"{_first_difference(expected, actual)}\nEdit the .py, then regenerate the .ipynb: "
+        f"{RESYNC}"
     )
-    for name in NOTEBOOKS:
-        committed = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-        built = nbformat.read(tmp_path / name, as_version=4)
-        assert [c.source for c in committed.cells] == [c.source for c in built.cells], (
-            f"{name} differs from notebooks/_build.py: run `python notebooks/_build.py`"
+    assert notebook.cells[0].cell_type == "markdown", f"{name} must open with a markdown cell"
+    for i, cell in enumerate(notebook.cells):
+        assert not cell.get("outputs") and cell.get("execution_count") is None, (
+            f"{name} cell {i} is committed with outputs: "
+            f"jupyter nbconvert --clear-output --inplace notebooks/{name}"
         )
-        assert committed.cells[0].cell_type == "markdown", f"{name} must open with a markdown cell"
-        for cell in committed.cells:
-            assert not cell.get("outputs"), f"{name} is committed with outputs"
+    assert text.metadata.get("kernelspec") == notebook.metadata.get("kernelspec") == KERNELSPEC
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -17,8 +17,9 @@
     │   └── RequestNotFound       no record under that id (never existed, or its TTL ran out)
     └── MalformedRecord           data found in Redis that does not follow the wire format
 
-Redis client exceptions are mapped onto this tree at one boundary (:mod:`rtq_nb.transport.aio`) with
-``raise ... from`` so the original stays attached.
+Redis and socket exceptions are mapped onto this tree at one boundary
+(:mod:`rtq_nb.transport.errors`, two ordered tables) with ``raise ... from`` so the original
+stays attached.
 """
 
 from __future__ import annotations

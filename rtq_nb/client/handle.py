@@ -57,7 +57,7 @@ class AsyncRequestHandle:
         self._done = False
         self._result: Any = None
         self._outcome: Status | None = None
-        self.chunk_count = 0
+        self.piece_count = 0  # pieces (tokens) received in chunks so far
         self.first_chunk_at: float | None = None
         self.resets = 0
         self._next_seq = 0
@@ -232,7 +232,7 @@ class AsyncRequestHandle:
         lost = list(self._parts)
         self._parts.clear()
         self._next_seq = 0
-        self.chunk_count = 0
+        self.piece_count = 0
         self.first_chunk_at = None
         self.resets += 1
         return WorkerLost(
@@ -251,7 +251,7 @@ class AsyncRequestHandle:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic()
         self._parts.append(chunk)
-        self.chunk_count += chunk.pieces
+        self.piece_count += chunk.pieces
         return chunk
 
     # ---- what is known, and the reference design's recipes --------------------------------

@@ -40,7 +40,7 @@ class FinishedSample:
     status: str | None
     finished_ms: str | None
     queue_wait_ms: str | None
-    ttfc_ms: str | None
+    ttft_ms: str | None  # the record's ttfc_ms
     duration_ms: str | None
 
 

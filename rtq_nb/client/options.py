@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from rtq_nb.transport.resp import Command
 
@@ -61,8 +60,7 @@ class SubmitOptions(BatchOptions, total=False):
     request_id: str | None  # your own id (1-128 of A-Z a-z 0-9 _ . : -); unique per queue
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     """A request ready to send: its submission commands and its handle (no I/O yet).
     ``AsyncClient.prepare`` makes it; the async core and the sync fast path both send it."""
 

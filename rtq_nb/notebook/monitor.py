@@ -47,7 +47,7 @@ def summarize(
     ttfts: list[int] = []
     durations: list[int] = []
     for s in sample:
-        status, wait, ttft, duration = s.status, s.queue_wait_ms, s.ttfc_ms, s.duration_ms
+        status, wait, ttft, duration = s.status, s.queue_wait_ms, s.ttft_ms, s.duration_ms
         fin = lenient_int(s.finished_ms)
         if fin is None or fin < start:
             continue

@@ -42,7 +42,7 @@ class StreamSource(Protocol):
     stream: bool
     submitted_at: float
     first_chunk_at: float | None
-    chunk_count: int
+    piece_count: int
 
     @property
     def text(self) -> str: ...
@@ -170,12 +170,12 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         if ttft is None and h.first_chunk_at is not None:
             ttft = round((h.first_chunk_at - h.submitted_at) * 1000)
         tps = None
-        if h.first_chunk_at is not None and h.chunk_count > 1 and now > h.first_chunk_at:
-            tps = h.chunk_count / (now - h.first_chunk_at)
+        if h.first_chunk_at is not None and h.piece_count > 1 and now > h.first_chunk_at:
+            tps = h.piece_count / (now - h.first_chunk_at)
         return {
             "queue_wait_ms": self._queue_wait_ms,
             "ttft_ms": ttft,
-            "tokens": h.chunk_count,
+            "tokens": h.piece_count,
             "tokens_per_s": tps,
             "elapsed_s": now - h.submitted_at,
         }
@@ -278,7 +278,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
             rec = await self._ah.record()
             if rec.queue_wait_ms is not None:
                 self._queue_wait_ms = rec.queue_wait_ms
-            self._ttft_ms = rec.ttfc_ms
+            self._ttft_ms = rec.ttft_ms
         except RtqError:
             pass  # metrics stay client-side estimates
         self._set_status(final)

@@ -137,6 +137,11 @@ class RequestRecord(BaseModel):
         return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
     @property
+    def ttft_ms(self) -> int | None:
+        """Time to first token from submission (the wire field ``ttfc_ms``)."""
+        return self.ttfc_ms
+
+    @property
     def created(self) -> datetime | None:
         return self._dt(self.created_ms)
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, REAP_LIMIT
@@ -190,31 +190,27 @@ def pop(
     )
 
 
-@dataclass(frozen=True)
-class Popped:
-    """One id POP took: what it did (``kind``) and its payload (``[attempt, *JOB_FIELDS]``
-    for RUN, the status it had for SKIP)."""
+class Popped(NamedTuple):
+    """One id POP took: what it did (``kind``, a :class:`PopKind` value) and its payload
+    (``[attempt, *JOB_FIELDS]`` for RUN, the status it had for SKIP)."""
 
     id: str
-    kind: PopKind
+    kind: str
     payload: Any
 
 
+_POP_KINDS = frozenset(k.value for k in PopKind)
+
+
 def parse_pop(reply: object) -> tuple[list[Popped], int]:
-    """(popped ids, requests still pending) from POP's reply. A malformed reply raises
-    MalformedRecord; an unknown kind is reported as SKIP."""
-    if not isinstance(reply, list) or not reply or (len(reply) - 1) % 3:
+    """(popped ids, requests still pending) from POP's reply (the worker's hot path: plain
+    tuples). A malformed reply raises MalformedRecord; an unknown kind is reported as SKIP."""
+    if type(reply) is not list or not reply or (len(reply) - 1) % 3:
         raise MalformedRecord(f"unexpected POP reply {reply!r:.200}")
-    out = []
-    for i in range(0, len(reply) - 1, 3):
-        kind = reply[i + 1]
-        out.append(
-            Popped(
-                str(reply[i]),
-                PopKind(kind) if kind in PopKind._value2member_map_ else PopKind.SKIP,
-                reply[i + 2],
-            )
-        )
+    out = [
+        Popped(reply[i], k if (k := reply[i + 1]) in _POP_KINDS else PopKind.SKIP, reply[i + 2])
+        for i in range(0, len(reply) - 1, 3)
+    ]
     return out, int(reply[-1])
 
 
@@ -258,20 +254,25 @@ def complete(
     """Deliver an outcome. COMPLETED: ``value`` is the result JSON and ``envelope`` is ''
     (the script wraps it); FAILED: ``value`` is the error and ``envelope`` the encoded
     failure envelope (``encoding.encode_envelope``)."""
-    return COMPLETE.cmd(
-        [k.request(request_id), k.result(request_id), k.stream(request_id), k.running, k.stats],
-        [
-            worker_id,
-            attempt,
-            request_id,
-            status.value,
-            "result" if status is Status.COMPLETED else "error",
-            value,
-            envelope,
-            "1" if stream else "0",
-            retention_s,
-            pieces,
-        ],
+    return (  # built directly, not through Script.cmd: once per request on the worker
+        "EVALSHA",
+        COMPLETE.sha,
+        5,
+        k.request(request_id),
+        k.result(request_id),
+        k.stream(request_id),
+        k.running,
+        k.stats,
+        worker_id,
+        attempt,
+        request_id,
+        status.value,
+        "result" if status is Status.COMPLETED else "error",
+        value,
+        envelope,
+        "1" if stream else "0",
+        retention_s,
+        pieces,
     )
 
 

@@ -18,7 +18,7 @@ from rtq_nb.transport.base import SCRIPT_LOADS, OnHead, check_replies
 from rtq_nb.transport.endpoint import Endpoint
 from rtq_nb.transport.errors import ScriptsLost, raise_mapped
 from rtq_nb.transport.link import Link, open_link
-from rtq_nb.transport.resp import Command, Packed, pack
+from rtq_nb.transport.resp import Command, pack
 
 __all__ = ["Conn", "connect"]
 
@@ -56,12 +56,14 @@ class Conn:
         ``on_head`` is called with the first ``head`` replies as soon as they are read
         (when none is an error), before waiting for the rest: a worker settles its
         completions at once, then blocks for the next request on the same round trip."""
-        if not self._loaded:
-            await self._send(pack(SCRIPT_LOADS))
+        if not self._loaded:  # load the scripts first, on the same path
             self._loaded = True
-        return await self._send(pack(commands), head, on_head)
-
-    async def _send(self, data: Packed, head: int = 0, on_head: OnHead | None = None) -> list[Any]:
+            try:
+                await self.pipeline(SCRIPT_LOADS)
+            except BaseException:
+                self._loaded = False
+                raise
+        data = pack(commands)
         try:
             link = self._idle_link() or await open_link(self.endpoint)
             try:
@@ -76,7 +78,9 @@ class Conn:
                 self._idle.append(link)
             else:
                 link.close()
-        check_replies(replies, self.url, self._forget_scripts)
+        for r in replies:
+            if isinstance(r, Exception):
+                check_replies(replies, self.url, self._forget_scripts)
         return replies
 
     def _idle_link(self) -> Link | None:

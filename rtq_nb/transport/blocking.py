@@ -98,9 +98,13 @@ class SyncConn:
     def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; raw replies. Errors are mapped, as in the async transport (a lost
         script raises ``ScriptsLost``: the caller goes on in the async core)."""
-        if not self._loaded:
-            self._send(SCRIPT_LOADS)
+        if not self._loaded:  # load the scripts first, on the same path
             self._loaded = True
+            try:
+                self.pipeline(SCRIPT_LOADS)
+            except BaseException:
+                self._loaded = False
+                raise
         return self._send(commands)
 
     def _forget_scripts(self) -> None:
@@ -122,7 +126,9 @@ class SyncConn:
             raise_mapped(exc, self.url)
         if not link.closed:
             self._idle.append(link)
-        check_replies(replies, self.url, self._forget_scripts)
+        for r in replies:
+            if isinstance(r, Exception):
+                check_replies(replies, self.url, self._forget_scripts)
         return replies
 
     def close(self) -> None:

@@ -128,11 +128,12 @@ class Delivery:
 
     async def deliver_retrying(self, batch: list[Held], outcomes: list[Outcome]) -> list[Held]:
         """:meth:`deliver`, riding out Redis outages of any length (outcomes are kept)."""
-        backoff = Backoff()
+        backoff = None  # made on the first failure: most deliveries succeed at once
         while True:
             try:
                 return await self.deliver(batch, outcomes)
             except RtqError as exc:  # Redis away or restarting: keep the outcomes, retry
+                backoff = backoff or Backoff()
                 await backoff.retry(exc, f"worker {self.state.id}: delivery")
             except Exception:
                 log.exception(
@@ -148,7 +149,7 @@ class Delivery:
         self.state.release(batch)
         now = time.monotonic()
         for i, o, p in completes:
-            if LeaseResult.of(replies[i]) is not LeaseResult.OK:
+            if replies[i] != LeaseResult.OK:
                 log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
                 continue
             self.state.served(p, o.status is Status.COMPLETED, now)

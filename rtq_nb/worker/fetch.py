@@ -86,10 +86,10 @@ class Fetcher:
         popped, self.state.queue_left = scripts.parse_pop(reply)
         out: list[Held] = []
         for p in popped:
-            if p.kind is PopKind.GONE:
+            if p.kind == PopKind.GONE:
                 log.warning("dropped queued id %r: it has no record (TTL ran out or garbage)", p.id)
                 continue
-            if p.kind is not PopKind.RUN:
+            if p.kind != PopKind.RUN:
                 log.debug("skipped queued id %r (status %s)", p.id, p.payload)
                 continue
             try:
@@ -101,6 +101,6 @@ class Fetcher:
                 held = Held(p.id, str(payload[0] if payload else ""), stream, None, str(exc))
             else:
                 held = Held(p.id, attempt, request.stream, request)
-            self.state.hold(held)
+            self.state.in_flight[held.id] = held
             out.append(held)
         return out

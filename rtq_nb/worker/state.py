@@ -31,8 +31,12 @@ class WorkerOptions:
     block_timeout: float = 2.0
     retention: float = DEFAULT_RETENTION
     reconnect_timeout: float = 30.0
+    lease_ms: int = field(init=False)  # derived once: read on every request
+    retention_s: int = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lease_ms", int(self.lease * 1000))
+        object.__setattr__(self, "retention_s", int(self.retention))
         for name, val in (("concurrency", self.concurrency), ("batch_size", self.batch_size)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {val!r}")
@@ -45,14 +49,6 @@ class WorkerOptions:
     @property
     def keys(self) -> Keys:
         return Keys(self.prefix, self.queue)
-
-    @property
-    def lease_ms(self) -> int:
-        return int(self.lease * 1000)
-
-    @property
-    def retention_s(self) -> int:
-        return int(self.retention)
 
 
 class Held:
@@ -87,9 +83,6 @@ class WorkerState:
     def restart(self, worker_id: str) -> None:
         """A new run under ``worker_id``: counters carry over, the rest starts afresh."""
         self.id, self.in_flight, self.stopping, self.queue_left = worker_id, {}, False, 0
-
-    def hold(self, held: Held) -> None:
-        self.in_flight[held.id] = held
 
     def release(self, batch: list[Held]) -> None:
         """Stop holding (and renewing) these requests."""

@@ -262,7 +262,9 @@ class Worker:
                     continue
                 if not batch:
                     continue
-            runnable = [p for p in batch if p.request is not None]
+            runnable, bad = batch, [p for p in batch if p.request is None]
+            if bad:  # malformed: fail, never run
+                runnable = [p for p in batch if p.request is not None]
             try:
                 outcomes = await self._process(runnable, delivery, executor) if runnable else []
             except Exception as exc:  # an adapter bug, not a handler error: fail the batch
@@ -270,11 +272,13 @@ class Worker:
                 outcomes = [
                     invoke.Outcome(Status.FAILED, error=invoke.describe(exc)) for _ in runnable
                 ]
-            bad = [p for p in batch if p.request is None]  # malformed: fail, never run
-            failed = [
-                invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {p.problem}") for p in bad
-            ]
-            batch = await delivery.deliver_retrying([*runnable, *bad], [*outcomes, *failed])
+            if bad:
+                runnable = [*runnable, *bad]
+                outcomes += [
+                    invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {p.problem}")
+                    for p in bad
+                ]
+            batch = await delivery.deliver_retrying(runnable, outcomes)
 
     async def _process(
         self, batch: list[Held], delivery: Delivery, executor: ThreadPoolExecutor

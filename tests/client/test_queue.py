@@ -124,7 +124,7 @@ def test_tiny_tokens_are_coalesced(client: Client, start_worker: Any) -> None:
     text = "".join(h)
     assert text == "".join(f"t{i} " for i in range(2000))
     assert h.record().chunks == 2000
-    assert h.async_handle.chunk_count == 2000
+    assert h.async_handle.piece_count == 2000
 
 
 def test_sentence_granularity(client: Client, start_worker: Any) -> None:

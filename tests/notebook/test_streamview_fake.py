@@ -26,7 +26,7 @@ class FakeHandle:
         self.id, self.stream = "fake-1", True
         self.submitted_at = time.monotonic()
         self.first_chunk_at: float | None = None
-        self.chunk_count = 0
+        self.piece_count = 0
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.parts: list[str] = []
         self.cancelled_with: str | None = None
@@ -43,12 +43,12 @@ class FakeHandle:
                 return
             if isinstance(item, WorkerLost):
                 self.parts.clear()
-                self.chunk_count = 0
+                self.piece_count = 0
             if isinstance(item, BaseException):
                 raise item
             self.first_chunk_at = self.first_chunk_at or time.monotonic()
             self.parts.append(item)
-            self.chunk_count += item.pieces
+            self.piece_count += item.pieces
             yield item
 
     async def record(self) -> RequestRecord:

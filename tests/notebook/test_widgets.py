@@ -118,7 +118,7 @@ def test_10k_token_stream_is_coalesced(
     assert view.status == "done"
     assert text == answer("coalesce", 10_000)
     assert view.metrics["tokens"] == 10_000
-    assert h.async_handle.chunk_count == 10_000
+    assert h.async_handle.piece_count == 10_000
     msgs = updates(recorded[before:], *parts)
     assert view.update_count == len(msgs)  # the view counts what it really sent
     assert len(msgs) < 200  # vs 10,000 tokens

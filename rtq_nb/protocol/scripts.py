@@ -1,11 +1,16 @@
 """The Lua scripts and, for each, one typed command builder and one reply parser (pure: no I/O).
+(Their sources and the generated constants are in ``script_source``.)
 
 The scripts live in ``lua/<name>.lua``; each file's header documents its KEYS and ARGV. At load
 time every script gets a prelude of the constants it uses, generated from Python (statuses,
 stream entry kinds, lease results, key infixes, the score span, envelopes), so Lua and Python
 cannot disagree; scripts that need the time read it from the Redis server (``TIME``), so
-clients and workers never compare their own clocks. Scores are formatted with ``%d``, and
-malformed data never makes a script raise (``tonumber(x) or 0``).
+clients and workers never compare their own clocks. Scores are formatted with ``%d``.
+
+Every script validates first and writes second: the type of every key it will touch and the
+range of every argument are checked before its first write, so a refusal (an error reply
+marked DUPLICATE, MALFORMED or INVALID) leaves nothing half-written, and one damaged request
+fails alone (POP reports it as ``PopKind.BAD``) without taking its neighbours with it.
 
 Only this module knows each script's KEYS/ARGV order and reply shape: callers use the builders
 (``submit(...)``, ``pop(...)``, ...) and parsers (``parse_pop(...)``, ...). Commands are plain
@@ -14,100 +19,25 @@ tuples; the transport runs them with ``EVALSHA`` and owns the one NOSCRIPT polic
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, NamedTuple
 
 from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, REAP_LIMIT
-from rtq_nb.protocol.encoding import COMPLETED_ENVELOPE_HEAD, EXPIRED_ENVELOPE, EXPIRED_WHY
-from rtq_nb.protocol.jobs import JOB_FIELDS
-from rtq_nb.protocol.keys import REQUEST_INFIX, RESULT_INFIX, STREAM_INFIX, Keys
+from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Status
-from rtq_nb.protocol.scores import SEQ_SPAN
-from rtq_nb.protocol.stream import EntryKind, LeaseResult
-
-Command = tuple[Any, ...]
-
-DUPLICATE = "RTQ_DUPLICATE"  # prefix of SUBMIT's error reply for an id already in use
-REAP_CUT = "|"  # separates requeued from dead-lettered ids in REAP's reply
-
-
-class PopKind(str, enum.Enum):
-    """What POP did with one popped id."""
-
-    RUN = "run"  # leased to this worker: run it
-    GONE = "gone"  # no record (TTL ran out, or a garbage id): dropped
-    SKIP = "skip"  # not pending any more (expired now, cancelled or finished before)
-
-
-def _lua(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (tuple, list)):
-        return "{" + ", ".join(_lua(v) for v in value) + "}"
-    text = str(value)
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-CONSTANTS: dict[str, object] = {
-    "SEQ_SPAN": SEQ_SPAN,
-    "REQ": REQUEST_INFIX,
-    "RES": RESULT_INFIX,
-    "STREAM": STREAM_INFIX,
-    **{s.name: s.value for s in Status},
-    **{f"K_{k.name}": k.value for k in EntryKind},
-    **{f"LEASE_{r.name}": int(r) for r in LeaseResult},
-    **{f"POP_{p.name}": p.value for p in PopKind},
-    "JOB_FIELDS": JOB_FIELDS,
-    "COMPLETED_ENVELOPE_HEAD": COMPLETED_ENVELOPE_HEAD,
-    "EXPIRED_ENVELOPE": EXPIRED_ENVELOPE,
-    "EXPIRED_WHY": EXPIRED_WHY,
-    "DUPLICATE": DUPLICATE,
-    "REAP_CUT": REAP_CUT,
-    "DEFAULT_MAX_ATTEMPTS": DEFAULT_MAX_ATTEMPTS,
-}
-_CLOCK = (
-    "local _t = redis.call('TIME')\n"
-    "local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)\n"
+from rtq_nb.protocol.script_source import (
+    CONSTANTS,
+    DUPLICATE,
+    INVALID,
+    MALFORMED,
+    REAP_CUT,
+    Command,
+    PopKind,
+    Script,
+    render,
 )
-
-
-def render(body: str) -> str:
-    """A script's full source: the constants it uses, the server clock if it reads ``now``,
-    then its body."""
-    used = [n for n in CONSTANTS if re.search(rf"\b{n}\b", body)]
-    prelude = "".join(f"local {n} = {_lua(CONSTANTS[n])}\n" for n in used)
-    if re.search(r"\bnow\b", body):
-        prelude += _CLOCK
-    return prelude + body
-
-
-@dataclass(frozen=True)
-class Script:
-    """One Lua script: its rendered source and SHA1 (what ``EVALSHA`` names)."""
-
-    name: str
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-    @classmethod
-    def load(cls, name: str) -> Script:
-        body = (resources.files(__package__) / "lua" / f"{name}.lua").read_text("utf-8")
-        return cls(name, render(body))
-
-    def cmd(self, keys: Sequence[object], args: Sequence[object]) -> Command:
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
-
+from rtq_nb.protocol.stream import LeaseResult
 
 SUBMIT = Script.load("submit")
 POP = Script.load("pop")
@@ -175,7 +105,21 @@ def submit(
 
 def duplicate_id(message: str) -> str | None:
     """The text after the DUPLICATE marker of SUBMIT's error reply, if it is that error."""
-    _, sep, rest = message.partition(DUPLICATE + " ")
+    return _after(message, DUPLICATE)
+
+
+def malformed(message: str) -> str | None:
+    """What a script found damaged (a key of another type, a bad counter), if it said so."""
+    return _after(message, MALFORMED)
+
+
+def invalid(message: str) -> str | None:
+    """Which argument a script refused, if it did."""
+    return _after(message, INVALID)
+
+
+def _after(message: str, marker: str) -> str | None:
+    _, sep, rest = message.partition(marker + " ")
     return rest if sep else None
 
 
@@ -295,7 +239,7 @@ def handback(k: Keys, request_id: str, *, worker_id: str, attempt: str) -> Comma
 # ---- REAP, REQUEUE ---------------------------------------------------------------------------
 def reap(k: Keys, *, retention_s: int, limit: int = REAP_LIMIT) -> Command:
     return REAP.cmd(
-        [k.running, k.pending, k.wake, k.dead],
+        [k.running, k.pending, k.wake, k.dead, k.history],
         [k.base, DEFAULT_MAX_ATTEMPTS, limit, retention_s],
     )
 
@@ -370,6 +314,8 @@ __all__ = [
     "duplicate_id",
     "extend",
     "handback",
+    "invalid",
+    "malformed",
     "parse_pending_by_priority",
     "parse_pop",
     "parse_reap",

@@ -14,8 +14,8 @@ from typing import NoReturn
 
 from redis import exceptions as rex
 
-from rtq_nb.errors import ConfigurationError, RedisUnavailable, RtqError
-from rtq_nb.protocol.scripts import duplicate_id
+from rtq_nb.errors import ConfigurationError, MalformedRecord, RedisUnavailable, RtqError
+from rtq_nb.protocol.scripts import duplicate_id, invalid, malformed
 from rtq_nb.transport.endpoint import safe_url
 
 __all__ = [
@@ -52,10 +52,25 @@ def reply_error(message: str) -> rex.RedisError:
 
 
 def _refused(exc: BaseException, url: str) -> RtqError:
-    dup = duplicate_id(str(exc))
+    msg = str(exc)
+    dup = duplicate_id(msg)
     if dup is not None:
         return ConfigurationError(f"{dup}: choose another request_id (nothing was overwritten)")
-    return RtqError(f"Redis at {url} refused a command: {exc}")
+    damaged = malformed(msg)
+    if damaged is not None:
+        return MalformedRecord(
+            f"Redis at {url} holds data that does not follow rtq_nb's wire format: {damaged}. "
+            "Nothing was written; delete or repair that key (or use another prefix)"
+        )
+    bad_arg = invalid(msg)
+    if bad_arg is not None:
+        return ConfigurationError(f"refused before anything was written: invalid {bad_arg}")
+    if msg.startswith("OOM"):
+        return RedisUnavailable(
+            f"Redis at {url} is out of memory (maxmemory reached, eviction off): {msg}. Nothing "
+            "was written; free memory, raise maxmemory, or let workers drain the queue"
+        )
+    return RtqError(f"Redis at {url} refused a command: {msg}")
 
 
 def _credentials(exc: BaseException, url: str) -> RtqError:  # retrying cannot help

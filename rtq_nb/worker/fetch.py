@@ -89,6 +89,9 @@ class Fetcher:
             if p.kind == PopKind.GONE:
                 log.warning("dropped queued id %r: it has no record (TTL ran out or garbage)", p.id)
                 continue
+            if p.kind == PopKind.BAD:
+                log.warning("dropped queued id %r: %s", p.id, p.payload)
+                continue
             if p.kind != PopKind.RUN:
                 log.debug("skipped queued id %r (status %s)", p.id, p.payload)
                 continue

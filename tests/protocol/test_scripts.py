@@ -7,7 +7,7 @@ import re
 import pytest
 
 from rtq_nb.errors import MalformedRecord
-from rtq_nb.protocol import scripts
+from rtq_nb.protocol import script_source, scripts
 from rtq_nb.protocol.encoding import EXPIRED_ENVELOPE, encode_envelope
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Status
@@ -44,7 +44,7 @@ def test_constants_render_the_python_values() -> None:
     assert "local SEQ_SPAN = 1099511627776" in scripts.SUBMIT.source
     assert "local LEASE_CANCELLED = -1" in scripts.APPEND.source
     assert scripts.render("return 'it''s'") == "return 'it''s'"  # nothing used, nothing added
-    assert scripts._lua("a'b\\c") == "'a\\'b\\\\c'"
+    assert script_source._lua("a'b\\c") == "'a\\'b\\\\c'"
 
 
 def test_each_script_has_its_own_sha_and_evalsha_command() -> None:

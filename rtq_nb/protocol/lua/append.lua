@@ -2,12 +2,17 @@
 -- KEYS: record, stream
 -- ARGV: worker_id, attempt, retention_s, first ('1' on the first write), then triples
 --       (seq, pieces, text)
--- Returns LEASE_OK (appended), LEASE_LOST (discarded), LEASE_CANCELLED (stop generating).
+-- Returns LEASE_OK (appended), LEASE_LOST (discarded, stop generating: the lease is not this
+-- worker's, or the record or the stream key is of another type, so nothing can be written;
+-- COMPLETE then fails the request with the reason), LEASE_CANCELLED (stop generating).
+-- Validates first: nothing is written unless every key it touches has its type.
+if bad_type(KEYS[1], 'hash') then return LEASE_LOST end
 local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
 if cur[1] ~= RUNNING or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
   if cur[1] == CANCELLED then return LEASE_CANCELLED end
   return LEASE_LOST
 end
+if bad_type(KEYS[2], 'stream') then return LEASE_LOST end
 for i = 5, #ARGV, 3 do
   redis.call('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
              'd', ARGV[i + 2])

@@ -2,14 +2,20 @@
 -- stops at its next write. Its readers get a cancelled envelope or stream marker.
 -- KEYS: record, pending, running, result list, stream
 -- ARGV: request_id, reason, retention_s
--- Returns the status the request had ('' when there is no record).
+-- Returns the status the request had ('' when there is no record). Validates first: any key
+-- of another type is refused (MALFORMED) and nothing is written.
+local bad = check_types(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'list',
+                        KEYS[5], 'stream')
+if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
+local retention = tonumber(ARGV[3])
+if not retention or retention < 1 then return redis.error_reply(INVALID .. ' retention_s') end
 local st = redis.call('HMGET', KEYS[1], 'status', 'stream')
 if st[1] == false then return '' end
 if st[1] ~= PENDING and st[1] ~= RUNNING then return st[1] end
+-- writes
 redis.call('HSET', KEYS[1], 'status', CANCELLED, 'finished_ms', now, 'error', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-local retention = tonumber(ARGV[3])
 redis.call('EXPIRE', KEYS[1], retention)
 if st[2] == '1' then
   redis.call('XADD', KEYS[5], '*', 'k', K_CANCELLED, 'd', ARGV[2])

@@ -1,7 +1,10 @@
 -- PENDING_BY_PRIORITY: pending counts per priority, highest first, one ZCOUNT per distinct
--- priority (O(P log N)), never a scan of the whole set.
+-- priority (O(P log N)), never a scan of the whole set. Reads only.
 -- KEYS: pending
--- Returns {priority, count, priority, count, ...}.
+-- Returns {priority, count, priority, count, ...}; a pending key of another type is refused
+-- (MALFORMED).
+local bad = bad_type(KEYS[1], 'zset')
+if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local out = {}
 local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 while #top > 0 do

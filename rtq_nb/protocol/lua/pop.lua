@@ -3,20 +3,36 @@
 -- ARGV: base, worker_id, lease_ms, max_count, wake tokens already consumed, retention_s
 -- Returns a flat list: for each popped id, {id, kind, payload} where kind is
 --   POP_RUN  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
---   POP_GONE payload = '' (no record: its TTL ran out, or a garbage id)
+--   POP_GONE payload = '' (no record: its TTL ran out)
 --   POP_SKIP payload = the status it had (expired now, or cancelled/terminal before)
+--   POP_BAD  payload = why it was dropped (an invalid id, or a record key of another type):
+--            it fails alone, its neighbours are served
 -- followed by one last element: how many requests are still pending.
 -- A popped request's keys are built from ARGV[1] (the queue's hash-tagged base), so they
--- share the slot of the declared keys (Redis Cluster serves them).
+-- share the slot of the declared keys (Redis Cluster serves them). Validates the queue's keys
+-- before its first write (MALFORMED), and each request's keys before writing them.
+local bad = check_types(KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list')
+if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local popped = redis.call('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
 local out = {}
 local n = 0
 for i = 1, #popped, 2 do
   local id = popped[i]
-  local rk = ARGV[1] .. REQ .. id
-  local st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', unpack(JOB_FIELDS))
   n = n + 1
-  if st[1] == false then
+  local rk = ARGV[1] .. REQ .. id
+  local why = false
+  if not valid_id(id) then
+    why = 'invalid request id (not 1-128 of A-Z a-z 0-9 _ . : -)'
+  else
+    why = bad_type(rk, 'hash')
+  end
+  local st = false
+  if not why then
+    st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', unpack(JOB_FIELDS))
+  end
+  if why then
+    out[#out + 1] = id; out[#out + 1] = POP_BAD; out[#out + 1] = why
+  elseif st[1] == false then
     out[#out + 1] = id; out[#out + 1] = POP_GONE; out[#out + 1] = ''
   elseif st[1] ~= PENDING then
     out[#out + 1] = id; out[#out + 1] = POP_SKIP; out[#out + 1] = tostring(st[1])
@@ -27,12 +43,16 @@ for i = 1, #popped, 2 do
                  'error', EXPIRED_WHY .. '; never started')
       if st[10] == '1' then
         local sk = ARGV[1] .. STREAM .. id
-        redis.call('XADD', sk, '*', 'k', K_EXPIRED, 'd', EXPIRED_WHY)
-        redis.call('EXPIRE', sk, tonumber(ARGV[6]))
+        if not bad_type(sk, 'stream') then
+          redis.call('XADD', sk, '*', 'k', K_EXPIRED, 'd', EXPIRED_WHY)
+          redis.call('EXPIRE', sk, tonumber(ARGV[6]))
+        end
       else
         local lk = ARGV[1] .. RES .. id
-        redis.call('LPUSH', lk, EXPIRED_ENVELOPE)
-        redis.call('EXPIRE', lk, tonumber(ARGV[6]))
+        if not bad_type(lk, 'list') then
+          redis.call('LPUSH', lk, EXPIRED_ENVELOPE)
+          redis.call('EXPIRE', lk, tonumber(ARGV[6]))
+        end
       end
       out[#out + 1] = id; out[#out + 1] = POP_SKIP; out[#out + 1] = EXPIRED
     else

@@ -1,20 +1,31 @@
 -- REAP: requests whose lease ran out (their worker died or hung) go back to the pending set
 -- with their original score, or to the dead letters after max_attempts. A stream gets a reset
 -- marker (K_RESET), so its readers learn at once that the attempt they watched was lost.
--- KEYS: running, pending, wake, dead
+-- Also trims the history and the dead letters to the retention window (so an idle queue is
+-- trimmed too).
+-- KEYS: running, pending, wake, dead, history
 -- ARGV: base, default max_attempts, limit, retention_s
--- Returns {requeued ids..., REAP_CUT, dead ids...}.
+-- Returns {requeued ids..., REAP_CUT, dead ids...}. Validates first: a queue key of another
+-- type is refused (MALFORMED) before any write; an expired id that is not a valid request id,
+-- or whose record is gone or of another type, is dropped from `running` alone.
+local bad = check_types(KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list', KEYS[4], 'zset',
+                        KEYS[5], 'zset')
+if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
+local retention = tonumber(ARGV[4])
+if not retention or retention < 1 then return redis.error_reply(INVALID .. ' retention_s') end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local requeued, dead = {}, {}
-local retention = tonumber(ARGV[4])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local rk = ARGV[1] .. REQ .. id
-  local f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker',
-                       'max_attempts')
+  local f = {false}
+  if valid_id(id) and not bad_type(rk, 'hash') then
+    f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker', 'max_attempts')
+  end
   if f[1] == RUNNING then
     local attempts = tonumber(f[2]) or 0
     local sk = ARGV[1] .. STREAM .. id
+    local stream_ok = f[4] == '1' and not bad_type(sk, 'stream')
     local why = 'worker ' .. tostring(f[5]) .. ' stopped renewing its lease (attempt ' ..
                 attempts .. ')'
     local max_attempts = tonumber(f[6]) or tonumber(ARGV[2])
@@ -22,13 +33,15 @@ for _, id in ipairs(ids) do
       local err = 'dead-lettered after ' .. attempts .. ' attempt(s): ' .. why
       redis.call('HSET', rk, 'status', FAILED, 'error', err, 'finished_ms', now)
       redis.call('ZADD', KEYS[4], now, id)
-      if f[4] == '1' then
+      if stream_ok then
         redis.call('XADD', sk, '*', 'k', K_FAILED, 'd', err)
         redis.call('EXPIRE', sk, retention)
-      else
+      elseif f[4] ~= '1' then
         local lk = ARGV[1] .. RES .. id
-        redis.call('LPUSH', lk, cjson.encode({status = FAILED, error = err}))
-        redis.call('EXPIRE', lk, retention)
+        if not bad_type(lk, 'list') then
+          redis.call('LPUSH', lk, cjson.encode({status = FAILED, error = err}))
+          redis.call('EXPIRE', lk, retention)
+        end
       end
       redis.call('EXPIRE', rk, retention)
       dead[#dead + 1] = id
@@ -37,12 +50,14 @@ for _, id in ipairs(ids) do
       redis.call('HDEL', rk, 'first_chunk_ms')
       redis.call('ZADD', KEYS[2], f[3], id)
       redis.call('LPUSH', KEYS[3], '1')
-      if f[4] == '1' then redis.call('XADD', sk, '*', 'k', K_RESET, 'd', why) end
+      if stream_ok then redis.call('XADD', sk, '*', 'k', K_RESET, 'd', why) end
       requeued[#requeued + 1] = id
     end
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%d', now - retention * 1000))
+local cutoff = '(' .. string.format('%d', now - retention * 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', cutoff)
 requeued[#requeued + 1] = REAP_CUT
 for _, id in ipairs(dead) do requeued[#requeued + 1] = id end
 return requeued

@@ -7,6 +7,7 @@
     │   ├── EncodingError         input/params/result that is not JSON-serialisable
     │   └── UnknownQueue          a queue no client or worker has used (a typo?)
     ├── RedisUnavailable          cannot reach Redis (after retries); says which URL
+    │   ├── RedisOutOfMemory      Redis is full (maxmemory, noeviction): writes refused
     │   └── EmbeddedRedisError    no redis-server binary / it would not start
     ├── RequestError              something about one request
     │   ├── RequestTimeout        the wait ran out; carries what is known (status, worker, ages)
@@ -45,6 +46,11 @@ class RedisUnavailable(RtqError, ConnectionError):
 
 class EmbeddedRedisError(RedisUnavailable):
     """The embedded redis-server could not be found or started."""
+
+
+class RedisOutOfMemory(RedisUnavailable):
+    """Redis refused a write: maxmemory reached with eviction off. Reads, pops and
+    completions still work, so workers can drain the queue; retried like an outage."""
 
 
 class MalformedRecord(RtqError, ValueError):
@@ -148,4 +154,4 @@ class UnknownQueue(ConfigurationError, LookupError):
     """No client or worker has ever used this queue under this prefix (a typo?)."""
 
 
-__all__ += ["UnknownQueue", "WorkerLost"]
+__all__ += ["RedisOutOfMemory", "UnknownQueue", "WorkerLost"]

@@ -23,6 +23,8 @@ from typing import Any
 
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
+from rtq_nb.protocol.defaults import DEFAULT_RETENTION
+from rtq_nb.transport.endpoint import safe_url
 
 __all__ = ["build_parser", "load_handler", "main"]
 
@@ -69,6 +71,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         flush_interval=a.flush_ms / 1000,
         lease=a.lease,
         heartbeat=a.heartbeat,
+        retention=a.retention,
         worker_id=a.worker_id,
     )
 
@@ -78,7 +81,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.astop(a.drain_timeout)))
         await w.run()
 
-    logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, w.url)
+    logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, safe_url(w.url))
     run(main())
     return 0
 
@@ -89,7 +92,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from rtq_nb.worker.worker import Worker
 
     client = Client(a.url, queue=a.queue, timeout=a.timeout)
-    print(f"rtq-nb demo: Redis at {client.url}", file=sys.stderr)
+    print(f"rtq-nb demo: Redis at {safe_url(client.url)}", file=sys.stderr)
     with Worker(fake_llm, client.url, queue=a.queue, concurrency=2):
         print(f"prompt> {a.prompt}\n", file=sys.stderr)
         t0 = time.perf_counter()
@@ -145,9 +148,9 @@ def cmd_lab(a: argparse.Namespace) -> int:
 def cmd_status(a: argparse.Namespace) -> int:
     from rtq_nb.client.sync import Client
 
-    c = Client(a.url, queue=a.queue, prefix=a.prefix)
+    c = Client(a.url, queue=a.queue, prefix=a.prefix, reconnect_timeout=a.reconnect_timeout)
     out = {
-        "url": c.url,
+        "url": safe_url(c.url),
         "queue": a.queue,
         "pending": c.pending_count(),
         "pending_by_priority": c.pending_by_priority(),
@@ -217,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "to the queue (default 30)",
     )
     w.add_argument("--heartbeat", type=float, default=2.0, help="heartbeat seconds (default 2)")
+    w.add_argument(
+        "--retention",
+        type=float,
+        default=DEFAULT_RETENTION,
+        help="seconds records, results and streams stay in Redis after a request ends "
+        "(default %(default)g = 24 h; at least 1)",
+    )
     w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
     w.set_defaults(fn=cmd_worker)
 
@@ -252,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="print a queue's pending counts, workers and counters")
     common(s)
+    s.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to ride out an unreachable or restarting Redis (default %(default)g)",
+    )
     s.set_defaults(fn=cmd_status)
     return p
 

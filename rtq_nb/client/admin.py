@@ -18,7 +18,7 @@ log = logging.getLogger("rtq_nb.client")
 
 
 class Admin:
-    conn: Transport
+    reads: Transport  # rides out outages within reconnect_timeout
     retention: int
 
     if TYPE_CHECKING:
@@ -35,12 +35,12 @@ class Admin:
         cmd = scripts.cancel(
             self.keys(queue), check_id(request_id), reason=reason, retention_s=self.retention
         )
-        return scripts.parse_status(await self.conn.call(*cmd))
+        return scripts.parse_status(await self.reads.call(*cmd))
 
     async def extend(self, request_id: str, seconds: float, *, queue: str | None = None) -> None:
         """Move a pending or running request's deadline to ``seconds`` from now."""
         cmd = scripts.extend(self.keys(queue), check_id(request_id), extra_ms=int(seconds * 1000))
-        await self.conn.call(*cmd)
+        await self.reads.call(*cmd)
 
     async def get(self, request_id: str, *, queue: str | None = None) -> RequestRecord:
         """The stored record of a request; RequestNotFound if none, MalformedRecord if bad."""
@@ -59,7 +59,7 @@ class Admin:
         do it while idle, so no separate daemon is needed. Returns (requeued, dead)."""
         k = self.keys(queue)
         requeued, dead = scripts.parse_reap(
-            await self.conn.call(*scripts.reap(k, retention_s=self.retention))
+            await self.reads.call(*scripts.reap(k, retention_s=self.retention))
         )
         if requeued or dead:
             log.warning("reaped in %r: requeued %s, dead-lettered %s", k.queue, requeued, dead)
@@ -68,7 +68,7 @@ class Admin:
     async def dead_letters(self, queue: str | None = None) -> list[RequestRecord]:
         """Dead-lettered requests (ran out of attempts), newest first, with their last error."""
         k = self.keys(queue)
-        ids = await self.conn.call("ZREVRANGE", k.dead, 0, -1)
+        ids = await self.reads.call("ZREVRANGE", k.dead, 0, -1)
         out = []
         for rid in ids:
             rec = await self.find_record(k, rid)
@@ -80,4 +80,4 @@ class Admin:
         """Put a dead-lettered request back in the queue (attempts reset). False if it is not
         a dead letter."""
         cmd = scripts.requeue(self.keys(queue), check_id(request_id))
-        return bool(await self.conn.call(*cmd))
+        return bool(await self.reads.call(*cmd))

@@ -39,13 +39,19 @@ from rtq_nb.protocol.defaults import (
     DEFAULT_TIMEOUT,
     WAKE_CAP,
 )
-from rtq_nb.protocol.encoding import dumps, encode_params, record_fields, timeout_to_ms
+from rtq_nb.protocol.encoding import (
+    check_retention,
+    dumps,
+    encode_params,
+    record_fields,
+    timeout_to_ms,
+)
 from rtq_nb.protocol.keys import Keys, check_id, check_name
 from rtq_nb.protocol.records import Chunk
 from rtq_nb.protocol.scores import check_priority
 from rtq_nb.transport import connect, resolve_url, safe_url
 from rtq_nb.transport.resp import Command, Template
-from rtq_nb.transport.retry import Backoff
+from rtq_nb.transport.retry import Backoff, Retrying
 
 __all__ = ["AsyncClient", "ping"]
 
@@ -82,10 +88,9 @@ class AsyncClient(Inspection, Admin):
         self.client_id = check_name("client id", o.get("client_id") or uuid.uuid4().hex[:12])
         timeout_to_ms(timeout)  # validates
         self.timeout = timeout
-        if retention <= 0:
-            raise ConfigurationError(f"retention must be > 0 seconds, got {retention}")
-        self.retention = int(retention)
+        self.retention = check_retention(retention)
         self.conn = connect(self.url)
+        self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
@@ -95,7 +100,7 @@ class AsyncClient(Inspection, Admin):
 
     def keys(self, queue: str | None = None) -> Keys:
         """The key builder of ``queue`` (default: the client's queue)."""
-        q = queue or self.queue
+        q = self.queue if queue is None else queue
         k = self._keys.get(q)
         if k is None:
             k = self._keys[q] = Keys(self.prefix, q)
@@ -150,7 +155,11 @@ class AsyncClient(Inspection, Admin):
         t = self.timeout if isinstance(timeout, ClientDefault) else timeout
         timeout_ms = timeout_to_ms(t)
         request_id = o.get("request_id")
-        rid = check_id(request_id) if request_id else f"{self.client_id}-{next(self._counter)}"
+        rid = (
+            f"{self.client_id}-{next(self._counter)}"
+            if request_id is None
+            else check_id(request_id)
+        )
         params = o.get("params")
         tpl = self._submit_template(keys, priority, timeout_ms, encode_params(params), stream)
         cmds: list[Command] = []
@@ -228,11 +237,14 @@ class AsyncClient(Inspection, Admin):
         p = self.prepare(input, stream=False, **o)
         return await p.handle.wait_envelope(p.handle.remaining(), p.commands)
 
-    async def resume_call(self, p: Prepared, remaining: float | None) -> Any:
+    async def resume_call(
+        self, p: Prepared, remaining: float | None, *, since: float | None = None
+    ) -> Any:
         """Finish a ``call`` whose first attempt failed on the wire: submit only if the
         submission never reached Redis (no duplicates), then wait as usual."""
         landed = await self._landed([p.handle], Backoff(timeout=self.reconnect_timeout))
-        return await p.handle.wait_envelope(remaining, [] if landed[0] else p.commands)
+        before = [] if landed[0] else p.commands
+        return await p.handle.wait_envelope(remaining, before, since=since)
 
     async def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> AsyncIterator[Chunk]:
         """Submit a streaming request and yield its chunks (text deltas) as they arrive; the

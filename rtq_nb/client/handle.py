@@ -23,6 +23,7 @@ __all__ = ["AsyncRequestHandle", "HandleHost"]  # HandleHost: see client.host
 log = logging.getLogger("rtq_nb.client")
 
 XREAD_COUNT = 1024  # stream entries fetched per round trip
+_GRACE_MS = 250  # a pending request this close to its deadline when a wait ends has expired
 
 
 class AsyncRequestHandle:
@@ -96,12 +97,17 @@ class AsyncRequestHandle:
                     continue  # the retry starts over: keep reading after the reset marker
         return await self.wait_envelope(self.remaining(timeout))
 
-    async def wait_envelope(self, remaining: float | None, before: Sequence[Command] = ()) -> Any:
+    async def wait_envelope(
+        self, remaining: float | None, before: Sequence[Command] = (), *, since: float | None = None
+    ) -> Any:
         """BLPOP the result (after ``before``, the submission, in the same round trip), in
         slices of ``reap_interval`` so that an idle client also triggers the reaper (a dead
-        worker's request is requeued without any daemon). Returns the result or raises."""
+        worker's request is requeued without any daemon). Returns the result or raises.
+        ``since``: when the wait began (monotonic), if before this call (``Client.call``)."""
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
+        if since is not None:
+            t0 = since
         before = list(before)
         while True:
             left = None if end is None else end - time.monotonic()
@@ -266,6 +272,14 @@ class AsyncRequestHandle:
             self._set_outcome(rec.status, rec.result, rec.error)
             return self._finish_outcome()
         now_ms = await self._host.server_ms()
+        if (
+            rec.status is Status.PENDING
+            and rec.deadline_ms
+            and now_ms + _GRACE_MS >= rec.deadline_ms
+        ):
+            # never started and its deadline is (all but) gone: no worker will run it
+            self._set_outcome(Status.EXPIRED, None, "deadline passed while pending")
+            return self._finish_outcome()
         ahead = None
         if rec.status is Status.PENDING:
             ahead = await self._host.ahead_of(self.keys, rec.score)

@@ -69,7 +69,7 @@ def _ms(reply: list[Any]) -> int:
 class Inspection:
     """Reads of a queue's state (mixed into :class:`~rtq_nb.AsyncClient`)."""
 
-    conn: Transport
+    reads: Transport  # rides out outages within reconnect_timeout
     prefix: str
     _announced: set[str]
 
@@ -79,26 +79,26 @@ class Inspection:
 
     async def server_ms(self) -> int:
         """The Redis server's clock (ms since the epoch): what records' times are in."""
-        return _ms(await self.conn.call("TIME"))
+        return _ms(await self.reads.call("TIME"))
 
     async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None:
         """The record of a request, or None (MalformedRecord if it is not well formed)."""
         key = keys.request(request_id)
-        flat = await self.conn.call("HGETALL", key)
+        flat = await self.reads.call("HGETALL", key)
         return RequestRecord.from_redis(pairs(flat), key=key) if flat else None
 
     async def ahead_of(self, keys: Keys, score: int | None) -> int:
         """Pending requests a request of ``score`` waits behind."""
         if score is None:
             return 0
-        return int(await self.conn.call("ZCOUNT", keys.pending, f"({score}", "+inf"))
+        return int(await self.reads.call("ZCOUNT", keys.pending, f"({score}", "+inf"))
 
     async def _check_queue(self, queue: str | None) -> Keys:
         k = self.keys(queue)
         if k.queue in self._announced:
             return k
-        if not await self.conn.call("SISMEMBER", k.queues, k.queue):
-            known = sorted(await self.conn.call("SMEMBERS", k.queues))
+        if not await self.reads.call("SISMEMBER", k.queues, k.queue):
+            known = sorted(await self.reads.call("SMEMBERS", k.queues))
             raise UnknownQueue(
                 f"unknown queue {k.queue!r} under prefix {self.prefix!r}: no client or worker "
                 f"has used it. Known queues: {', '.join(known) or '(none yet)'}"
@@ -107,17 +107,17 @@ class Inspection:
 
     async def queues(self) -> list[str]:
         """Names of the queues seen under this prefix."""
-        return sorted(await self.conn.call("SMEMBERS", self.keys().queues))
+        return sorted(await self.reads.call("SMEMBERS", self.keys().queues))
 
     async def pending_count(self, queue: str | None = None) -> int:
         """Requests waiting in the queue (1 round trip)."""
         k = await self._check_queue(queue)
-        return int(await self.conn.call("ZCARD", k.pending))
+        return int(await self.reads.call("ZCARD", k.pending))
 
     async def pending_by_priority(self, queue: str | None = None) -> dict[int, int]:
         """{priority: pending count}, highest priority first (1 round trip)."""
         k = await self._check_queue(queue)
-        reply = await self.conn.call(*scripts.pending_by_priority(k))
+        reply = await self.reads.call(*scripts.pending_by_priority(k))
         return scripts.parse_pending_by_priority(reply)
 
     async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
@@ -128,20 +128,20 @@ class Inspection:
     async def registered_workers(self, queue: str | None = None) -> tuple[int, list[WorkerInfo]]:
         """(server time ms, live workers) in 2 round trips, for any queue name."""
         k = self.keys(queue)
-        now, ids = await self.conn.pipeline([("TIME",), ("ZRANGE", k.workers, 0, -1)])
+        now, ids = await self.reads.pipeline([("TIME",), ("ZRANGE", k.workers, 0, -1)])
         if not ids:
             return _ms(now), []
-        replies = await self.conn.pipeline([("HGETALL", k.worker(w)) for w in ids])
+        replies = await self.reads.pipeline([("HGETALL", k.worker(w)) for w in ids])
         return _ms(now), parse_workers(ids, [pairs(r) for r in replies])
 
     async def registered_clients(self, queue: str | None = None) -> tuple[int, list[ClientInfo]]:
         """(server time ms, clients seen on the queue), most recent first."""
         k = self.keys(queue)
-        now, flat = await self.conn.pipeline(
+        now, flat = await self.reads.pipeline(
             [("TIME",), ("ZREVRANGE", k.clients, 0, -1, "WITHSCORES")]
         )
         ids = flat[::2]
-        hashes = await self.conn.pipeline([("HGETALL", k.client(c)) for c in ids]) if ids else []
+        hashes = await self.reads.pipeline([("HGETALL", k.client(c)) for c in ids]) if ids else []
         infos = [
             ClientInfo.from_fields(cid, score, pairs(raw))
             for cid, score, raw in zip(ids, flat[1::2], hashes, strict=True)
@@ -154,12 +154,12 @@ class Inspection:
         """(server time ms, the first ``limit`` pending requests in the order workers take
         them)."""
         k = self.keys(queue)
-        now, flat = await self.conn.pipeline(
+        now, flat = await self.reads.pipeline(
             [("TIME",), ("ZREVRANGE", k.pending, 0, max(0, limit - 1), "WITHSCORES")]
         )
         ids = flat[::2] if limit else []
         cmds = [("HGET", k.request(r), "created_ms") for r in ids]
-        created = await self.conn.pipeline(cmds) if ids else []
+        created = await self.reads.pipeline(cmds) if ids else []
         out = [
             PendingRequest(rid, decode_priority(float(score)), lenient_int(c))
             for rid, score, c in zip(ids, flat[1::2], created, strict=False)
@@ -183,7 +183,7 @@ class Inspection:
         hi = "+inf" if until_ms is None else str(until_ms)
         rows: list[list[Any]] = []
         for name in queues:
-            rows += await _history_rows(self.conn, self.keys(name), lo, hi, statuses, limit)
+            rows += await _history_rows(self.reads, self.keys(name), lo, hi, statuses, limit)
         if len(queues) > 1:
             rows.sort(key=lambda r: r[6] if r[6] is not None else -1, reverse=True)
         return rows[:limit]
@@ -192,7 +192,7 @@ class Inspection:
         """What the queue monitor shows (3 round trips): pending by priority, running,
         workers, and the timing fields of the ``sample`` most recent requests."""
         k = self.keys(queue)
-        by_prio, running, hist = await self.conn.pipeline(
+        by_prio, running, hist = await self.reads.pipeline(
             [
                 scripts.pending_by_priority(k),
                 ("ZCARD", k.running),
@@ -202,7 +202,7 @@ class Inspection:
         now, workers = await self.registered_workers(k.queue)
         ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
         cmds = [("HMGET", k.request(r), *SAMPLE_FIELDS) for r in ids]
-        recs = await self.conn.pipeline(cmds) if ids else []
+        recs = await self.reads.pipeline(cmds) if ids else []
         return QueueSnapshot(
             queue=k.queue,
             now_ms=now,
@@ -219,7 +219,7 @@ class Inspection:
         k = await self._check_queue(queue)
         check_priority(priority)
         lo = priority * SEQ_SPAN - (SEQ_SPAN - 1)
-        ahead = int(await self.conn.call("ZCOUNT", k.pending, lo, (PRIORITY_MAX + 1) * SEQ_SPAN))
+        ahead = int(await self.reads.call("ZCOUNT", k.pending, lo, (PRIORITY_MAX + 1) * SEQ_SPAN))
         workers = [w for w in await self.workers(queue) if w.alive]
         slots = sum(max(1, w.concurrency) * max(1, w.batch_size) for w in workers)
         if not slots:
@@ -230,7 +230,7 @@ class Inspection:
     async def stats(self, queue: str | None = None) -> dict[str, float]:
         """Counters of the queue: completed, failed, pending, running."""
         k = await self._check_queue(queue)
-        raw, pending, running = await self.conn.pipeline(
+        raw, pending, running = await self.reads.pipeline(
             [("HGETALL", k.stats), ("ZCARD", k.pending), ("ZCARD", k.running)]
         )
         out: dict[str, float] = {}

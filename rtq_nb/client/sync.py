@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -181,16 +182,17 @@ class Client:
         self._portal.refuse_own_thread()
         p = self._async.prepare(input, stream=False, **o)
         handle = p.handle
+        since = time.monotonic()
         remaining = handle.remaining()
         wait = handle.wait_command(remaining)
         try:
             popped = self._syncconn().pipeline([*p.commands, wait])[-1]
         except RedisUnavailable:
-            return self._portal.call(self._async.resume_call(p, remaining))
+            return self._portal.call(self._async.resume_call(p, remaining, since=since))
         if popped is not None:
             return handle.accept_envelope(popped[1])
         left = None if remaining is None else max(remaining - wait[2], 0.0)
-        return self._portal.call(handle.wait_envelope(left))
+        return self._portal.call(handle.wait_envelope(left, since=since))
 
     def _syncconn(self) -> SyncConn:
         if self._sync is None:

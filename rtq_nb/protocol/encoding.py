@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
-from rtq_nb.errors import EncodingError, MalformedRecord
+from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
 from rtq_nb.protocol.keys import WIRE_VERSION
 from rtq_nb.protocol.records import Status
 
@@ -15,6 +16,8 @@ __all__ = [
     "COMPLETED_ENVELOPE_HEAD",
     "EXPIRED_ENVELOPE",
     "EXPIRED_WHY",
+    "MAX_SECONDS",
+    "check_retention",
     "decode_envelope",
     "dumps",
     "encode_envelope",
@@ -29,13 +32,27 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 def dumps(value: Any, what: str) -> str:
     """JSON-encode ``value`` compactly; raise :class:`EncodingError` naming ``what``."""
     try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
+        text: str = _ENCODER.encode(value)
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate cannot go on the wire
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise EncodingError(
-            f"{what} must be JSON-serialisable (str, int, float, bool, None, list, dict): "
-            f"{exc}. Convert it first, e.g. to a list or a str, or send a reference "
-            f"(such as an object-storage URL) for large binary data."
+            f"{what} must be JSON-serialisable (str, int, float, bool, None, list, dict) "
+            f"and valid Unicode: {_sentence(exc)} Convert it first, e.g. to a list or a str, "
+            "or send a reference (such as an object-storage URL) for large binary data."
         ) from exc
+    except RecursionError as exc:
+        raise EncodingError(
+            f"{what} is nested too deeply to encode as JSON (over Python's recursion limit, "
+            f"{sys.getrecursionlimit()}): flatten it, or send it as a string."
+        ) from exc
+    return text
+
+
+def _sentence(exc: BaseException) -> str:
+    """An exception's text as a sentence ending in one full stop."""
+    text = str(exc).rstrip(". ")
+    return f"{text}."
 
 
 def encode_params(params: dict[str, Any] | None) -> str:
@@ -68,20 +85,41 @@ def record_fields(
     ]
 
 
-def timeout_to_ms(timeout: float | None) -> int:
-    """Seconds (None or 0 = no deadline) to integer ms; rejects negatives and NaN."""
+MAX_SECONDS = 10 * 365 * 24 * 3600  # the longest timeout or retention rtq_nb accepts
+
+
+def timeout_to_ms(timeout: float | None, what: str = "timeout") -> int:
+    """Seconds (None or 0 = no deadline) to integer ms; rejects negatives, NaN, infinities
+    and more than ten years, naming ``what``."""
     if timeout is None or timeout == 0:
         return 0
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
+        or not math.isfinite(timeout)
+        or not 0 < timeout <= MAX_SECONDS
     ):
         raise EncodingError(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+            f"{what} must be a positive number of seconds up to {MAX_SECONDS} (ten years), "
+            f"or None for no deadline; got {timeout!r}"
         )
     return max(1, int(timeout * 1000))
+
+
+def check_retention(retention: float) -> int:
+    """Seconds records, results and streams are kept: an int number of seconds >= 1."""
+    if (
+        isinstance(retention, bool)
+        or not isinstance(retention, (int, float))
+        or not math.isfinite(retention)
+        or not 1 <= retention <= MAX_SECONDS
+    ):
+        raise ConfigurationError(
+            f"retention must be a number of seconds from 1 to {MAX_SECONDS}, got {retention!r} "
+            "(Redis keeps TTLs in whole seconds: a shorter retention would expire a result "
+            "before its reader gets it)"
+        )
+    return int(retention)
 
 
 def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:

@@ -167,6 +167,7 @@ def client_refresh(
             submitted,
         ),
         ("EXPIRE", ck, retention_s),
+        ("ZREMRANGEBYSCORE", k.clients, "-inf", now - retention_s * 1000),  # hashes expired
     ]
 
 

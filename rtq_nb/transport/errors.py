@@ -9,12 +9,19 @@ original attached). URLs in messages have their password masked.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from redis import exceptions as rex
 
-from rtq_nb.errors import ConfigurationError, MalformedRecord, RedisUnavailable, RtqError
+from rtq_nb.errors import (
+    ConfigurationError,
+    MalformedRecord,
+    RedisOutOfMemory,
+    RedisUnavailable,
+    RtqError,
+)
 from rtq_nb.protocol.scripts import duplicate_id, invalid, malformed
 from rtq_nb.transport.endpoint import safe_url
 
@@ -51,6 +58,11 @@ def reply_error(message: str) -> rex.RedisError:
     return rex.ResponseError(message)
 
 
+def _text(exc: BaseException) -> str:
+    """An exception's text without its closing full stop (messages go on after it)."""
+    return str(exc).rstrip(". ")
+
+
 def _refused(exc: BaseException, url: str) -> RtqError:
     msg = str(exc)
     dup = duplicate_id(msg)
@@ -66,7 +78,7 @@ def _refused(exc: BaseException, url: str) -> RtqError:
     if bad_arg is not None:
         return ConfigurationError(f"refused before anything was written: invalid {bad_arg}")
     if msg.startswith("OOM"):
-        return RedisUnavailable(
+        return RedisOutOfMemory(
             f"Redis at {url} is out of memory (maxmemory reached, eviction off): {msg}. Nothing "
             "was written; free memory, raise maxmemory, or let workers drain the queue"
         )
@@ -75,15 +87,30 @@ def _refused(exc: BaseException, url: str) -> RtqError:
 
 def _credentials(exc: BaseException, url: str) -> RtqError:  # retrying cannot help
     return ConfigurationError(
-        f"Redis at {url} refused the credentials: {exc}. Put the right password in the "
-        "URL (redis://:password@host:port/db or redis://user:password@host:port/db)."
+        f"Redis at {url} refused the credentials: {_text(exc)}. Put the right password in "
+        "the URL (redis://:password@host:port/db or redis://user:password@host:port/db)."
     )
 
 
 def _unreachable(exc: BaseException, url: str) -> RtqError:
     return RedisUnavailable(
-        f"cannot reach Redis at {url}: {exc}. Check that it runs, or pass url=... "
+        f"cannot reach Redis at {url}: {_text(exc)}. Check that it runs, or pass url=... "
         f"(or set RTQ_REDIS_URL); with no URL rtq_nb starts an embedded redis-server."
+    )
+
+
+def _replica(exc: BaseException, url: str) -> RtqError:
+    return ConfigurationError(
+        f"Redis at {url} is a read-only replica ({exc}): point the URL at the primary"
+    )
+
+
+def _tls(exc: BaseException, url: str) -> RtqError:
+    return ConfigurationError(
+        f"TLS with Redis at {url} failed: {_text(exc)}. If the server's certificate is "
+        "signed by your own CA, add ?ssl_ca_certs=/path/to/ca.pem to the rediss:// URL "
+        "(and ssl_certfile / ssl_keyfile for mutual TLS); ?ssl_cert_reqs=none skips "
+        "verification (tests only)"
     )
 
 
@@ -94,6 +121,13 @@ def _scripts_lost(exc: BaseException, url: str) -> RtqError:
     )
 
 
+def _unreachable_or_tls(exc: BaseException, url: str) -> RtqError:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return _tls(exc, url)
+    return _unreachable(exc, url)
+
+
 def _other(exc: BaseException, url: str) -> RtqError:
     return RtqError(f"Redis error at {url}: {exc}")
 
@@ -101,10 +135,12 @@ def _other(exc: BaseException, url: str) -> RtqError:
 Rule = tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[..., RtqError]]
 RULES: tuple[Rule, ...] = (
     (rex.NoScriptError, _scripts_lost),
-    ((rex.ReadOnlyError, rex.BusyLoadingError), _unreachable),
+    (rex.ReadOnlyError, _replica),
+    (rex.BusyLoadingError, _unreachable),
+    (ssl.SSLError, _tls),
     (rex.AuthenticationError, _credentials),
     (rex.ResponseError, _refused),
-    ((rex.ConnectionError, rex.TimeoutError, OSError), _unreachable),
+    ((rex.ConnectionError, rex.TimeoutError, OSError), _unreachable_or_tls),
     (rex.RedisError, _other),
 )
 

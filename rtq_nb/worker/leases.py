@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from rtq_nb.errors import RedisUnavailable, RtqError
+from rtq_nb.errors import RedisOutOfMemory, RedisUnavailable, RtqError
 from rtq_nb.protocol import registry, scripts
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.transport.base import Transport
@@ -55,6 +55,9 @@ class Leases:
             try:
                 cmds = registry.worker_register(self.keys, entry, self.opts.heartbeat)
                 await self.conn.pipeline(cmds)
+                return
+            except RedisOutOfMemory as exc:  # serve anyway: draining is what frees memory
+                log.warning("worker %s starts unregistered: %s", self.state.id, exc)
                 return
             except RedisUnavailable as exc:
                 await backoff.retry(exc, f"worker {self.state.id}: registering")

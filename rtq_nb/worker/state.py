@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
+from rtq_nb.protocol.encoding import check_retention
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Request
 from rtq_nb.worker.chunking import ChunkerSpec, make_chunker
@@ -36,7 +37,7 @@ class WorkerOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lease_ms", int(self.lease * 1000))
-        object.__setattr__(self, "retention_s", int(self.retention))
+        object.__setattr__(self, "retention_s", check_retention(self.retention))
         for name, val in (("concurrency", self.concurrency), ("batch_size", self.batch_size)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {val!r}")

@@ -123,11 +123,13 @@ def test_sync_call_slow_paths_continue_in_the_async_core(
     url: str, prefix: str, start_worker: Any
 ) -> None:
     """Client.call's first wait slice runs on a sync connection; a longer wait, a timeout
-    and the diagnosis continue in the async core, with the same outcome."""
-    from rtq_nb import RequestTimeout
+    and the diagnosis continue in the async core, with the same outcome. A call whose
+    deadline passes while nobody serves it is expired (it will never start), and says how
+    long it waited in all."""
+    from rtq_nb import RequestExpired
 
     with Client(url, prefix=prefix, reap_interval=0.2) as c:
-        with pytest.raises(RequestTimeout, match="still pending"):
+        with pytest.raises(RequestExpired, match="deadline passed while it was queued"):
             c.call("nobody serves", timeout=0.5)  # several slices, then the diagnosis
         gate = threading.Event()
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 import pytest
 from redis import exceptions as rex
 
-from rtq_nb.errors import ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.errors import (
+    ConfigurationError,
+    MalformedRecord,
+    RedisOutOfMemory,
+    RedisUnavailable,
+    RtqError,
+)
 from rtq_nb.transport import Backoff, ScriptsLost, safe_url
 from rtq_nb.transport.errors import map_error, raise_mapped
 
@@ -19,7 +26,19 @@ URL = "redis://user:s3cret@db.example:6379/2"
     ("exc", "kind", "text"),
     [
         (rex.NoScriptError("NOSCRIPT x"), ScriptsLost, "lost rtq_nb's scripts"),
-        (rex.ReadOnlyError("READONLY replica"), RedisUnavailable, "cannot reach"),
+        (rex.ReadOnlyError("READONLY replica"), ConfigurationError, "is a read-only replica"),
+        (
+            ssl.SSLCertVerificationError(1, "certificate verify failed"),
+            ConfigurationError,
+            "TLS with Redis at",
+        ),
+        (rex.ResponseError("OOM command not allowed"), RedisOutOfMemory, "is out of memory"),
+        (
+            rex.ResponseError("RTQ_MALFORMED rtq:{q}:wake holds a string, not a list"),
+            MalformedRecord,
+            "rtq:{q}:wake holds a string, not a list. Nothing was written",
+        ),
+        (rex.ResponseError("RTQ_INVALID timeout_ms 1e20"), ConfigurationError, "timeout_ms 1e20"),
         (rex.BusyLoadingError("LOADING"), RedisUnavailable, "cannot reach"),
         (rex.AuthenticationError("WRONGPASS"), ConfigurationError, "refused the credentials"),
         (
@@ -72,10 +91,20 @@ def test_backoff_doubles_to_its_cap_and_gives_up_after_its_tries() -> None:
     assert asyncio.run(go()) == [0.001, 0.002, 0.004, 0.004, 0.004]
 
 
-def test_backoff_respects_its_timeout() -> None:
-    b = Backoff(start=10.0, timeout=1.0)
-    assert b.exhausted  # waiting 10 s would pass the deadline
-    assert not Backoff(start=0.01, timeout=1.0).exhausted
+def test_backoff_waits_out_its_whole_timeout_then_gives_up() -> None:
+    """The last wait is cut to end on the deadline: reconnect_timeout=0.3 tries for 0.3 s."""
+
+    async def go() -> float:
+        b = Backoff(start=0.2, timeout=0.3)
+        t0 = time.monotonic()
+        with pytest.raises(RedisUnavailable, match=r"gave up after 0.3 s of retries"):
+            while True:
+                await b.retry(RedisUnavailable("down."), "x")
+        return time.monotonic() - t0
+
+    spent = asyncio.run(go())
+    assert 0.3 <= spent < 0.5
+    assert not Backoff(start=10.0, timeout=1.0).exhausted  # a long first delay is shortened
     assert Backoff().deadline is None and not Backoff().exhausted
     assert Backoff(timeout=5).deadline is not None
     assert Backoff(timeout=5).deadline > time.monotonic()  # type: ignore[operator]

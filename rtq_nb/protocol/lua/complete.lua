@@ -27,7 +27,9 @@ local status, field, value = ARGV[4], ARGV[5], ARGV[6]
 if out_bad then
   status, field, value = FAILED, 'error', 'cannot deliver: ' .. out_bad
 end
--- writes
+-- writes (the first one frees memory: a full Redis still takes a completion, OOM refuses only
+-- a script whose first write would grow it)
+if running_ok then redis.call('ZREM', KEYS[4], ARGV[3]) end
 local created = tonumber(cur[4]) or now
 local started = tonumber(cur[5]) or now
 local ttfc = ''
@@ -52,6 +54,5 @@ else
   redis.call('LPUSH', KEYS[2], env)
   redis.call('EXPIRE', KEYS[2], retention)
 end
-if running_ok then redis.call('ZREM', KEYS[4], ARGV[3]) end
 if stats_ok then redis.pcall('HINCRBY', KEYS[5], status, 1) end  -- a counter: best effort
 return LEASE_OK

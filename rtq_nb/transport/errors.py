@@ -77,10 +77,10 @@ def _refused(exc: BaseException, url: str) -> RtqError:
     bad_arg = invalid(msg)
     if bad_arg is not None:
         return ConfigurationError(f"refused before anything was written: invalid {bad_arg}")
-    if msg.startswith("OOM"):
+    if msg.startswith("OOM") or "OOM command not allowed" in msg:
         return RedisOutOfMemory(
-            f"Redis at {url} is out of memory (maxmemory reached, eviction off): {msg}. Nothing "
-            "was written; free memory, raise maxmemory, or let workers drain the queue"
+            f"Redis at {url} is out of memory (maxmemory reached, eviction off): {_text(exc)}. "
+            "Nothing was written; free memory, raise maxmemory, or let workers drain the queue"
         )
     return RtqError(f"Redis at {url} refused a command: {msg}")
 

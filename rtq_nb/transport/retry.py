@@ -52,7 +52,8 @@ class Backoff:
         if self.exhausted:
             spent = f"{self.timeout:g} s" if self.timeout is not None else f"{self.tries} tries"
             text = str(exc).rstrip(". ")
-            raise RedisUnavailable(f"{text} ({what}: gave up after {spent} of retries)") from exc
+            kind = type(exc) if isinstance(exc, RedisUnavailable) else RedisUnavailable
+            raise kind(f"{text} ({what}: gave up after {spent} of retries)") from exc
         delay = self.delay
         if self.deadline is not None:
             delay = max(0.0, min(delay, self.deadline - time.monotonic()))

@@ -28,6 +28,7 @@ class Leases:
     def __init__(self, conn: Transport, opts: WorkerOptions, state: WorkerState) -> None:
         self.conn, self.opts, self.state = conn, opts, state
         self.keys = opts.keys
+        self._stop: asyncio.Event | None = None
 
     def _entry(self, status: str) -> dict[str, Any]:
         s, o = self.state, self.opts
@@ -73,13 +74,26 @@ class Leases:
             log.warning("could not wake worker %s fetches: %s", self.state.id, exc)
 
     async def keep_alive(self) -> None:
-        """The heartbeat loop (runs until cancelled)."""
-        while True:
-            await asyncio.sleep(self.opts.heartbeat)
-            try:
-                await self.beat()
-            except RtqError as exc:
-                log.warning("worker %s heartbeat failed: %s", self.state.id, exc)
+        """The heartbeat loop, until :meth:`stop_beating` (or a cancel). A flag, not only a
+        cancel: on Python < 3.12 ``asyncio.wait_for`` (connecting) can swallow a cancel that
+        races with its result, and the loop would beat on forever."""
+        self._stop = asyncio.Event()
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                await asyncio.wait({stopped}, timeout=self.opts.heartbeat)
+                if self._stop.is_set():
+                    return
+                try:
+                    await self.beat()
+                except RtqError as exc:
+                    log.warning("worker %s heartbeat failed: %s", self.state.id, exc)
+        finally:
+            stopped.cancel()
+
+    def stop_beating(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
     async def beat(self) -> None:
         """Registry refresh, lease renewal, cancellation check of in-flight requests, and a

@@ -157,6 +157,7 @@ class Worker:
             await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             if beat:
+                leases.stop_beating()
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat

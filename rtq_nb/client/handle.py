@@ -10,7 +10,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from rtq_nb.client.host import HandleHost
-from rtq_nb.client.outcomes import outcome_error, timeout_error
+from rtq_nb.client.outcomes import (
+    expired_while_pending,
+    outcome_error,
+    timeout_error,
+    worker_lost,
+)
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.encoding import decode_envelope
 from rtq_nb.protocol.keys import Keys
@@ -23,7 +28,6 @@ __all__ = ["AsyncRequestHandle", "HandleHost"]  # HandleHost: see client.host
 log = logging.getLogger("rtq_nb.client")
 
 XREAD_COUNT = 1024  # stream entries fetched per round trip
-_GRACE_MS = 250  # a pending request this close to its deadline when a wait ends has expired
 
 
 class AsyncRequestHandle:
@@ -241,14 +245,7 @@ class AsyncRequestHandle:
         self.piece_count = 0
         self.first_chunk_at = None
         self.resets += 1
-        return WorkerLost(
-            f"request {self.id}: {why or 'its worker was lost'}; the request was requeued and "
-            f"will stream again from the start ({len(lost)} chunk(s) of the lost attempt are "
-            "in .chunks). Iterate the handle again to follow the retry, or call result().",
-            request_id=self.id,
-            chunks=lost,
-            requeued=True,
-        )
+        return worker_lost(self.id, why, lost)
 
     def _on_chunk(self, chunk: Chunk | None) -> Chunk | None:
         if chunk is None or chunk.seq < self._next_seq:
@@ -272,12 +269,7 @@ class AsyncRequestHandle:
             self._set_outcome(rec.status, rec.result, rec.error)
             return self._finish_outcome()
         now_ms = await self._host.server_ms()
-        if (
-            rec.status is Status.PENDING
-            and rec.deadline_ms
-            and now_ms + _GRACE_MS >= rec.deadline_ms
-        ):
-            # never started and its deadline is (all but) gone: no worker will run it
+        if expired_while_pending(rec, now_ms):  # no worker will start it any more
             self._set_outcome(Status.EXPIRED, None, "deadline passed while pending")
             return self._finish_outcome()
         ahead = None

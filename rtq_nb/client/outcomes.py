@@ -11,10 +11,32 @@ from rtq_nb.errors import (
     RequestFailed,
     RequestTimeout,
     RtqError,
+    WorkerLost,
 )
 from rtq_nb.protocol.records import RequestRecord, Status
 
-__all__ = ["outcome_error", "timeout_error"]
+__all__ = ["expired_while_pending", "outcome_error", "timeout_error", "worker_lost"]
+
+GRACE_MS = 250  # a pending request this close to its deadline when a wait ends has expired
+
+
+def expired_while_pending(rec: RequestRecord, now_ms: int) -> bool:
+    """A request still queued when (all but) its whole deadline is gone: no worker will run
+    it, so its reader gets RequestExpired rather than a timeout."""
+    deadline = rec.deadline_ms or 0
+    return rec.status is Status.PENDING and bool(deadline) and now_ms + GRACE_MS >= deadline
+
+
+def worker_lost(rid: str, why: str, lost: list[Any]) -> WorkerLost:
+    """The error a stream reader gets when the attempt it followed was lost."""
+    return WorkerLost(
+        f"request {rid}: {why or 'its worker was lost'}; the request was requeued and will "
+        f"stream again from the start ({len(lost)} chunk(s) of the lost attempt are in "
+        ".chunks). Iterate the handle again to follow the retry, or call result().",
+        request_id=rid,
+        chunks=lost,
+        requeued=True,
+    )
 
 
 def outcome_error(rid: str, status: Status | None, detail: Any) -> RtqError:

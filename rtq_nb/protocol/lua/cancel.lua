@@ -2,10 +2,10 @@
 -- stops at its next write. Its readers get a cancelled envelope or stream marker.
 -- KEYS: record, pending, running, result list, stream
 -- ARGV: request_id, reason, retention_s
--- Returns the status the request had ('' when there is no record). Validates first: any key
--- of another type is refused (MALFORMED) and nothing is written.
-local bad = check_types(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'list',
-                        KEYS[5], 'stream')
+-- Returns the status the request had ('' when there is no record). Validates first: a record
+-- or queue key of another type is refused (MALFORMED) and nothing is written; an output key
+-- (result list or stream) of another type is left alone, and the record still says cancelled.
+local bad = check_types(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'zset')
 if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local retention = tonumber(ARGV[3])
 if not retention or retention < 1 then return redis.error_reply(INVALID .. ' retention_s') end
@@ -18,9 +18,11 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], retention)
 if st[2] == '1' then
-  redis.call('XADD', KEYS[5], '*', 'k', K_CANCELLED, 'd', ARGV[2])
-  redis.call('EXPIRE', KEYS[5], retention)
-else
+  if not bad_type(KEYS[5], 'stream') then
+    redis.call('XADD', KEYS[5], '*', 'k', K_CANCELLED, 'd', ARGV[2])
+    redis.call('EXPIRE', KEYS[5], retention)
+  end
+elseif not bad_type(KEYS[4], 'list') then
   redis.call('LPUSH', KEYS[4], cjson.encode({status = CANCELLED, error = ARGV[2]}))
   redis.call('EXPIRE', KEYS[4], retention)
 end

@@ -28,7 +28,7 @@ if not retention or retention < 1 or retention > MAX_RETENTION_S or not wake_cap
 end
 if (#ARGV - 5) % 2 ~= 0 then return redis.error_reply(INVALID .. ' odd field list') end
 local last = redis.call('GET', KEYS[4])
-if last and (not tonumber(last) or tonumber(last) + 1 >= SEQ_SPAN) then
+if last and (not string.find(last, '^%d+$') or tonumber(last) + 1 >= SEQ_SPAN) then
   return redis.error_reply(MALFORMED .. ' ' .. KEYS[4] .. ' holds ' .. string.sub(last, 1, 40)
                            .. ', not an arrival count below 2^40')
 end

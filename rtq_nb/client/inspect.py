@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rtq_nb.errors import UnknownQueue
+from rtq_nb.errors import MalformedRecord, UnknownQueue
 from rtq_nb.protocol import scripts
 from rtq_nb.protocol.history import HISTORY_FIELDS, history_row, lenient_int
 from rtq_nb.protocol.keys import Keys
@@ -84,7 +84,10 @@ class Inspection:
     async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None:
         """The record of a request, or None (MalformedRecord if it is not well formed)."""
         key = keys.request(request_id)
-        flat = await self.reads.call("HGETALL", key)
+        try:
+            flat = await self.reads.call("HGETALL", key)
+        except MalformedRecord as exc:
+            raise MalformedRecord(f"the record is not a hash: {exc}", key=key) from exc
         return RequestRecord.from_redis(pairs(flat), key=key) if flat else None
 
     async def ahead_of(self, keys: Keys, score: int | None) -> int:

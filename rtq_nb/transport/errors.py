@@ -74,6 +74,11 @@ def _refused(exc: BaseException, url: str) -> RtqError:
             f"Redis at {url} holds data that does not follow rtq_nb's wire format: {damaged}. "
             "Nothing was written; delete or repair that key (or use another prefix)"
         )
+    if msg.startswith("WRONGTYPE"):
+        return MalformedRecord(
+            f"Redis at {url} holds data that does not follow rtq_nb's wire format: a key read "
+            f"holds another type than it should ({_text(exc)}); delete or repair it"
+        )
     bad_arg = invalid(msg)
     if bad_arg is not None:
         return ConfigurationError(f"refused before anything was written: invalid {bad_arg}")

@@ -44,7 +44,7 @@ def test_1_one_damaged_record_in_a_popped_batch_fails_alone(
         start_worker(batch_echo, batch_size=8, batch_wait=0.05)
         assert [h.result(timeout=15) for h in handles] == list(range(10))
     assert raw.zscore(k.pending, "evil") is None and raw.get(k.request("evil")) == "x"
-    assert any("holds a string, not a hash" in r.getMessage() for r in caplog.records)
+    assert any("is not a hash: WRONGTYPE" in r.getMessage() for r in caplog.records)
 
 
 def test_2_non_utf8_ids_are_dropped_once_and_never_break_a_client(

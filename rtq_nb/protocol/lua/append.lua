@@ -6,16 +6,19 @@
 -- worker's, or the record or the stream key is of another type, so nothing can be written;
 -- COMPLETE then fails the request with the reason), LEASE_CANCELLED (stop generating).
 -- Validates first: nothing is written unless every key it touches has its type.
-if bad_type(KEYS[1], 'hash') then return LEASE_LOST end
-local cur = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempts')
+local cur = redis.pcall('HMGET', KEYS[1], 'status', 'worker', 'attempts')
+if cur['err'] then return LEASE_LOST end
 if cur[1] ~= RUNNING or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
   if cur[1] == CANCELLED then return LEASE_CANCELLED end
   return LEASE_LOST
 end
-if bad_type(KEYS[2], 'stream') then return LEASE_LOST end
-for i = 5, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
-             'd', ARGV[i + 2])
+for i = 5, #ARGV, 3 do  -- the first XADD is the first write: refused, it writes nothing
+  local added = redis.pcall('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
+                            'd', ARGV[i + 2])
+  if type(added) == 'table' and added['err'] then
+    if string.find(added['err'], 'OOM', 1, true) then return added end  -- full: retried
+    return LEASE_LOST
+  end
 end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'first_chunk_ms', now)

@@ -9,11 +9,16 @@
 --            it fails alone, its neighbours are served
 -- followed by one last element: how many requests are still pending.
 -- A popped request's keys are built from ARGV[1] (the queue's hash-tagged base), so they
--- share the slot of the declared keys (Redis Cluster serves them). Validates the queue's keys
--- before its first write (MALFORMED), and each request's keys before writing them.
-local bad = check_types(KEYS[1], 'zset', KEYS[2], 'zset', KEYS[3], 'list')
+-- share the slot of the declared keys (Redis Cluster serves them). Validates before writing:
+-- `running` (written after the records) by its type; `pending` by the pop itself, the first
+-- write, which writes nothing when refused; each record by reading it; the wake list's trim
+-- is best effort.
+local bad = bad_type(KEYS[2], 'zset')
 if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
-local popped = redis.call('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
+local popped = redis.pcall('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
+if popped['err'] then
+  return redis.error_reply(MALFORMED .. ' ' .. KEYS[1] .. ' is not a zset: ' .. popped['err'])
+end
 local out = {}
 local n = 0
 for i = 1, #popped, 2 do
@@ -21,14 +26,12 @@ for i = 1, #popped, 2 do
   n = n + 1
   local rk = ARGV[1] .. REQ .. id
   local why = false
+  local st = false
   if not valid_id(id) then
     why = 'invalid request id (not 1-128 of A-Z a-z 0-9 _ . : -)'
   else
-    why = bad_type(rk, 'hash')
-  end
-  local st = false
-  if not why then
-    st = redis.call('HMGET', rk, 'status', 'deadline_ms', 'attempts', unpack(JOB_FIELDS))
+    st = redis.pcall('HMGET', rk, 'status', 'deadline_ms', 'attempts', unpack(JOB_FIELDS))
+    if st['err'] then why = rk .. ' is not a hash: ' .. st['err'] end
   end
   if why then
     out[#out + 1] = id; out[#out + 1] = POP_BAD; out[#out + 1] = why
@@ -69,6 +72,6 @@ for i = 1, #popped, 2 do
   end
 end
 local extra = n - tonumber(ARGV[5])
-if extra > 0 then redis.call('LTRIM', KEYS[3], extra, -1) end
+if extra > 0 then redis.pcall('LTRIM', KEYS[3], extra, -1) end
 out[#out + 1] = redis.call('ZCARD', KEYS[1])
 return out

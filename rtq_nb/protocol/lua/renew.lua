@@ -9,8 +9,8 @@ if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local out = {}
 for i = 4, #ARGV, 2 do
   local rk = ARGV[1] .. REQ .. ARGV[i]
-  local cur = {false}
-  if not bad_type(rk, 'hash') then cur = redis.call('HMGET', rk, 'status', 'worker', 'attempts') end
+  local cur = redis.pcall('HMGET', rk, 'status', 'worker', 'attempts')
+  if cur['err'] then cur = {false} end
   if cur[1] == RUNNING and cur[2] == ARGV[3] and cur[3] == ARGV[i + 1] then
     redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[i])
     out[#out + 1] = LEASE_OK

@@ -1,15 +1,11 @@
 -- SUBMIT: store a request's record, enqueue it, wake one idle worker.
 -- KEYS: record, pending, wake, seq, history
 -- ARGV: id, priority, timeout_ms, retention_s, wake_cap, then field, value, ... (the record)
--- Returns {now, score}. Validates everything first and writes nothing when it refuses: a
--- duplicate id (DUPLICATE), a key of the wrong type or a non-integer counter (MALFORMED), an
--- argument out of range (INVALID).
-local rtype = redis.call('TYPE', KEYS[1])['ok']
-if rtype == 'hash' then
-  return redis.error_reply(DUPLICATE .. ' request id already exists: ' .. ARGV[1])
-end
-local bad = check_types(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'list', KEYS[4], 'string',
-                        KEYS[5], 'zset')
+-- Returns {now, score}. Validates everything first and writes nothing when it refuses (but
+-- for a burnt arrival number, which leaves a harmless gap): a duplicate id (DUPLICATE), a key
+-- of the wrong type or a counter that is not an integer (MALFORMED), an argument out of range
+-- (INVALID).
+local bad = check_types(KEYS[2], 'zset', KEYS[3], 'list', KEYS[5], 'zset')
 if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local priority = tonumber(ARGV[2])
 local timeout_ms = tonumber(ARGV[3])
@@ -27,17 +23,24 @@ if not retention or retention < 1 or retention > MAX_RETENTION_S or not wake_cap
   return redis.error_reply(INVALID .. ' retention_s or wake_cap')
 end
 if (#ARGV - 5) % 2 ~= 0 then return redis.error_reply(INVALID .. ' odd field list') end
-local last = redis.call('GET', KEYS[4])
-if last and (not string.find(last, '^%d+$') or tonumber(last) + 1 >= SEQ_SPAN) then
-  return redis.error_reply(MALFORMED .. ' ' .. KEYS[4] .. ' holds ' .. string.sub(last, 1, 40)
-                           .. ', not an arrival count below 2^40')
+-- The two writes that can still be refused come first, and write nothing when they are: the
+-- arrival counter (a string holding an integer) and the record's id (the record must not exist).
+local seq = redis.pcall('INCR', KEYS[4])
+if type(seq) == 'table' and string.find(tostring(seq['err']), 'OOM', 1, true) then return seq end
+if type(seq) ~= 'number' or seq >= SEQ_SPAN then
+  return redis.error_reply(MALFORMED .. ' ' .. KEYS[4] .. ' is not an arrival count below 2^40')
 end
--- writes
-local seq = redis.call('INCR', KEYS[4])
+local fresh = redis.pcall('HSETNX', KEYS[1], 'id', ARGV[1])
+if fresh == 0 then
+  return redis.error_reply(DUPLICATE .. ' request id already exists: ' .. ARGV[1])
+elseif type(fresh) ~= 'number' then
+  return redis.error_reply(MALFORMED .. ' ' .. KEYS[1] .. ' is not a hash')
+end
+-- the rest cannot be refused (every key's type was checked)
 local score = string.format('%d', priority * SEQ_SPAN - seq)
 local deadline = 0
 if timeout_ms > 0 then deadline = now + timeout_ms end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', PENDING, 'created_ms', now,
+redis.call('HSET', KEYS[1], 'status', PENDING, 'created_ms', now,
            'deadline_ms', deadline, 'score', score, 'attempts', 0, 'priority', ARGV[2],
            'timeout_ms', ARGV[3], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], retention + math.ceil(timeout_ms / 1000))

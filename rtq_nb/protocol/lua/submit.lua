@@ -5,7 +5,7 @@
 -- for a burnt arrival number, which leaves a harmless gap): a duplicate id (DUPLICATE), a key
 -- of the wrong type or a counter that is not an integer (MALFORMED), an argument out of range
 -- (INVALID).
-local bad = check_types(KEYS[2], 'zset', KEYS[3], 'list', KEYS[5], 'zset')
+local bad = bad_type(KEYS[2], 'zset') or bad_type(KEYS[3], 'list') or bad_type(KEYS[5], 'zset')
 if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
 local priority = tonumber(ARGV[2])
 local timeout_ms = tonumber(ARGV[3])

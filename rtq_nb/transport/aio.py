@@ -7,9 +7,8 @@ several loop turns per call).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rex
@@ -20,7 +19,7 @@ from rtq_nb.transport.errors import ScriptsLost, raise_mapped
 from rtq_nb.transport.link import Link, open_link
 from rtq_nb.transport.resp import Command, pack
 
-__all__ = ["Conn", "connect"]
+__all__ = ["Conn"]
 
 log = logging.getLogger("rtq_nb.transport")
 
@@ -104,12 +103,3 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"<Conn {self.endpoint!r}>"
-
-
-@contextlib.asynccontextmanager
-async def connect(url: str) -> AsyncIterator[Conn]:
-    conn = Conn(url)
-    try:
-        yield conn
-    finally:
-        await conn.aclose()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from redis import exceptions as rex
 
 from rtq_nb.protocol import scripts
-from rtq_nb.transport.errors import ScriptsLost, raise_mapped
+from rtq_nb.transport.errors import raise_mapped
 from rtq_nb.transport.resp import Command
 
 __all__ = ["SCRIPT_LOADS", "Transport", "check_replies"]
@@ -53,7 +53,3 @@ def check_replies(replies: list[Any], url: str, forget_scripts: Callable[[], Non
             if isinstance(r, rex.NoScriptError):
                 forget_scripts()
             raise_mapped(r, url)
-
-
-def is_scripts_lost(exc: BaseException) -> bool:
-    return isinstance(exc, ScriptsLost)

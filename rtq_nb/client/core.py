@@ -94,6 +94,9 @@ class AsyncClient(Inspection, Admin):
         self._keys: dict[str, Keys] = {}
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
+        # request ids are <client_id>-<this client's session>-<n>: a fixed client_id reused by
+        # another process (or after a restart) never collides with ids it made before
+        self._id_prefix = f"{self.client_id}-{uuid.uuid4().hex[:8]}-"
         self._announced_at: dict[str, float] = {}
         self._templates: dict[tuple[Any, ...], Template] = {}
         self.submitted = 0
@@ -156,7 +159,7 @@ class AsyncClient(Inspection, Admin):
         timeout_ms = timeout_to_ms(t)
         request_id = o.get("request_id")
         rid = (
-            f"{self.client_id}-{next(self._counter)}"
+            f"{self._id_prefix}{next(self._counter)}"
             if request_id is None
             else check_id(request_id)
         )

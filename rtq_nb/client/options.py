@@ -39,7 +39,7 @@ class ClientOptions(TypedDict, total=False):
     prefix: str  # key prefix (default "rtq")
     timeout: float | None  # default per-request timeout, s (default 60; None: no deadline)
     retention: float  # s records, results and streams stay after the fact (default 24 h)
-    client_id: str  # a fixed id (default: random); request ids are <client_id>-<n>
+    client_id: str  # a fixed id (default: random); ids: <client_id>-<session>-<n>
     max_attempts: int  # attempts before a request whose workers die is dead-lettered (3)
     reap_interval: float  # s between reaps while a client waits (default 2)
     reconnect_timeout: float  # s to ride out an unreachable Redis before failing (default 30)

@@ -366,3 +366,13 @@ def test_malformed_records_fail_precisely_and_worker_keeps_serving(
         assert raw.hget(k.request(gid), "status") == "failed"
         assert why in raw.hget(k.request(gid), "error")
     assert client.call("still serving") == "still serving"
+
+
+def test_a_fixed_client_id_can_be_reused(url: str, prefix: str) -> None:
+    """Two clients (or one restarted) with the same client_id make different request ids."""
+    with (
+        Client(url, prefix=prefix, client_id="gpu-lab") as a,
+        Client(url, prefix=prefix, client_id="gpu-lab") as b,
+    ):
+        first, second = a.submit("a"), b.submit("b")
+        assert first.id != second.id and first.id.startswith("gpu-lab-")

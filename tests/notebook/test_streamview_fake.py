@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from rtq_nb.errors import RequestCancelled, RequestFailed, WorkerLost
 from rtq_nb.notebook.streamview import StreamSource, StreamView
 from rtq_nb.protocol.records import Chunk, RequestRecord, Status
+from tests.notebook.helpers import on_status
 
 END = object()
 
@@ -61,14 +61,6 @@ class FakeHandle:
         self.cancelled_with = reason
         self.inbox.put(RequestCancelled(f"request {self.id} was cancelled", request_id=self.id))
         return Status.RUNNING
-
-
-def on_status(view: StreamView, status: str) -> threading.Event:
-    evt = threading.Event()
-    view.observe(lambda ch: ch["new"] == status and evt.set(), names="status")
-    if view.status == status:
-        evt.set()
-    return evt
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from rtq_nb import Client, Request, RequestFailed, Status, Worker, demo, views
 from rtq_nb.notebook import PromptLab, QueueMonitor, StreamView, progress, stream_view
 from rtq_nb.notebook._throttle import Throttle
 from rtq_nb.notebook.streamview import render_markdown
+from tests.notebook.helpers import on_status
 
 
 class RecordingComm(BaseComm):
@@ -52,15 +53,6 @@ def updates(sent: list[Any], *widgets: Any) -> list[tuple[float, str, str, dict[
     return [
         m for m in sent if m[1] in ids and m[2] == "comm_msg" and m[3].get("method") == "update"
     ]
-
-
-def on_status(view: StreamView, status: str) -> threading.Event:
-    """An event set when ``view.status`` becomes ``status`` (or already is)."""
-    evt = threading.Event()
-    view.observe(lambda ch: ch["new"] == status and evt.set(), names="status")
-    if view.status == status:
-        evt.set()
-    return evt
 
 
 def answer(prompt: str, tokens: int) -> str:

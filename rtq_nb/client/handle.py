@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 import time
@@ -105,8 +104,9 @@ class AsyncRequestHandle:
         self, remaining: float | None, before: Sequence[Command] = (), *, since: float | None = None
     ) -> Any:
         """BLPOP the result (after ``before``, the submission, in the same round trip), in
-        slices of ``reap_interval`` so that an idle client also triggers the reaper (a dead
-        worker's request is requeued without any daemon). Returns the result or raises.
+        slices of ``reap_interval``; between slices the record is read (never written: a
+        client runs no worker script, so a least-privilege client role works; the workers'
+        heartbeats requeue a dead worker's requests). Returns the result or raises.
         ``since``: when the wait began (monotonic), if before this call (``Client.call``)."""
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
@@ -125,7 +125,6 @@ class AsyncRequestHandle:
             if popped is not None:
                 return self.accept_envelope(popped[1])
             try:
-                await self._host.reap(self.queue)
                 rec = await self._host.find_record(self.keys, self.id)
             except RedisUnavailable:
                 continue  # the next wait goes through the reconnect logic
@@ -210,8 +209,6 @@ class AsyncRequestHandle:
             before = []
             got = replies[-1]
             if not got:
-                with contextlib.suppress(RedisUnavailable):
-                    await self._host.reap(self.queue)
                 continue
             batch: list[Chunk] = []
             lost: WorkerLost | None = None

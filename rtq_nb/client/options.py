@@ -41,7 +41,7 @@ class ClientOptions(TypedDict, total=False):
     retention: float  # s records, results and streams stay after the fact (default 24 h)
     client_id: str  # a fixed id (default: random); ids: <client_id>-<session>-<n>
     max_attempts: int  # attempts before a request whose workers die is dead-lettered (3)
-    reap_interval: float  # s between reaps while a client waits (default 2)
+    reap_interval: float  # s per wait slice: a waiting client re-reads the record (default 2)
     reconnect_timeout: float  # s to ride out an unreachable Redis before failing (default 30)
 
 

@@ -49,6 +49,9 @@ from rtq_nb.protocol.encoding import (
 from rtq_nb.protocol.keys import Keys, check_id, check_name
 from rtq_nb.protocol.records import Chunk
 from rtq_nb.protocol.scores import check_priority
+from rtq_nb.security.requests import sign_request
+from rtq_nb.security.results import ResultCheck, seal_json
+from rtq_nb.security.settings import coerce_security
 from rtq_nb.transport import connect, resolve_url, safe_url
 from rtq_nb.transport.resp import Command, Template
 from rtq_nb.transport.retry import Backoff, Retrying
@@ -66,7 +69,10 @@ class AsyncClient(Inspection, Admin):
     Options (:class:`~rtq_nb.client.options.ClientOptions`): ``queue``, ``prefix``,
     ``timeout`` (default per-request timeout in seconds, None = no deadline), ``retention``
     (how long records, results and streams stay in Redis after the fact), ``client_id``,
-    ``max_attempts``, ``reap_interval``, ``reconnect_timeout``.
+    ``max_attempts``, ``reap_interval``, ``reconnect_timeout``, ``security`` (a
+    :class:`~rtq_nb.Security`: the key requests are signed with, the workers' keys results are
+    verified with, encryption keys; default from ``RTQ_CLIENT_SIGNING_KEY``,
+    ``RTQ_TRUSTED_WORKER_KEYS``, ``RTQ_ENCRYPTION_KEYS``).
     """
 
     def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -89,6 +95,8 @@ class AsyncClient(Inspection, Admin):
         timeout_to_ms(timeout)  # validates
         self.timeout = timeout
         self.retention = check_retention(retention)
+        self.security = coerce_security(o.get("security"), "client")
+        self.check = ResultCheck(self.security.trusted, self.security.sealer)
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -113,8 +121,9 @@ class AsyncClient(Inspection, Admin):
     def _submit_template(
         self, keys: Keys, priority: int, timeout_ms: int, params_json: str, stream: bool
     ) -> Template:
-        """The submit command for one request shape, encoded once; the request id (hole 0)
-        and the input JSON (hole 1) are spliced in per request."""
+        """The submit command for one request shape, encoded once; the request id (hole 0),
+        the input JSON (hole 1) and, when signing, the signature (hole 2) are spliced in per
+        request."""
         # retention and max_attempts are public attributes: a change takes effect at once
         shape = (
             keys.queue,
@@ -124,6 +133,7 @@ class AsyncClient(Inspection, Admin):
             stream,
             self.retention,
             self.max_attempts,
+            self.security.signing_key is not None,
         )
         tpl = self._templates.get(shape)
         if tpl is None:
@@ -143,7 +153,8 @@ class AsyncClient(Inspection, Admin):
                 timeout_ms=timeout_ms,
                 retention_s=self.retention,
                 wake_cap=WAKE_CAP,
-                fields=[*fields, "max_attempts", self.max_attempts],
+                fields=[*fields, "max_attempts", self.max_attempts]
+                + (["sig", scripts.Hole(2)] if shape[-1] else []),
             )
             tpl = self._templates[shape] = Template(cmd)
         return tpl
@@ -164,12 +175,32 @@ class AsyncClient(Inspection, Admin):
             else check_id(request_id)
         )
         params = o.get("params")
-        tpl = self._submit_template(keys, priority, timeout_ms, encode_params(params), stream)
+        params_json = encode_params(params)
+        tpl = self._submit_template(keys, priority, timeout_ms, params_json, stream)
         cmds: list[Command] = []
         if keys.queue not in self._announced:
             cmds.append(("SADD", keys.queues, keys.queue))
             self._announced.add(keys.queue)
-        cmds.append(tpl.fill(rid, dumps(input, "input")))
+        input_json = dumps(input, "input")
+        sec = self.security
+        if sec.sealer is not None:
+            input_json = seal_json(sec.sealer, rid, "in", input_json)
+        if sec.signing_key is None:
+            cmds.append(tpl.fill(rid, input_json))
+        else:
+            sig = sign_request(
+                sec.signing_key,
+                request_id=rid,
+                queue=keys.queue,
+                client=self.client_id,
+                input_json=input_json,
+                params_json=params_json,
+                priority=priority,
+                timeout_ms=timeout_ms,
+                max_attempts=self.max_attempts,
+                stream=stream,
+            )
+            cmds.append(tpl.fill(rid, input_json, sig))
         self.submitted += 1
         now = time.monotonic()
         if now - self._announced_at.get(keys.queue, -1e9) > CLIENT_HEARTBEAT:

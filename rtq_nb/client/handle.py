@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from rtq_nb.client.checks import StreamCheck, checked_envelope
 from rtq_nb.client.host import HandleHost
 from rtq_nb.client.outcomes import (
     expired_while_pending,
@@ -16,10 +17,10 @@ from rtq_nb.client.outcomes import (
     worker_lost,
 )
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
-from rtq_nb.protocol.encoding import decode_envelope
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Chunk, RequestRecord, Status
-from rtq_nb.protocol.stream import EntryKind, decode_entry
+from rtq_nb.protocol.stream import EntryKind, StreamEntry, decode_entry
+from rtq_nb.security.results import Forged
 from rtq_nb.transport.resp import Command
 
 __all__ = ["AsyncRequestHandle", "HandleHost"]  # HandleHost: see client.host
@@ -65,6 +66,9 @@ class AsyncRequestHandle:
         self.first_chunk_at: float | None = None
         self.resets = 0
         self._next_seq = 0
+        self.check = host.check
+        self.sealed = host.check.sealer is not None  # its input was sealed: so is its output
+        self._follow = StreamCheck(host.check, request_id, self.sealed)
 
     @property
     def text(self) -> str:
@@ -123,7 +127,9 @@ class AsyncRequestHandle:
             before = []
             popped = replies[-1]
             if popped is not None:
-                return self.accept_envelope(popped[1])
+                if self.settle_envelope(popped[1]):
+                    return self._finish_outcome()
+                continue  # refused (forged): keep waiting for the genuine one
             try:
                 rec = await self._host.find_record(self.keys, self.id)
             except RedisUnavailable:
@@ -146,8 +152,21 @@ class AsyncRequestHandle:
     def accept_envelope(self, raw: str) -> Any:
         """The request's outcome from a result envelope (pure: no I/O): the result, or the
         matching RequestFailed / RequestCancelled / RequestExpired."""
-        status, result, error = decode_envelope(raw)
-        self._set_outcome(status, result, error)
+        if not self.settle_envelope(raw):
+            raise Forged(f"request {self.id}: the result envelope was refused")
+        return self._finish_outcome()
+
+    def settle_envelope(self, raw: str) -> bool:
+        """Take a result envelope as the outcome (pure: no I/O). With the workers' keys, an
+        envelope whose signature fails is dropped and logged (False), never shown."""
+        taken = checked_envelope(self.check, self.id, raw)
+        if taken is None:
+            return False
+        self._set_outcome(*taken)
+        return True
+
+    def outcome(self) -> Any:
+        """The settled outcome: the result, or the error it raises (after settle_envelope)."""
         return self._finish_outcome()
 
     def _set_outcome(self, status: Status, result: Any, error: str | None) -> None:
@@ -213,8 +232,12 @@ class AsyncRequestHandle:
             batch: list[Chunk] = []
             lost: WorkerLost | None = None
             for entry_id, fields in got[0][1]:
-                self._last_entry = entry_id
                 entry = decode_entry(entry_id, fields)
+                if (self.check.verifies or self.sealed) and entry.kind is not None:
+                    entry, lost = self._checked(entry)
+                    if lost is not None:
+                        break  # this entry starts a new attempt: read again after the reset
+                self._last_entry = entry_id
                 if entry.kind is EntryKind.RESET:
                     lost = self._on_reset(entry.detail)
                     break
@@ -224,7 +247,7 @@ class AsyncRequestHandle:
                         batch.append(chunk)
                 elif entry.outcome is not None:
                     self._set_outcome(entry.outcome, self.text, entry.detail or None)
-                else:
+                elif entry.problem:
                     log.warning(
                         "skipping stream entry %s of %s: %s", entry_id, self.id, entry.problem
                     )
@@ -234,6 +257,13 @@ class AsyncRequestHandle:
                 raise lost
         if self._outcome is not Status.COMPLETED:
             self._finish_outcome()
+
+    def _checked(self, entry: StreamEntry) -> tuple[StreamEntry, WorkerLost | None]:
+        """A stream entry as a checking reader takes it (see ``StreamCheck``); a signed entry
+        of a newer attempt ends the attempt followed so far: a WorkerLost to raise (the entry
+        is read again after it)."""
+        taken, ended = self._follow.take(entry, self._next_seq, bool(self._parts))
+        return taken, (None if ended is None else self._on_reset(ended))
 
     def _on_reset(self, why: str) -> WorkerLost:
         lost = list(self._parts)

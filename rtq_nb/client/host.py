@@ -9,6 +9,7 @@ from typing_extensions import Unpack
 from rtq_nb.client.options import SubmitOptions
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import RequestRecord, Status
+from rtq_nb.security.results import ResultCheck
 from rtq_nb.transport.resp import Command
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ class HandleHost(Protocol):
     """What a handle needs from its client: the one interface between the two."""
 
     reap_interval: float
+    check: ResultCheck  # verifies and opens results (security/results.py)
 
     async def exchange(
         self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool

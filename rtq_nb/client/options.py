@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
+from rtq_nb.security.settings import Security
 from rtq_nb.transport.resp import Command
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class ClientOptions(TypedDict, total=False):
     max_attempts: int  # attempts before a request whose workers die is dead-lettered (3)
     reap_interval: float  # s per wait slice: a waiting client re-reads the record (default 2)
     reconnect_timeout: float  # s to ride out an unreachable Redis before failing (default 30)
+    security: Security | None  # signing/verification/encryption keys (default: RTQ_* env)
 
 
 class BatchOptions(TypedDict, total=False):

@@ -189,8 +189,8 @@ class Client:
             popped = self._syncconn().pipeline([*p.commands, wait])[-1]
         except RedisUnavailable:
             return self._portal.call(self._async.resume_call(p, remaining, since=since))
-        if popped is not None:
-            return handle.accept_envelope(popped[1])
+        if popped is not None and handle.settle_envelope(popped[1]):
+            return handle.outcome()
         left = None if remaining is None else max(remaining - wait[2], 0.0)
         return self._portal.call(handle.wait_envelope(left, since=since))
 

@@ -14,6 +14,7 @@ from rtq_nb.protocol.records import Status
 
 __all__ = [
     "COMPLETED_ENVELOPE_HEAD",
+    "ENVELOPE_SIG",
     "EXPIRED_ENVELOPE",
     "EXPIRED_WHY",
     "MAX_SECONDS",
@@ -23,6 +24,7 @@ __all__ = [
     "encode_envelope",
     "encode_params",
     "record_fields",
+    "signed_completed",
     "timeout_to_ms",
 ]
 
@@ -122,24 +124,45 @@ def check_retention(retention: float) -> int:
     return int(retention)
 
 
-def decode_envelope(raw: str) -> tuple[Status, Any, str | None]:
-    """Parse a result-list envelope ``{"status":..., "result":..., "error":...}``."""
+def decode_envelope(raw: str) -> tuple[Status, Any, str | None, str]:
+    """Parse a result-list envelope ``{"status":..., "result":..., "error":..., "sig":...}``:
+    ``(status, result, error, signature or "")``."""
     try:
         env = json.loads(raw)
-        return Status(env["status"]), env.get("result"), env.get("error")
-    except (ValueError, KeyError, TypeError) as exc:
+        sig = env.get("sig", "")
+        return Status(env["status"]), env.get("result"), env.get("error"), sig
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
 
 
-def encode_envelope(status: Status, result: Any = None, error: str | None = None) -> str:
+def encode_envelope(
+    status: Status, result: Any = None, error: str | None = None, sig: str = ""
+) -> str:
     """The result-list envelope. (A worker's COMPLETE script builds the completed one itself
-    around the result JSON, byte for byte like this; the wire-format test pins it.)"""
+    around the result JSON, byte for byte like this; the wire-format test pins it.) ``sig``:
+    the worker's signature of the result (or error), last, so that the result's JSON text can
+    be cut out of a completed envelope unchanged (:func:`signed_completed`)."""
+    tail = f'{ENVELOPE_SIG}{sig}"}}' if sig else "}"
     if status is Status.COMPLETED:
-        return COMPLETED_ENVELOPE_HEAD + dumps(result, "result") + "}"
-    return dumps({"status": status.value, "error": error}, "error")
+        return COMPLETED_ENVELOPE_HEAD + dumps(result, "result") + tail
+    return dumps({"status": status.value, "error": error}, "error")[:-1] + tail
 
 
-# The completed envelope is the result JSON between these; COMPLETE wraps it in Lua.
+def signed_completed(raw: str) -> tuple[str, str] | None:
+    """``(result JSON text exactly as signed, signature)`` of a signed completed envelope,
+    else None."""
+    if not raw.startswith(COMPLETED_ENVELOPE_HEAD) or not raw.endswith('"}'):
+        return None
+    cut = raw.rfind(ENVELOPE_SIG)
+    if cut < len(COMPLETED_ENVELOPE_HEAD):
+        return None
+    sig = raw[cut + len(ENVELOPE_SIG) : -2]
+    return (raw[len(COMPLETED_ENVELOPE_HEAD) : cut], sig) if '"' not in sig else None
+
+
+# The completed envelope is the result JSON between these; COMPLETE wraps it in Lua (adding
+# ENVELOPE_SIG + signature + '"' before the brace when the worker signs).
 COMPLETED_ENVELOPE_HEAD = '{"status":"completed","result":'
+ENVELOPE_SIG = ',"sig":"'
 EXPIRED_WHY = "deadline passed while pending"
 EXPIRED_ENVELOPE = encode_envelope(Status.EXPIRED, None, EXPIRED_WHY)

@@ -10,9 +10,11 @@ from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.keys import WIRE_VERSION
 from rtq_nb.protocol.records import Request
 
-__all__ = ["JOB_FIELDS", "parse_job"]
+__all__ = ["JOB_FIELDS", "JOB_INDEX", "parse_job"]
 
 # Fields POP returns for each request it leases, in this order, after the attempt number.
+# The last four are what a worker needs beyond the handler's view to check a signed request
+# (rtq_nb.protocol.signing): the other signed parts are above.
 JOB_FIELDS = (
     "v",
     "id",
@@ -23,7 +25,13 @@ JOB_FIELDS = (
     "stream",
     "created_ms",
     "deadline_ms",
+    "client",
+    "timeout_ms",
+    "max_attempts",
+    "sig",
 )
+JOB_INDEX = {name: i for i, name in enumerate(JOB_FIELDS, 1)}  # position in a POP payload
+_LEN = len(JOB_FIELDS) + 1
 
 _V = str(WIRE_VERSION)
 
@@ -35,8 +43,8 @@ def parse_job(request_id: str, payload: list[str]) -> tuple[str, Request]:
     :class:`MalformedRecord` naming the field, so the worker fails just this request.
     A well-formed payload in POP's field order is read straight off the list; anything
     else (or any doubt) goes through the field-by-field check, which names the problem."""
-    if type(payload) is list and len(payload) == 10:  # POP's order: read by position
-        attempt, v, rid, queue, prio, inp, params, stream, created, deadline = payload
+    if type(payload) is list and len(payload) == _LEN:  # POP's order: read by position
+        attempt, v, rid, queue, prio, inp, params, stream, created, deadline = payload[:10]
         if v == _V and rid == request_id and queue and inp and prio and stream in ("0", "1"):
             try:
                 par = {} if params == "{}" else json.loads(params)

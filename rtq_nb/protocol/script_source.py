@@ -12,7 +12,12 @@ from importlib import resources
 from typing import Any
 
 from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS
-from rtq_nb.protocol.encoding import COMPLETED_ENVELOPE_HEAD, EXPIRED_ENVELOPE, EXPIRED_WHY
+from rtq_nb.protocol.encoding import (
+    COMPLETED_ENVELOPE_HEAD,
+    ENVELOPE_SIG,
+    EXPIRED_ENVELOPE,
+    EXPIRED_WHY,
+)
 from rtq_nb.protocol.jobs import JOB_FIELDS
 from rtq_nb.protocol.keys import REQUEST_INFIX, RESULT_INFIX, STREAM_INFIX
 from rtq_nb.protocol.records import Status
@@ -75,6 +80,7 @@ CONSTANTS: dict[str, object] = {
     **{f"POP_{p.name}": p.value for p in PopKind},
     "JOB_FIELDS": JOB_FIELDS,
     "COMPLETED_ENVELOPE_HEAD": COMPLETED_ENVELOPE_HEAD,
+    "ENVELOPE_SIG": ENVELOPE_SIG,
     "EXPIRED_ENVELOPE": EXPIRED_ENVELOPE,
     "EXPIRED_WHY": EXPIRED_WHY,
     "DUPLICATE": DUPLICATE,

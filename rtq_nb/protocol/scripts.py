@@ -44,7 +44,6 @@ POP = Script.load("pop")
 APPEND = Script.load("append")
 COMPLETE = Script.load("complete")
 CANCEL = Script.load("cancel")
-PENDING_BY_PRIORITY = Script.load("pending_by_priority")
 EXTEND = Script.load("extend")
 RENEW = Script.load("renew")
 REAP = Script.load("reap")
@@ -56,7 +55,6 @@ ALL: tuple[Script, ...] = (
     APPEND,
     COMPLETE,
     CANCEL,
-    PENDING_BY_PRIORITY,
     EXTEND,
     RENEW,
     REAP,
@@ -167,9 +165,9 @@ def append(
     attempt: str,
     retention_s: int,
     first: bool,
-    chunks: Sequence[tuple[int, int, str]],
+    chunks: Sequence[tuple[int, int, str, str]],
 ) -> Command:
-    """Write chunks ``(seq, pieces, text)`` to a request's stream."""
+    """Write chunks ``(seq, pieces, text, signature or '')`` to a request's stream."""
     return APPEND.cmd(
         [k.request(request_id), k.stream(request_id)],
         [
@@ -194,10 +192,15 @@ def complete(
     stream: bool,
     retention_s: int,
     pieces: int,
+    sig: str = "",
+    end_sig: str = "",
+    counter: str = "",
 ) -> Command:
     """Deliver an outcome. COMPLETED: ``value`` is the result JSON and ``envelope`` is ''
     (the script wraps it); FAILED: ``value`` is the error and ``envelope`` the encoded
-    failure envelope (``encoding.encode_envelope``)."""
+    failure envelope (``encoding.encode_envelope``). ``sig``: the worker's signature of
+    ``value``, ``end_sig`` of a stream's end marker ('' when unsigned); ``counter``: one more
+    stats counter to count (e.g. ``unauthenticated``)."""
     return (  # built directly, not through Script.cmd: once per request on the worker
         "EVALSHA",
         COMPLETE.sha,
@@ -217,6 +220,9 @@ def complete(
         "1" if stream else "0",
         retention_s,
         pieces,
+        sig,
+        end_sig,
+        counter,
     )
 
 
@@ -266,7 +272,7 @@ def requeue(k: Keys, request_id: str) -> Command:
     )
 
 
-# ---- CANCEL, EXTEND, PENDING_BY_PRIORITY -----------------------------------------------------
+# ---- CANCEL, EXTEND --------------------------------------------------------------------------
 def cancel(k: Keys, request_id: str, *, reason: str, retention_s: int) -> Command:
     return CANCEL.cmd(
         [
@@ -289,16 +295,6 @@ def parse_status(reply: object) -> Status | None:
     return _status(reply)
 
 
-def pending_by_priority(k: Keys) -> Command:
-    return PENDING_BY_PRIORITY.cmd([k.pending], [])
-
-
-def parse_pending_by_priority(reply: object) -> dict[int, int]:
-    """{priority: count}, highest priority first."""
-    flat = reply if isinstance(reply, list) else []
-    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-
-
 __all__ = [
     "ALL",
     "CONSTANTS",
@@ -316,12 +312,10 @@ __all__ = [
     "handback",
     "invalid",
     "malformed",
-    "parse_pending_by_priority",
     "parse_pop",
     "parse_reap",
     "parse_renew",
     "parse_status",
-    "pending_by_priority",
     "pop",
     "reap",
     "render",

@@ -66,6 +66,8 @@ class StreamEntry:
     chunk: Chunk | None = None
     detail: str = ""
     problem: str = ""
+    auth: str = ""  # the worker's signature (field ``a``), '' when unsigned
+    pieces: int | None = None  # an end marker's total pieces (field ``n``, when signed)
 
     @property
     def outcome(self) -> Status | None:
@@ -87,5 +89,7 @@ def decode_entry(entry_id: str, fields: Sequence[object]) -> StreamEntry:
             chunk = Chunk(f["d"], int(f["s"]), int(f["n"]), entry_id)
         except (KeyError, ValueError, TypeError):
             return StreamEntry(entry_id, None, problem=f"malformed data entry {f!r:.200}")
-        return StreamEntry(entry_id, kind, chunk=chunk)
-    return StreamEntry(entry_id, kind, detail=f.get("d", ""))
+        return StreamEntry(entry_id, kind, chunk=chunk, auth=f.get("a", ""))
+    n = f.get("n")
+    pieces = int(n) if n is not None and n.isdigit() else None
+    return StreamEntry(entry_id, kind, detail=f.get("d", ""), auth=f.get("a", ""), pieces=pieces)

@@ -11,7 +11,10 @@ from rtq_nb.errors import EncodingError, RtqError
 from rtq_nb.protocol import scripts
 from rtq_nb.protocol.encoding import dumps, encode_envelope
 from rtq_nb.protocol.records import Status
+from rtq_nb.protocol.signing import ResultKind
 from rtq_nb.protocol.stream import LeaseResult
+from rtq_nb.security.requests import RequestGuard
+from rtq_nb.security.results import ResultSigner
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command
 from rtq_nb.transport.retry import Backoff
@@ -28,15 +31,32 @@ log = logging.getLogger("rtq_nb.worker")
 
 class Delivery:
     def __init__(
-        self, conn: Transport, opts: WorkerOptions, state: WorkerState, fetcher: Fetcher
+        self,
+        conn: Transport,
+        opts: WorkerOptions,
+        state: WorkerState,
+        fetcher: Fetcher,
+        signer: ResultSigner | None = None,
     ) -> None:
         self.conn, self.opts, self.state, self.fetcher = conn, opts, state, fetcher
         self.keys = opts.keys
+        self.signer = signer  # signs (and seals) result parts; None: neither
+        self.guard: RequestGuard | None = fetcher.guard
 
     # ---- streams ---------------------------------------------------------------------------
     def _append(self, p: Held, chunks: list[ChunkData]) -> Command:
         first = p.flushed == 0
         p.flushed += 1
+        sg = self.signer
+        if sg is None:
+            quads = [(seq, n, text, "") for seq, n, text in chunks]
+        else:
+            quads = []
+            for seq, n, text in chunks:
+                stored = sg.chunk(p.id, seq, text) if p.sealed else text
+                quads.append(
+                    (seq, n, stored, sg.sign(p.id, p.attempt, ResultKind.DATA, stored, seq, n))
+                )
         return scripts.append(
             self.keys,
             p.id,
@@ -44,7 +64,7 @@ class Delivery:
             attempt=p.attempt,
             retention_s=self.opts.retention_s,
             first=first,
-            chunks=chunks,
+            chunks=quads,
         )
 
     def sender(self, p: Held) -> SendFn:
@@ -63,14 +83,22 @@ class Delivery:
         status, error = o.status, o.error
         if status is Status.CANCELLED:
             return cmds  # the cancel script already told the client
+        sg, sig, end_sig = self.signer, "", ""
         try:
             if status is Status.COMPLETED:
                 value, envelope = dumps(o.value, "handler result"), ""  # the script wraps it
-            else:
-                value, envelope = error or "", encode_envelope(status, None, error)
+                if sg is not None:
+                    value = sg.value(p.id, value) if p.sealed else value
+                    sig = sg.sign(p.id, p.attempt, ResultKind.COMPLETED, value)
+                    if p.stream:
+                        end_sig = sg.sign(p.id, p.attempt, ResultKind.END, "", o.pieces, o.pieces)
         except EncodingError as exc:
-            status, value = Status.FAILED, f"EncodingError: handler result: {exc}"
-            envelope = encode_envelope(status, None, value)
+            status, error = Status.FAILED, f"EncodingError: handler result: {exc}"
+        if status is not Status.COMPLETED:
+            value = error or ""
+            if sg is not None:
+                sig = sg.sign(p.id, p.attempt, ResultKind.FAILED, value)
+            envelope = encode_envelope(status, None, value, sig)
         cmds.append(
             scripts.complete(
                 self.keys,
@@ -83,6 +111,9 @@ class Delivery:
                 stream=p.stream,
                 retention_s=self.opts.retention_s,
                 pieces=o.pieces,
+                sig=sig,
+                end_sig=end_sig,
+                counter=o.counter,
             )
         )
         return cmds
@@ -153,3 +184,5 @@ class Delivery:
                 log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
                 continue
             self.state.served(p, o.status is Status.COMPLETED, now)
+            if self.guard is not None and p.window_end is not None:
+                self.guard.served(p.id, p.window_end)  # a replay of it is refused

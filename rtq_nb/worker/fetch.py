@@ -4,27 +4,42 @@ more requests for up to ``batch_wait``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 from rtq_nb.errors import MalformedRecord, RtqError
 from rtq_nb.protocol import scripts
-from rtq_nb.protocol.jobs import parse_job
+from rtq_nb.protocol.jobs import JOB_INDEX, parse_job
 from rtq_nb.protocol.scripts import PopKind
+from rtq_nb.security.requests import RequestGuard
+from rtq_nb.security.results import sealed_token
+from rtq_nb.security.sealing import Sealer, Unsealable
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command, Packed, pack
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 
 __all__ = ["Fetcher"]
 
+_STREAM = JOB_INDEX["stream"]
+_UNAUTH = "unauthenticated"  # the stats counter (and error prefix) of a refused request
+
 log = logging.getLogger("rtq_nb.worker")
 
 
 class Fetcher:
-    def __init__(self, conn: Transport, opts: WorkerOptions, state: WorkerState) -> None:
+    def __init__(
+        self,
+        conn: Transport,
+        opts: WorkerOptions,
+        state: WorkerState,
+        guard: RequestGuard | None = None,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.conn, self.opts, self.state = conn, opts, state
         self.keys = opts.keys
+        self.guard, self.sealer = guard, sealer
         self._blocking: Packed | None = None  # constant commands, packed once per run
         self._next: Packed | None = None
 
@@ -81,8 +96,10 @@ class Fetcher:
         return got
 
     def accept(self, reply: Any) -> list[Held]:
-        """POP's reply as held requests. A malformed record is held with its ``problem``
-        (it fails alone, without running); ids with no record or not pending are skipped."""
+        """POP's reply as held requests. With a keyring, each request's signature is checked
+        first: a refused one is held with its ``problem`` and counter ``unauthenticated`` (it
+        fails, never running). A malformed record is held with its ``problem`` too (it fails
+        alone); ids with no record or not pending are skipped."""
         popped, self.state.queue_left = scripts.parse_pop(reply)
         out: list[Held] = []
         for p in popped:
@@ -95,15 +112,44 @@ class Fetcher:
             if p.kind != PopKind.RUN:
                 log.debug("skipped queued id %r (status %s)", p.id, p.payload)
                 continue
-            try:
-                attempt, request = parse_job(p.id, p.payload)
-            except (MalformedRecord, ValueError, TypeError) as exc:
-                payload = p.payload if isinstance(p.payload, list) else []
-                stream = len(payload) > 7 and payload[7] == "1"
-                log.warning("failing malformed request %r: %s", p.id, exc)
-                held = Held(p.id, str(payload[0] if payload else ""), stream, None, str(exc))
-            else:
-                held = Held(p.id, attempt, request.stream, request)
+            held = self._admit(p.id, p.payload)
             self.state.in_flight[held.id] = held
             out.append(held)
         return out
+
+    def _admit(self, rid: str, popped: Any) -> Held:
+        """Check (signature), parse and open (encrypted input) one leased request."""
+        payload = popped if isinstance(popped, list) else []
+        attempt = str(payload[0] if payload else "")
+        stream = len(payload) > _STREAM and payload[_STREAM] == "1"
+        if self.guard is not None:
+            why = self.guard.check(rid, payload)
+            if why is not None:
+                log.warning("refusing request %r: unauthenticated: %s", rid, why)
+                return Held(rid, attempt, stream, None, f"unauthenticated: {why}", _UNAUTH)
+        try:
+            attempt, request = parse_job(rid, payload)
+        except (MalformedRecord, ValueError, TypeError) as exc:
+            log.warning("failing malformed request %r: %s", rid, exc)
+            return Held(rid, attempt, stream, None, f"MalformedRecord: {exc}")
+        held = Held(rid, attempt, request.stream, request)
+        token = sealed_token(request.input)
+        if token is not None:
+            if self.sealer is None:
+                held.request, held.problem = (
+                    None,
+                    (
+                        "the input is encrypted and this worker holds no encryption key "
+                        "(set RTQ_ENCRYPTION_KEYS or --encryption-keys)"
+                    ),
+                )
+                return held
+            try:
+                request.input = json.loads(self.sealer.open(token, f"{rid}|in"))
+            except (Unsealable, ValueError) as exc:
+                held.request, held.problem = None, f"cannot open the encrypted input: {exc}"
+                return held
+            held.sealed = True
+        if self.guard is not None:
+            held.window_end = self.guard.window_end(payload)
+        return held

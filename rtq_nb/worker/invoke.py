@@ -35,6 +35,7 @@ class Outcome:
     tail: list[ChunkData] = field(default_factory=list)
     lease: LeaseResult = LeaseResult.OK  # from the request's last stream write
     pieces: int = 0  # stream pieces produced
+    counter: str = ""  # one more stats counter to count (a refused request: unauthenticated)
 
 
 def describe(exc: BaseException) -> str:

@@ -55,16 +55,36 @@ class WorkerOptions:
 class Held:
     """One popped request, held under its lease token (worker id + attempt, as stored)."""
 
-    __slots__ = ("attempt", "flushed", "id", "problem", "request", "started", "stream")
+    __slots__ = (
+        "attempt",
+        "counter",
+        "flushed",
+        "id",
+        "problem",
+        "request",
+        "sealed",
+        "started",
+        "stream",
+        "window_end",
+    )
 
     def __init__(
-        self, rid: str, attempt: str, stream: bool, request: Request | None, problem: str = ""
+        self,
+        rid: str,
+        attempt: str,
+        stream: bool,
+        request: Request | None,
+        problem: str = "",
+        counter: str = "",
     ) -> None:
         self.id = rid
         self.attempt = attempt
         self.stream = stream
-        self.request = request  # None: malformed (``problem`` says why); failed, never run
+        self.request = request  # None: malformed or refused (``problem`` says why); never run
         self.problem = problem
+        self.counter = counter  # a stats counter its failure also counts ("unauthenticated")
+        self.sealed = False  # its input was encrypted: so is its output
+        self.window_end: int | None = None  # a signed request's acceptance window ends (ms)
         self.flushed = 0  # stream writes so far
         self.started = time.monotonic()
 

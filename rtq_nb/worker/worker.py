@@ -27,6 +27,9 @@ from rtq_nb.loop import portal
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.keys import Keys, check_name
 from rtq_nb.protocol.records import Status
+from rtq_nb.security.requests import RequestGuard
+from rtq_nb.security.results import ResultSigner
+from rtq_nb.security.settings import Security, coerce_security
 from rtq_nb.transport import connect, resolve_url
 from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker import invoke
@@ -55,6 +58,9 @@ class Worker:
     stays assigned to this worker without a heartbeat renewing it. ``reconnect_timeout``:
     how long a worker that starts while Redis is unreachable (or restarting) keeps trying to
     register before giving up; once running, it rides out outages of any length.
+    ``security``: a :class:`~rtq_nb.Security` (the clients' keys requests are checked with:
+    then only signed requests run; the key results are signed with; encryption keys); default
+    from ``RTQ_TRUSTED_CLIENT_KEYS``, ``RTQ_WORKER_SIGNING_KEY``, ``RTQ_ENCRYPTION_KEYS``.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class Worker:
         retention: float = DEFAULT_RETENTION,
         worker_id: str | None = None,
         reconnect_timeout: float = 30.0,
+        security: Security | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -93,6 +100,7 @@ class Worker:
             reconnect_timeout=reconnect_timeout,
         )
         self.handler = handler
+        self.security = coerce_security(security, "worker")
         self.url = resolve_url(url)
         self.keys: Keys = self.opts.keys
         self.host = HOST
@@ -141,8 +149,21 @@ class Worker:
         self._stopped_evt = asyncio.Event()
         conn = connect(self.url)
         leases = self._leases = Leases(conn, self.opts, self.state)
-        fetcher = Fetcher(conn, self.opts, self.state)
-        delivery = Delivery(conn, self.opts, self.state, fetcher)
+        sec = self.security
+        guard = (
+            None
+            if sec.trusted is None
+            else RequestGuard(
+                sec.trusted, self.keys.queue, max_skew=sec.max_skew, max_age=sec.max_age
+            )
+        )
+        signer = (
+            None
+            if not (sec.signing_key or sec.sealer)
+            else ResultSigner(sec.signing_key, sec.sealer)
+        )
+        fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer)
+        delivery = Delivery(conn, self.opts, self.state, fetcher, signer)
         executor = ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix=f"rtq-{self.id}")
         beat: asyncio.Task[None] | None = None
         try:
@@ -276,8 +297,7 @@ class Worker:
             if bad:
                 runnable = [*runnable, *bad]
                 outcomes += [
-                    invoke.Outcome(Status.FAILED, error=f"MalformedRecord: {p.problem}")
-                    for p in bad
+                    invoke.Outcome(Status.FAILED, error=p.problem, counter=p.counter) for p in bad
                 ]
             batch = await delivery.deliver_retrying(runnable, outcomes)
 

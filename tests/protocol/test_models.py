@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rtq_nb.errors import ConfigurationError, EncodingError, MalformedRecord
-from rtq_nb.protocol.encoding import decode_envelope, dumps, encode_envelope, timeout_to_ms
+from rtq_nb.protocol.encoding import (
+    decode_envelope,
+    dumps,
+    encode_envelope,
+    signed_completed,
+    timeout_to_ms,
+)
 from rtq_nb.protocol.jobs import JOB_FIELDS, parse_job
 from rtq_nb.protocol.keys import Keys, check_id
 from rtq_nb.protocol.records import Chunk, RequestRecord, Status
@@ -101,11 +107,21 @@ def test_envelopes_round_trip() -> None:
         Status.COMPLETED,
         {"a": [1]},
         None,
+        "",
     )
     assert decode_envelope(encode_envelope(Status.FAILED, error="boom")) == (
         Status.FAILED,
         None,
         "boom",
+        "",
+    )
+    signed = encode_envelope(Status.COMPLETED, {"a": "x,\"sig\":\""}, sig="k.2.AAA")
+    assert decode_envelope(signed)[3] == "k.2.AAA"
+    assert signed_completed(signed) == ('{"a":"x,\\"sig\\":\\""}', "k.2.AAA")
+    assert signed_completed(encode_envelope(Status.COMPLETED, 1)) is None
+    assert decode_envelope(encode_envelope(Status.FAILED, error="e", sig="k.1.B"))[2:] == (
+        "e",
+        "k.1.B",
     )
     with pytest.raises(MalformedRecord):
         decode_envelope("{not json")
@@ -122,6 +138,10 @@ def _job(**over: str) -> list[str]:
         "stream": "1",
         "created_ms": "5",
         "deadline_ms": "0",
+        "client": "c",
+        "timeout_ms": "0",
+        "max_attempts": "3",
+        "sig": "",
     }
     base.update(over)
     return ["1", *(base[f] for f in JOB_FIELDS)]

@@ -72,19 +72,20 @@ def test_complete_maps_status_to_field() -> None:
         stream=False, retention_s=9, pieces=0,
     )  # fmt: skip
     assert ok[3:8] == (K.request("r"), K.result("r"), K.stream("r"), K.running, K.stats)
-    assert ok[8:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0)
+    assert ok[8:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0, "", "", "")
     bad = scripts.complete(
         K, "r", worker_id="w", attempt="2", status=Status.FAILED, value="boom", envelope="{}",
-        stream=True, retention_s=9, pieces=4,
+        stream=True, retention_s=9, pieces=4, sig="k.2.S", end_sig="", counter="unauthenticated",
     )  # fmt: skip
-    assert bad[8:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4)
+    assert bad[8:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4, "k.2.S", "",
+                       "unauthenticated")  # fmt: skip
 
 
 def test_append_flattens_chunks() -> None:
     cmd = scripts.append(
-        K, "r", worker_id="w", attempt="1", retention_s=5, first=True, chunks=[(0, 2, "ab")]
+        K, "r", worker_id="w", attempt="1", retention_s=5, first=True, chunks=[(0, 2, "ab", "")]
     )
-    assert cmd[2:] == (2, K.request("r"), K.stream("r"), "w", "1", 5, "1", 0, 2, "ab")
+    assert cmd[2:] == (2, K.request("r"), K.stream("r"), "w", "1", 5, "1", 0, 2, "ab", "")
 
 
 def test_parse_pop() -> None:
@@ -111,7 +112,6 @@ def test_parse_reap_renew_status_and_counts() -> None:
     ]  # fmt: skip
     assert scripts.parse_status("running") is Status.RUNNING
     assert scripts.parse_status("") is None and scripts.parse_status("bogus") is None
-    assert scripts.parse_pending_by_priority([5, 2, -1, 7]) == {5: 2, -1: 7}
     assert scripts.duplicate_id("RTQ_DUPLICATE request id already exists: x") == (
         "request id already exists: x"
     )

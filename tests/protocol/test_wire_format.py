@@ -77,7 +77,41 @@ def test_wire_version_and_key_layout() -> None:
         "stream",
         "created_ms",
         "deadline_ms",
+        "client",
+        "timeout_ms",
+        "max_attempts",
+        "sig",
     )
+
+
+def test_canonical_signed_bytes_are_pinned() -> None:
+    """What a request and a result part are signed over: changing it breaks every signature
+    in flight, so it is wire format."""
+    from rtq_nb.protocol.encoding import ENVELOPE_SIG
+    from rtq_nb.protocol.signing import (
+        ResultKind,
+        format_auth,
+        parse_auth,
+        request_message,
+        result_message,
+    )
+
+    assert request_message(
+        request_id="c-s-1", queue="q", client="c", input_json='"hé"', params_json="{}",
+        priority=2, timeout_ms=5000, max_attempts=3, stream="1", signed_ms=1700000000000,
+        kid="k1",
+    ) == (
+        b"rtq-request-v1\n5:c-s-1,1:q,1:c,5:\"h\xc3\xa9\",2:{},1:2,4:5000,1:3,1:1,"
+        b"13:1700000000000,2:k1,"
+    )  # fmt: skip
+    assert result_message("c-s-1", "2", ResultKind.DATA, 4, 3, "abc") == (
+        b"rtq-result-v1\n5:c-s-1,1:2,1:d,1:4,1:3,3:abc,"
+    )
+    assert [k.value for k in ResultKind] == ["c", "f", "d", "e"]
+    assert format_auth("k1", 2, b"\xff\x00") == "k1.2._wA"
+    assert parse_auth("k1.2._wA") == ("k1", "2", b"\xff\x00")
+    assert parse_auth("k.1") is None and parse_auth("bad kid!.1.AA") is None
+    assert ENVELOPE_SIG == ',"sig":"'
 
 
 def test_records_results_and_streams_on_the_wire(

@@ -1,7 +1,7 @@
 -- APPEND: write stream chunks, only while the lease is still this worker's.
 -- KEYS: record, stream
--- ARGV: worker_id, attempt, retention_s, first ('1' on the first write), then triples
---       (seq, pieces, text)
+-- ARGV: worker_id, attempt, retention_s, first ('1' on the first write), then quadruples
+--       (seq, pieces, text, the worker's signature of the chunk or '' when unsigned)
 -- Returns LEASE_OK (appended), LEASE_LOST (discarded, stop generating: the lease is not this
 -- worker's, or the record or the stream key is of another type, so nothing can be written;
 -- COMPLETE then fails the request with the reason), LEASE_CANCELLED (stop generating).
@@ -12,9 +12,15 @@ if cur[1] ~= RUNNING or cur[2] ~= ARGV[1] or cur[3] ~= ARGV[2] then
   if cur[1] == CANCELLED then return LEASE_CANCELLED end
   return LEASE_LOST
 end
-for i = 5, #ARGV, 3 do  -- the first XADD is the first write: refused, it writes nothing
-  local added = redis.pcall('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
-                            'd', ARGV[i + 2])
+for i = 5, #ARGV, 4 do  -- the first XADD is the first write: refused, it writes nothing
+  local added
+  if ARGV[i + 3] == '' then
+    added = redis.pcall('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
+                        'd', ARGV[i + 2])
+  else
+    added = redis.pcall('XADD', KEYS[2], '*', 'k', K_DATA, 's', ARGV[i], 'n', ARGV[i + 1],
+                        'd', ARGV[i + 2], 'a', ARGV[i + 3])
+  end
   if type(added) == 'table' and added['err'] then
     if string.find(added['err'], 'OOM', 1, true) then return added end  -- full: retried
     return LEASE_LOST

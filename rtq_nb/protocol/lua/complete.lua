@@ -5,7 +5,9 @@
 -- ARGV: worker_id, attempt, request_id, status (COMPLETED|FAILED), field (result|error),
 --       value, envelope (for the result list; '' when completed: built here around the
 --       result JSON, so a result crosses the wire once), stream flag ('1'/'0'), retention_s,
---       pieces streamed
+--       pieces streamed, the worker's signature of value ('' unsigned: then the envelope,
+--       stream marker and record carry none), the signature of the stream's end marker,
+--       an extra stats counter to count ('' for none; e.g. 'unauthenticated')
 -- Returns LEASE_OK (delivered), LEASE_LOST or LEASE_CANCELLED (discarded).
 -- Validates first: a record that is not a hash (read, before any write) is LEASE_LOST. The
 -- output write (result list or stream) comes before the record's: if that key is of another
@@ -24,22 +26,32 @@ end
 redis.pcall('ZREM', KEYS[4], ARGV[3])
 local status, field, value = ARGV[4], ARGV[5], ARGV[6]
 local retention = tonumber(ARGV[9])
+local sig = ARGV[11]
 local out_key, sent
 if ARGV[8] == '1' then
   out_key = KEYS[3]
-  if status == COMPLETED then
+  if status == COMPLETED and sig == '' then
     sent = redis.pcall('XADD', out_key, '*', 'k', K_END)
-  else
+  elseif status == COMPLETED then
+    sent = redis.pcall('XADD', out_key, '*', 'k', K_END, 'n', ARGV[10], 'a', ARGV[12])
+  elseif sig == '' then
     sent = redis.pcall('XADD', out_key, '*', 'k', K_FAILED, 'd', value)
+  else
+    sent = redis.pcall('XADD', out_key, '*', 'k', K_FAILED, 'd', value, 'a', sig)
   end
 else
   out_key = KEYS[2]
   local env = ARGV[7]
-  if env == '' then env = COMPLETED_ENVELOPE_HEAD .. value .. '}' end
+  if env == '' and sig == '' then
+    env = COMPLETED_ENVELOPE_HEAD .. value .. '}'
+  elseif env == '' then
+    env = COMPLETED_ENVELOPE_HEAD .. value .. ENVELOPE_SIG .. sig .. '"}'
+  end
   sent = redis.pcall('LPUSH', out_key, env)
 end
 if type(sent) == 'table' and sent['err'] then
   status, field, value = FAILED, 'error', 'cannot deliver: ' .. out_key .. ': ' .. sent['err']
+  sig = ''
 else
   redis.call('EXPIRE', out_key, retention)
 end
@@ -50,6 +62,8 @@ if cur[6] then ttfc = (tonumber(cur[6]) or now) - created end
 redis.call('HSET', KEYS[1], 'status', status, field, value, 'finished_ms', now,
            'queue_wait_ms', started - created, 'duration_ms', now - started, 'ttfc_ms', ttfc,
            'chunks', ARGV[10])
+if sig ~= '' then redis.call('HSET', KEYS[1], 'res_sig', sig) end
 redis.call('EXPIRE', KEYS[1], retention)
-redis.pcall('HINCRBY', KEYS[5], status, 1)  -- a counter: best effort
+redis.pcall('HINCRBY', KEYS[5], status, 1)  -- counters: best effort
+if ARGV[13] ~= '' then redis.pcall('HINCRBY', KEYS[5], ARGV[13], 1) end
 return LEASE_OK

@@ -1,0 +1,135 @@
+"""What requests and results are signed over, and how a signature is written down (pure: no
+I/O, no cryptography: the keys live in :mod:`rtq_nb.security`).
+
+Canonical encoding (wire format v1, pinned by ``tests/protocol/test_wire_format.py``)::
+
+    <domain> "\\n" then, for every part in order, <byte length> ":" <UTF-8 bytes> ","
+
+Length-prefixed parts cannot be confused with one another (``"ab","c"`` and ``"a","bc"`` sign
+different bytes), and a domain string per kind keeps a request signature from ever verifying
+as a result's. A request signs what its client chose: id, queue, client id, the input and
+params exactly as stored (JSON text), priority, timeout, attempt budget, stream flag, the
+client's clock when it signed, and the key id. A result part signs request id, attempt, kind
+(:class:`ResultKind`), sequence number, piece count and the payload exactly as stored.
+
+Signature text (one field): ``<key id>.<stamp>.<base64url signature, unpadded>``; the stamp is
+the signing time in ms for a request and the attempt for a result part.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import re
+from typing import NamedTuple
+
+__all__ = [
+    "KID_PATTERN",
+    "REQUEST_DOMAIN",
+    "RESULT_DOMAIN",
+    "SEALED_FIELD",
+    "Auth",
+    "ResultKind",
+    "canonical",
+    "check_kid",
+    "format_auth",
+    "parse_auth",
+    "request_message",
+    "result_message",
+]
+
+REQUEST_DOMAIN = "rtq-request-v1"
+RESULT_DOMAIN = "rtq-result-v1"
+# An encrypted value is stored as the JSON object {SEALED_FIELD: "<key id>.<base64url>"}.
+SEALED_FIELD = "rtq_sealed"
+KID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+
+
+class ResultKind(str, enum.Enum):
+    """What a signed result part is."""
+
+    COMPLETED = "c"  # the result value (envelope and record)
+    FAILED = "f"  # the error text (envelope, stream marker and record)
+    DATA = "d"  # one stream chunk
+    END = "e"  # a stream's end marker (pieces = the stream's total)
+
+
+def check_kid(kid: str) -> str:
+    """A key id: 1-32 of A-Z a-z 0-9 _ - (no dots: the signature text splits on them)."""
+    if not isinstance(kid, str) or not KID_PATTERN.match(kid):
+        raise ValueError(f"invalid key id {kid!r}: use 1-32 characters from A-Z a-z 0-9 _ -")
+    return kid
+
+
+def canonical(domain: str, *parts: str) -> bytes:
+    """The bytes signed for ``parts`` under ``domain`` (see the module docstring)."""
+    out = [domain.encode(), b"\n"]
+    for p in parts:
+        b = p.encode()
+        out.append(b"%d:%b," % (len(b), b))
+    return b"".join(out)
+
+
+def request_message(
+    *,
+    request_id: str,
+    queue: str,
+    client: str,
+    input_json: str,
+    params_json: str,
+    priority: int | str,
+    timeout_ms: int | str,
+    max_attempts: int | str,
+    stream: str,
+    signed_ms: int | str,
+    kid: str,
+) -> bytes:
+    """The canonical bytes a client signs for one request (``stream`` is ``"0"``/``"1"``)."""
+    return canonical(
+        REQUEST_DOMAIN,
+        request_id,
+        queue,
+        client,
+        input_json,
+        params_json,
+        str(priority),
+        str(timeout_ms),
+        str(max_attempts),
+        stream,
+        str(signed_ms),
+        kid,
+    )
+
+
+def result_message(
+    request_id: str, attempt: str, kind: ResultKind, seq: int, pieces: int, payload: str
+) -> bytes:
+    """The canonical bytes a worker signs for one result part."""
+    return canonical(RESULT_DOMAIN, request_id, attempt, kind.value, str(seq), str(pieces), payload)
+
+
+class Auth(NamedTuple):
+    """A parsed signature field."""
+
+    kid: str
+    stamp: str
+    sig: bytes
+
+
+def format_auth(kid: str, stamp: int | str, sig: bytes) -> str:
+    return f"{kid}.{stamp}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+
+
+def parse_auth(text: object) -> Auth | None:
+    """The parts of a signature field, or None when it is not one."""
+    if not isinstance(text, str) or text.count(".") != 2:
+        return None
+    kid, stamp, b64 = text.split(".")
+    if not KID_PATTERN.match(kid) or not stamp.isdigit() or len(stamp) > 20:
+        return None
+    try:
+        sig = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    return Auth(kid, stamp, sig)

@@ -19,6 +19,7 @@ from rtq_nb.client.core import AsyncClient
 from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.sync import Client, RequestHandle
 from rtq_nb.errors import (
+    AccessDenied,
     RequestCancelled,
     RequestExpired,
     RequestFailed,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 logging.getLogger("rtq_nb").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AccessDenied",
     "AsyncClient",
     "AsyncRequestHandle",
     "Chunk",

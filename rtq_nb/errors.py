@@ -9,6 +9,7 @@
     ├── RedisUnavailable          cannot reach Redis (after retries); says which URL
     │   ├── RedisOutOfMemory      Redis is full (maxmemory, noeviction): writes refused
     │   └── EmbeddedRedisError    no redis-server binary / it would not start
+    ├── AccessDenied              the Redis ACL user lacks a permission (NOPERM)
     ├── RequestError              something about one request
     │   ├── RequestTimeout        the wait ran out; carries what is known (status, worker, ages)
     │   ├── RequestFailed         the handler raised; carries the worker's error text
@@ -51,6 +52,12 @@ class EmbeddedRedisError(RedisUnavailable):
 class RedisOutOfMemory(RedisUnavailable):
     """Redis refused a write: maxmemory reached with eviction off. Reads, pops and
     completions still work, so workers can drain the queue; retried like an outage."""
+
+
+class AccessDenied(RtqError):
+    """Redis refused a command: the ACL user it is run as lacks the permission (``NOPERM``).
+    The message quotes Redis and names the role to use (``rtq-nb acl --role ...``). Not
+    retried: connecting as a user with the right role is what helps."""
 
 
 class MalformedRecord(RtqError, ValueError):
@@ -135,6 +142,7 @@ class RequestTimeout(RequestError, TimeoutError):
 
 
 __all__ = [
+    "AccessDenied",
     "ConfigurationError",
     "EmbeddedRedisError",
     "EncodingError",

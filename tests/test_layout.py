@@ -17,6 +17,7 @@ MAX_CLASS_LINES = 300
 
 def test_public_api_is_pinned() -> None:
     assert sorted(rtq_nb.__all__) == [
+        "AccessDenied",
         "AsyncClient",
         "AsyncRequestHandle",
         "Chunk",

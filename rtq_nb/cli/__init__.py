@@ -6,6 +6,7 @@ rtq-nb bench    measure rtq_nb against a raw redis-py floor in the same run
 rtq-nb redis    run an embedded redis-server in the foreground and print its URLs
 rtq-nb status   pending counts, workers and counters of a queue
 rtq-nb lab      JupyterLab on the sample notebooks, with a Redis available
+rtq-nb acl      the ACL SETUSER line of a least-privilege Redis user (client, worker, monitor)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from rtq_nb.cli import acl
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
@@ -269,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to ride out an unreachable or restarting Redis (default %(default)g)",
     )
     s.set_defaults(fn=cmd_status)
+    acl.add_parser(sub)
     return p
 
 

@@ -55,8 +55,9 @@ class Admin:
 
     async def reap(self, queue: str | None = None) -> tuple[list[str], list[str]]:
         """Requeue requests whose worker stopped renewing its lease (or dead-letter them
-        after their ``max_attempts``). Workers do this on every heartbeat; waiting clients
-        do it while idle, so no separate daemon is needed. Returns (requeued, dead)."""
+        after their ``max_attempts``). Workers do this on every heartbeat, so no daemon is
+        needed; this is an operator's tool (the client and monitor ACL roles may not run it:
+        see :mod:`rtq_nb.protocol.acl`). Returns (requeued, dead)."""
         k = self.keys(queue)
         requeued, dead = scripts.parse_reap(
             await self.reads.call(*scripts.reap(k, retention_s=self.retention))

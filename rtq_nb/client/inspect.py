@@ -5,24 +5,33 @@ pandas views and widgets are built on these and nothing else."""
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rtq_nb.errors import MalformedRecord, UnknownQueue
-from rtq_nb.protocol import scripts
 from rtq_nb.protocol.history import HISTORY_FIELDS, history_row, lenient_int
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import RequestRecord
 from rtq_nb.protocol.registry import ClientInfo, WorkerInfo, parse_workers
-from rtq_nb.protocol.scores import PRIORITY_MAX, SEQ_SPAN, check_priority, decode_priority
+from rtq_nb.protocol.scores import (
+    PRIORITY_MAX,
+    SEQ_SPAN,
+    check_priority,
+    decode_priority,
+    priority_bounds,
+)
 from rtq_nb.protocol.stream import pairs
 from rtq_nb.transport.base import Transport
+from rtq_nb.transport.resp import Command
 
 __all__ = ["FinishedSample", "Inspection", "PendingRequest", "QueueSnapshot"]
 
 log = logging.getLogger("rtq_nb.client")
 PAGE = 1000  # record reads per round trip
 SAMPLE_FIELDS = ("status", "finished_ms", "queue_wait_ms", "ttfc_ms", "duration_ms")
+BAND_TRIP = 64  # priority bands counted per round trip (pending by priority)
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,8 @@ class FinishedSample:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """What a queue monitor shows, read in 3 round trips (no scans; history sampled)."""
+    """What a queue monitor shows, read in 2 round trips of plain reads (no scans; history
+    sampled)."""
 
     queue: str
     now_ms: int
@@ -118,10 +128,38 @@ class Inspection:
         return int(await self.reads.call("ZCARD", k.pending))
 
     async def pending_by_priority(self, queue: str | None = None) -> dict[int, int]:
-        """{priority: pending count}, highest priority first (1 round trip)."""
+        """{priority: pending count}, highest priority first: plain reads (a read-only ACL
+        user may call it), 2 round trips unless the pending priorities span more than
+        ``BAND_TRIP`` (see :meth:`_by_priority`)."""
         k = await self._check_queue(queue)
-        reply = await self.reads.call(*scripts.pending_by_priority(k))
-        return scripts.parse_pending_by_priority(reply)
+        top, bottom = await self.reads.pipeline(_ends(k))
+        return (await self._by_priority(k, _span(top, bottom, k.pending)))[0]
+
+    async def _by_priority(
+        self, k: Keys, span: tuple[int, int] | None, extra: Sequence[Command] = ()
+    ) -> tuple[dict[int, int], list[Any]]:
+        """({priority: count}, highest first; ``extra``'s replies), given the (highest,
+        lowest) pending priority: one ZCOUNT per priority band, ``BAND_TRIP`` bands per round
+        trip, each trip also reading the highest score below its bands to skip empty ranges
+        (at most one trip per distinct priority; O(log N) each, never a scan). ``extra``
+        commands ride along in the first trip. Reads are not atomic: counts are a moment's
+        view, as any monitor's."""
+        counts: dict[int, int] = {}
+        extra_replies: list[Any] | None = None
+        while True:
+            bands, cmds = _band_reads(k, *span) if span else ([], [])
+            batch = cmds if extra_replies is not None else [*cmds, *extra]
+            replies = await self.reads.pipeline(batch) if batch else []
+            if extra_replies is None:
+                extra_replies = replies[len(cmds) :]
+            for p, n in zip(bands, replies):
+                if int(n):
+                    counts[p] = int(n)
+            below = replies[len(bands)] if span and len(cmds) > len(bands) else []
+            if not span or not below:
+                return counts, extra_replies
+            nxt = min(_priority(below[1], k.pending), bands[-1] - 1)  # always progresses
+            span = (nxt, span[1]) if nxt >= span[1] else None
 
     async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Live workers of the queue (registry entries whose heartbeat TTL has not run out)."""
@@ -192,26 +230,30 @@ class Inspection:
         return rows[:limit]
 
     async def snapshot(self, queue: str | None = None, *, sample: int = 2000) -> QueueSnapshot:
-        """What the queue monitor shows (3 round trips): pending by priority, running,
-        workers, and the timing fields of the ``sample`` most recent requests."""
+        """What the queue monitor shows, in 2 round trips of plain reads (a read-only ACL user
+        may call it): pending by priority, running, workers, and the timing fields of the
+        ``sample`` most recent requests."""
         k = self.keys(queue)
-        by_prio, running, hist = await self.reads.pipeline(
+        now, wids, top, bottom, running, hist = await self.reads.pipeline(
             [
-                scripts.pending_by_priority(k),
+                ("TIME",),
+                ("ZRANGE", k.workers, 0, -1),
+                *_ends(k),
                 ("ZCARD", k.running),
                 ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, sample),
             ]
         )
-        now, workers = await self.registered_workers(k.queue)
         ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
-        cmds = [("HMGET", k.request(r), *SAMPLE_FIELDS) for r in ids]
-        recs = await self.reads.pipeline(cmds) if ids else []
+        extra: list[Command] = [("HGETALL", k.worker(w)) for w in wids]
+        extra += [("HMGET", k.request(r), *SAMPLE_FIELDS) for r in ids]
+        by_prio, replies = await self._by_priority(k, _span(top, bottom, k.pending), extra)
+        recs = replies[len(wids) :]
         return QueueSnapshot(
             queue=k.queue,
-            now_ms=now,
-            pending=list(scripts.parse_pending_by_priority(by_prio).items()),
+            now_ms=_ms(now),
+            pending=list(by_prio.items()),
             running=int(running),
-            workers=workers,
+            workers=parse_workers(wids, [pairs(r) for r in replies[: len(wids)]]),
             recent=[FinishedSample(c, *r) for c, r in zip(created, recs, strict=True)],
             truncated=len(ids) >= sample,
         )
@@ -244,6 +286,42 @@ class Inspection:
                 log.warning("ignoring malformed stats field %s=%r in %s", name, val, k.stats)
         out.update(pending=int(pending), running=int(running))
         return out
+
+
+def _ends(k: Keys) -> list[Command]:
+    """The highest and the lowest pending member, with their scores."""
+    return [
+        ("ZREVRANGE", k.pending, 0, 0, "WITHSCORES"),
+        ("ZRANGE", k.pending, 0, 0, "WITHSCORES"),
+    ]
+
+
+def _priority(score: Any, key: str) -> int:
+    value = float(score)
+    if not math.isfinite(value):
+        raise MalformedRecord(f"a pending score is {score!r}, not a finite number", key=key)
+    return decode_priority(value)
+
+
+def _span(top: list[Any], bottom: list[Any], key: str) -> tuple[int, int] | None:
+    """(highest, lowest) pending priority from :func:`_ends`' replies; None: none pending."""
+    if not top or not bottom:
+        return None
+    return _priority(top[1], key), _priority(bottom[1], key)
+
+
+def _band_reads(k: Keys, hi: int, lo: int) -> tuple[list[int], list[Command]]:
+    """(priorities, commands): ZCOUNT of the bands ``hi``, ``hi - 1``, ... (at most
+    ``BAND_TRIP``, none below ``lo``), then, if bands remain below them, the highest pending
+    member under the last band (where the next trip starts)."""
+    bands = list(range(hi, max(lo, hi - BAND_TRIP + 1) - 1, -1))
+    cmds: list[Command] = [("ZCOUNT", k.pending, *priority_bounds(p)) for p in bands]
+    if bands[-1] > lo:
+        floor = priority_bounds(bands[-1])[0]
+        cmds.append(
+            ("ZREVRANGEBYSCORE", k.pending, f"({floor}", "-inf", "WITHSCORES", "LIMIT", 0, 1)
+        )
+    return bands, cmds
 
 
 async def _history_rows(

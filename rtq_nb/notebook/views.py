@@ -279,8 +279,8 @@ def pending(
     queue: str | None = None,
     limit: int = 1000,
 ) -> pd.DataFrame:
-    """Pending requests. ``by_priority=True``: columns priority, count (highest first; one
-    script call, no scan). ``False``: the requests themselves in the order workers will take
+    """Pending requests. ``by_priority=True``: columns priority, count (highest first; plain
+    reads, no scan). ``False``: the requests themselves in the order workers will take
     them (id, priority, created, age), at most ``limit``."""
     import pandas as pd
 

@@ -16,6 +16,7 @@ from typing import NoReturn
 from redis import exceptions as rex
 
 from rtq_nb.errors import (
+    AccessDenied,
     ConfigurationError,
     MalformedRecord,
     RedisOutOfMemory,
@@ -47,6 +48,8 @@ REPLY_ERRORS: tuple[tuple[str, type[rex.RedisError]], ...] = (
     ("NOAUTH", rex.AuthenticationError),
     ("WRONGPASS", rex.AuthenticationError),
     ("READONLY", rex.ReadOnlyError),  # a replica (after a failover): retry elsewhere
+    ("NOPERM", rex.NoPermissionError),  # the ACL user lacks a command, key or channel
+    ("ERR The user executing the script can't", rex.NoPermissionError),  # same, in Lua (7.0)
 )
 
 
@@ -119,6 +122,14 @@ def _tls(exc: BaseException, url: str) -> RtqError:
     )
 
 
+def _denied(exc: BaseException, url: str) -> RtqError:  # retrying cannot help
+    return AccessDenied(
+        f"Redis at {url} refused a command for lack of an ACL permission: {_text(exc)}. "
+        "Connect as a user made for this use (client, worker or monitor): create it with the "
+        "lines `rtq-nb acl --queue QUEUE --role client|worker|monitor` prints"
+    )
+
+
 def _scripts_lost(exc: BaseException, url: str) -> RtqError:
     return ScriptsLost(
         f"Redis at {url} had lost rtq_nb's scripts (restarted or flushed); they are "
@@ -144,6 +155,7 @@ RULES: tuple[Rule, ...] = (
     (rex.BusyLoadingError, _unreachable),
     (ssl.SSLError, _tls),
     (rex.AuthenticationError, _credentials),
+    (rex.NoPermissionError, _denied),
     (rex.ResponseError, _refused),
     ((rex.ConnectionError, rex.TimeoutError, OSError), _unreachable_or_tls),
     (rex.RedisError, _other),

@@ -235,8 +235,9 @@ def setuser_lines(
     password: str | None = None,
     nopass: bool = False,
 ) -> list[str]:
-    """:func:`setuser_args` as lines for ``redis-cli`` (one command per line; selectors in
-    double quotes). Drop the leading ``ACL SETUSER`` and write ``user`` for an ACL file."""
+    """:func:`setuser_args` as lines for ``redis-cli`` (one command per line). Redis joins a
+    selector's words back (``(+evalsha ~a ~b)``), so the same rules serve an ACL file: write
+    ``user`` instead of the leading ``ACL SETUSER``."""
     cmds = setuser_args(
         role,
         queue=queue,
@@ -246,7 +247,7 @@ def setuser_lines(
         password=password,
         nopass=nopass,
     )
-    return [" ".join(f'"{a}"' if " " in a else a for a in cmd) for cmd in cmds]
+    return [" ".join(cmd) for cmd in cmds]
 
 
 def matrix(queue: str = "QUEUE", prefix: str = "rtq") -> list[tuple[str, str, str, str]]:

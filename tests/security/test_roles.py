@@ -13,9 +13,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from rtq_nb import (
     AccessDenied,
@@ -35,8 +37,9 @@ from rtq_nb.notebook.monitor import snapshot_dict
 from rtq_nb.protocol import acl, registry, scripts
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.scores import SEQ_SPAN
+from rtq_nb.transport.embedded import EmbeddedRedis
 from tests.conftest import wait_until
-from tests.security.acl_server import AclServer, User, acl_server
+from tests.security.acl_server import SERVER, AclServer, User, acl_server
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +283,18 @@ def test_pending_by_priority_terminates_on_scores_no_submission_makes(srv: AclSe
 ACL_CMD = [sys.executable, "-m", "rtq_nb.cli", "acl"]
 
 
-def test_cli_lines_applied_with_redis_cli_make_working_users(srv: AclServer) -> None:
+def _rules(user: Any) -> Any:
+    """ACL GETUSER's reply with every list sorted (the server's order is not the lines')."""
+    if isinstance(user, dict):
+        return {k: _rules(v) for k, v in user.items()}
+    if isinstance(user, list):
+        return sorted((_rules(x) for x in user), key=repr)
+    if isinstance(user, str) and " " in user:
+        return sorted(user.split())  # "+get +set" in a selector's reply
+    return user
+
+
+def test_cli_lines_work_in_redis_cli_and_in_an_acl_file(srv: AclServer, tmp_path: Path) -> None:
     q = "cli"
     env = {**os.environ, "RTQ_TEST_ACL_PW": "s3cret-for-carol"}
     out = {}
@@ -313,6 +327,17 @@ def test_cli_lines_applied_with_redis_cli_make_working_users(srv: AclServer) -> 
         assert "".join(c.stream("p q")) == "p q"  # a plain value for a stream: one chunk
         with pytest.raises(AccessDenied):
             c.submit("x", request_id="dave-1")
+
+    # the same rules in an ACL file (`user` for `ACL SETUSER`) make the same users
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text(
+        "user default on nopass ~* &* +@all\n" + lines.replace("ACL SETUSER ", "user ")
+    )
+    with EmbeddedRedis(binary=SERVER, data_dir=tmp_path, extra_args=["--aclfile", str(acl_file)]):
+        other = redis.Redis(unix_socket_path=str(tmp_path / "redis.sock"), decode_responses=True)
+        for name in (acl.user_name("client", q, "carol"), acl.user_name("worker", q)):
+            assert _rules(other.acl_getuser(name)) == _rules(srv.admin.acl_getuser(name))
+        other.close()
 
     missing = subprocess.run(
         [*ACL_CMD, "--queue", q, "--role", "monitor", "--password-env", "RTQ_TEST_ACL_UNSET"],

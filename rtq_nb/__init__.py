@@ -7,6 +7,7 @@ Public API::
     Worker, Request               serve a queue with a handler
     Chunk, RequestRecord, Status  wire-format models
     EmbeddedRedis                 a private redis-server
+    Security, SigningKey, Keyring, SealKey   signed requests/results, end-to-end encryption
     errors                        the exception tree (RtqError and subclasses)
 """
 
@@ -28,6 +29,7 @@ from rtq_nb.errors import (
 )
 from rtq_nb.protocol.records import Chunk, Request, RequestRecord, Status
 from rtq_nb.protocol.registry import WorkerInfo
+from rtq_nb.security import Keyring, SealKey, Security, SigningKey, VerifyKey
 from rtq_nb.transport.embedded import EmbeddedRedis
 from rtq_nb.worker.worker import Worker
 
@@ -42,6 +44,7 @@ __all__ = [
     "Chunk",
     "Client",
     "EmbeddedRedis",
+    "Keyring",
     "Request",
     "RequestCancelled",
     "RequestExpired",
@@ -50,7 +53,11 @@ __all__ = [
     "RequestRecord",
     "RequestTimeout",
     "RtqError",
+    "SealKey",
+    "Security",
+    "SigningKey",
     "Status",
+    "VerifyKey",
     "Worker",
     "WorkerInfo",
     "__version__",

@@ -51,7 +51,7 @@ from rtq_nb.protocol.records import Chunk
 from rtq_nb.protocol.scores import check_priority
 from rtq_nb.security.requests import sign_request
 from rtq_nb.security.results import ResultCheck, seal_json
-from rtq_nb.security.settings import coerce_security
+from rtq_nb.security.settings import Security, coerce_security
 from rtq_nb.transport import connect, resolve_url, safe_url
 from rtq_nb.transport.resp import Command, Template
 from rtq_nb.transport.retry import Backoff, Retrying
@@ -95,8 +95,7 @@ class AsyncClient(Inspection, Admin):
         timeout_to_ms(timeout)  # validates
         self.timeout = timeout
         self.retention = check_retention(retention)
-        self.security = coerce_security(o.get("security"), "client")
-        self.check = ResultCheck(self.security.trusted, self.security.sealer)
+        self.set_security(coerce_security(o.get("security"), "client"))
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -108,6 +107,12 @@ class AsyncClient(Inspection, Admin):
         self._announced_at: dict[str, float] = {}
         self._templates: dict[tuple[Any, ...], Template] = {}
         self.submitted = 0
+
+    def set_security(self, security: Security) -> None:
+        """Use other keys from the next request on (key rotation: trust the new keys on the
+        other side first, switch here, then retire the old ones there)."""
+        self.security = coerce_security(security, "client")
+        self.check = ResultCheck(self.security.trusted, self.security.sealer)
 
     def keys(self, queue: str | None = None) -> Keys:
         """The key builder of ``queue`` (default: the client's queue)."""

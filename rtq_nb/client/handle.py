@@ -16,11 +16,12 @@ from rtq_nb.client.outcomes import (
     timeout_error,
     worker_lost,
 )
+from rtq_nb.client.recipes import Recipes
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.keys import Keys
-from rtq_nb.protocol.records import Chunk, RequestRecord, Status
+from rtq_nb.protocol.records import Chunk, Status
 from rtq_nb.protocol.stream import EntryKind, StreamEntry, decode_entry
-from rtq_nb.security.results import Forged
+from rtq_nb.security.results import UNVERIFIED, Forged
 from rtq_nb.transport.resp import Command
 
 __all__ = ["AsyncRequestHandle", "HandleHost"]  # HandleHost: see client.host
@@ -30,7 +31,7 @@ log = logging.getLogger("rtq_nb.client")
 XREAD_COUNT = 1024  # stream entries fetched per round trip
 
 
-class AsyncRequestHandle:
+class AsyncRequestHandle(Recipes):
     """A submitted request. ``await h.result()`` for a whole result, ``async for chunk in h``
     for a stream (each chunk is a ``str`` with ``.seq``/``.pieces`` metadata)."""
 
@@ -139,7 +140,8 @@ class AsyncRequestHandle:
                     f"request {self.id} has no record (never submitted, or its TTL ran out)",
                     request_id=self.id,
                 )
-            if rec.status.terminal:  # the envelope went to another reader: use the record
+            if rec.status.terminal and not (rec.error or "").startswith(UNVERIFIED):
+                # the envelope went to another reader: use the (checked) record
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
 
@@ -291,7 +293,8 @@ class AsyncRequestHandle:
             raise RequestNotFound(
                 f"request {self.id} has no record (its TTL ran out?)", request_id=self.id
             )
-        if (rec.status.terminal and not self.stream) or rec.status is Status.EXPIRED:
+        trusted = not (rec.error or "").startswith(UNVERIFIED)
+        if trusted and ((rec.status.terminal and not self.stream) or rec.status is Status.EXPIRED):
             # the envelope was consumed elsewhere (another viewer): the record has the outcome
             self._set_outcome(rec.status, rec.result, rec.error)
             return self._finish_outcome()
@@ -303,41 +306,6 @@ class AsyncRequestHandle:
         if rec.status is Status.PENDING:
             ahead = await self._host.ahead_of(self.keys, rec.score)
         raise timeout_error(rec, now_ms, waited, ahead, list(self._parts))
-
-    async def wait(self, timeout: float) -> Any:
-        """Wait ``timeout`` more seconds, moving the request's deadline so that a queued
-        request is still started (recipe 1). Returns the result (streams: the full text)."""
-        await self._host.extend(self.id, timeout, queue=self.queue)
-        self.deadline = time.monotonic() + timeout
-        return await self.result(timeout=timeout)
-
-    async def resubmit(
-        self, *, priority: int | None = None, timeout: float | None = None, cancel_old: bool = True
-    ) -> AsyncRequestHandle:
-        """Send a fresh copy with a new id (recipe 2): by default one priority step higher,
-        cancelling this one so no worker wastes time on it."""
-        if cancel_old:
-            await self.cancel("resubmitted")
-        return await self._host.submit(
-            self.input,
-            priority=self.priority + 1 if priority is None else priority,
-            timeout=self.timeout if timeout is None else timeout,
-            stream=self.stream,
-            params=self.params,
-            queue=self.queue,
-        )
-
-    async def cancel(self, reason: str = "cancelled by client") -> Status | None:
-        """Give up (recipe 3): a pending request leaves the queue, a running one is told to
-        stop. Returns the status it had (None when no record exists)."""
-        return await self._host.cancel(self.id, reason=reason, queue=self.queue)
-
-    async def record(self) -> RequestRecord:
-        """The stored record (status, timestamps, metrics)."""
-        return await self._host.get(self.id, queue=self.queue)
-
-    async def status(self) -> Status:
-        return (await self.record()).status
 
     def __repr__(self) -> str:
         state = self._outcome.value if self._outcome else "submitted"

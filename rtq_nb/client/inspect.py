@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rtq_nb.errors import MalformedRecord, UnknownQueue
@@ -23,6 +23,7 @@ from rtq_nb.protocol.scores import (
     priority_bounds,
 )
 from rtq_nb.protocol.stream import pairs
+from rtq_nb.security.results import ResultCheck
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command
 
@@ -65,6 +66,7 @@ class QueueSnapshot:
     workers: list[WorkerInfo]
     recent: list[FinishedSample]  # newest first
     truncated: bool  # the sample may not reach back as far as asked
+    counters: dict[str, int] = field(default_factory=dict)  # the queue's stats (all time)
 
     @property
     def pending_total(self) -> int:
@@ -82,6 +84,7 @@ class Inspection:
     reads: Transport  # rides out outages within reconnect_timeout
     prefix: str
     _announced: set[str]
+    check: ResultCheck  # verifies stored outcomes and opens sealed values (security/)
 
     if TYPE_CHECKING:
 
@@ -98,7 +101,8 @@ class Inspection:
             flat = await self.reads.call("HGETALL", key)
         except MalformedRecord as exc:
             raise MalformedRecord(f"the record is not a hash: {exc}", key=key) from exc
-        return RequestRecord.from_redis(pairs(flat), key=key) if flat else None
+        fields = self.check.record_fields(pairs(flat)) if flat else None
+        return RequestRecord.from_redis(fields, key=key) if fields else None
 
     async def ahead_of(self, keys: Keys, score: int | None) -> int:
         """Pending requests a request of ``score`` waits behind."""
@@ -224,7 +228,9 @@ class Inspection:
         hi = "+inf" if until_ms is None else str(until_ms)
         rows: list[list[Any]] = []
         for name in queues:
-            rows += await _history_rows(self.reads, self.keys(name), lo, hi, statuses, limit)
+            rows += await _history_rows(
+                self.reads, self.keys(name), lo, hi, statuses, limit, self.check
+            )
         if len(queues) > 1:
             rows.sort(key=lambda r: r[6] if r[6] is not None else -1, reverse=True)
         return rows[:limit]
@@ -234,13 +240,14 @@ class Inspection:
         may call it): pending by priority, running, workers, and the timing fields of the
         ``sample`` most recent requests."""
         k = self.keys(queue)
-        now, wids, top, bottom, running, hist = await self.reads.pipeline(
+        now, wids, top, bottom, running, hist, stats = await self.reads.pipeline(
             [
                 ("TIME",),
                 ("ZRANGE", k.workers, 0, -1),
                 *_ends(k),
                 ("ZCARD", k.running),
                 ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, sample),
+                ("HGETALL", k.stats),
             ]
         )
         ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
@@ -256,6 +263,7 @@ class Inspection:
             workers=parse_workers(wids, [pairs(r) for r in replies[: len(wids)]]),
             recent=[FinishedSample(c, *r) for c, r in zip(created, recs, strict=True)],
             truncated=len(ids) >= sample,
+            counters={n: v for n, x in pairs(stats).items() if (v := lenient_int(x)) is not None},
         )
 
     async def estimated_wait(self, priority: int = 0, queue: str | None = None) -> float:
@@ -331,8 +339,11 @@ async def _history_rows(
     hi: str,
     statuses: frozenset[str] | None,
     limit: int,
+    check: ResultCheck,
 ) -> list[list[Any]]:
     rows: list[list[Any]] = []
+    active = check.verifies or check.sealer is not None
+    fields = (*HISTORY_FIELDS, "res_sig") if active else HISTORY_FIELDS
     offset = 0
     page = limit if statuses is None else max(PAGE, limit)
     while len(rows) < limit:
@@ -348,9 +359,7 @@ async def _history_rows(
         offset += len(ids)
         for i in range(0, len(ids), PAGE):
             part = ids[i : i + PAGE]
-            replies = await conn.pipeline(
-                [("HMGET", keys.request(r), *HISTORY_FIELDS) for r in part]
-            )
+            replies = await conn.pipeline([("HMGET", keys.request(r), *fields) for r in part])
             pairs_ = zip(part, replies, strict=True)
             empty = [r for r, vs in pairs_ if vs[1] is None and not any(vs)]
             whole: dict[str, dict[str, str]] = {}
@@ -361,6 +370,8 @@ async def _history_rows(
             for rid, values in zip(part, replies, strict=True):
                 if rid in gone:
                     continue  # TTL ran out; the history zset is trimmed lazily
+                if active:  # verified outcome, opened (or "(encrypted)") input and result
+                    values = check.history_values(values)
                 row = history_row(rid, values, keys.request(rid), whole.get(rid))
                 if statuses is None or row[5] in statuses:
                     rows.append(row)

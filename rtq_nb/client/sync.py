@@ -23,6 +23,7 @@ from rtq_nb.client.options import BatchOptions, ClientOptions, SubmitOptions
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.loop import LoopThread, portal
 from rtq_nb.protocol.records import Chunk
+from rtq_nb.security.settings import Security
 from rtq_nb.transport.blocking import SyncConn
 from rtq_nb.transport.endpoint import safe_url
 
@@ -141,6 +142,15 @@ class Client:
     @property
     def client_id(self) -> str:
         return self._async.client_id
+
+    @property
+    def security(self) -> Security:
+        """The keys this client signs, verifies and encrypts with (see README, Security)."""
+        return self._async.security
+
+    def set_security(self, security: Security) -> None:
+        """Use other keys from the next request on (see AsyncClient.set_security)."""
+        self._async.set_security(security)
 
     @property
     def async_client(self) -> AsyncClient:

@@ -83,6 +83,7 @@ def snapshot_dict(snap: QueueSnapshot, window_s: float) -> dict[str, Any]:
         "running": snap.running,
         "workers": snap.workers,
         "windows": [summarize(snap.now_ms, snap.recent, w, snap.truncated) for w in windows],
+        "unauthenticated": snap.counters.get("unauthenticated", 0),
     }
 
 
@@ -156,10 +157,17 @@ def render(snap: dict[str, Any]) -> str:
         "no history yet",
     )
     at = datetime.fromtimestamp(now / 1000, tz=timezone.utc).strftime("%H:%M:%S UTC")
+    refused = snap.get("unauthenticated", 0)
+    alarm = (
+        f" &middot; <b class='rtq-alarm' style='color:#b00020'>{refused} refused "
+        "(unauthenticated)</b>"
+        if refused
+        else ""
+    )
     return (
         f"<div class='rtq-monitor-body'><p>queue <code>{e(snap['queue'])}</code> &middot; "
         f"<b>{snap['pending_total']}</b> pending &middot; <b>{snap['running']}</b> running "
-        f"&middot; {len(snap['workers'])} worker(s) &middot; updated {at}</p>"
+        f"&middot; {len(snap['workers'])} worker(s){alarm} &middot; updated {at}</p>"
         f"<h4>Pending by priority</h4>{pending}<h4>Workers</h4>{workers}"
         f"<h4>Throughput and latency</h4>{perf}</div>"
     )

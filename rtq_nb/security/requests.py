@@ -78,6 +78,8 @@ class RequestGuard:
         if not isinstance(p, list) or len(p) <= _I["sig"]:
             return "not a request this worker can check"
         auth = parse_auth(p[_I["sig"]])
+        if auth is None and p[_I["sig"]]:
+            return "unreadable signature field"
         if auth is None:
             return "unsigned request (this worker only serves signed requests)"
         key = self.trusted.get(auth.kid)

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from rtq_nb.protocol.encoding import dumps
+from rtq_nb.protocol.history import HISTORY_FIELDS
 from rtq_nb.protocol.signing import (
     SEALED_FIELD,
     ResultKind,
@@ -24,9 +25,18 @@ from rtq_nb.protocol.signing import (
 from rtq_nb.security.keys import Keyring, SigningKey
 from rtq_nb.security.sealing import Sealer, Unsealable
 
-__all__ = ["ENCRYPTED", "Forged", "ResultCheck", "ResultSigner", "seal_json", "sealed_token"]
+__all__ = [
+    "ENCRYPTED",
+    "UNVERIFIED",
+    "Forged",
+    "ResultCheck",
+    "ResultSigner",
+    "seal_json",
+    "sealed_token",
+]
 
 ENCRYPTED = "(encrypted)"  # what a reader without the key sees instead of a sealed value
+UNVERIFIED = "unverified:"  # starts the error of a record whose stored outcome failed the check
 
 
 class Forged(Exception):
@@ -132,7 +142,7 @@ class ResultCheck:
                     raise Forged("signed for another attempt")
             except Forged as exc:
                 out.pop("result", None)
-                out["error"] = f"unverified: the stored outcome's signature failed ({exc})"
+                out["error"] = f"{UNVERIFIED} the stored outcome's signature failed ({exc})"
         for name, place in (("input", "in"), ("result", "out")):
             raw = out.get(name, "")
             if not raw.startswith(f'{{"{SEALED_FIELD}"'):
@@ -143,4 +153,16 @@ class ResultCheck:
                     out[name] = self.sealer.open(token, f"{rid}|{place}")
             except (ValueError, Unsealable):
                 out[name] = dumps(ENCRYPTED, name)
+            else:
+                if self.sealer is None:
+                    out[name] = dumps(ENCRYPTED, name)
         return out
+
+    def history_values(self, values: list[str | None]) -> list[str | None]:
+        """HMGET values of ``HISTORY_FIELDS`` + ``res_sig``, checked like
+        :meth:`record_fields`: the values of ``HISTORY_FIELDS`` as a reader may show them."""
+        names = (*HISTORY_FIELDS, "res_sig")
+        checked = self.record_fields(
+            {n: v for n, v in zip(names, values, strict=True) if v is not None}
+        )
+        return [checked.get(n) for n in HISTORY_FIELDS]

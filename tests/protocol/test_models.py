@@ -115,7 +115,7 @@ def test_envelopes_round_trip() -> None:
         "boom",
         "",
     )
-    signed = encode_envelope(Status.COMPLETED, {"a": "x,\"sig\":\""}, sig="k.2.AAA")
+    signed = encode_envelope(Status.COMPLETED, {"a": 'x,"sig":"'}, sig="k.2.AAA")
     assert decode_envelope(signed)[3] == "k.2.AAA"
     assert signed_completed(signed) == ('{"a":"x,\\"sig\\":\\""}', "k.2.AAA")
     assert signed_completed(encode_envelope(Status.COMPLETED, 1)) is None

@@ -71,13 +71,14 @@ def test_complete_maps_status_to_field() -> None:
         K, "r", worker_id="w", attempt="2", status=Status.COMPLETED, value="[1]", envelope="",
         stream=False, retention_s=9, pieces=0,
     )  # fmt: skip
-    assert ok[3:8] == (K.request("r"), K.result("r"), K.stream("r"), K.running, K.stats)
-    assert ok[8:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0, "", "", "")
+    assert ok[3:9] == (K.request("r"), K.result("r"), K.stream("r"), K.running, K.stats,
+                       K.history)  # fmt: skip
+    assert ok[9:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0, "", "", "")
     bad = scripts.complete(
         K, "r", worker_id="w", attempt="2", status=Status.FAILED, value="boom", envelope="{}",
         stream=True, retention_s=9, pieces=4, sig="k.2.S", end_sig="", counter="unauthenticated",
     )  # fmt: skip
-    assert bad[8:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4, "k.2.S", "",
+    assert bad[9:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4, "k.2.S", "",
                        "unauthenticated")  # fmt: skip
 
 

@@ -110,7 +110,8 @@ def test_canonical_signed_bytes_are_pinned() -> None:
     assert [k.value for k in ResultKind] == ["c", "f", "d", "e"]
     assert format_auth("k1", 2, b"\xff\x00") == "k1.2._wA"
     assert parse_auth("k1.2._wA") == ("k1", "2", b"\xff\x00")
-    assert parse_auth("k.1") is None and parse_auth("bad kid!.1.AA") is None
+    assert parse_auth("k.1") is None and parse_auth("k1.x.AA") is None
+    assert parse_auth("k1.1.+/AA") is None  # standard base64, not base64url
     assert ENVELOPE_SIG == ',"sig":"'
 
 

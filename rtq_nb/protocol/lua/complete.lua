@@ -1,13 +1,14 @@
 -- COMPLETE: deliver a request's outcome (result list or stream end), metrics, TTLs and
 -- counters, only while the lease is still this worker's. A late or duplicate completion is
 -- discarded.
--- KEYS: record, result list, stream, running, stats
+-- KEYS: record, result list, stream, running, stats, history
 -- ARGV: worker_id, attempt, request_id, status (COMPLETED|FAILED), field (result|error),
 --       value, envelope (for the result list; '' when completed: built here around the
 --       result JSON, so a result crosses the wire once), stream flag ('1'/'0'), retention_s,
 --       pieces streamed, the worker's signature of value ('' unsigned: then the envelope,
 --       stream marker and record carry none), the signature of the stream's end marker,
---       an extra stats counter to count ('' for none; e.g. 'unauthenticated')
+--       an extra stats counter to count ('' for none; e.g. 'unauthenticated': such a
+--       request, perhaps written by hand, is also added to the history, so views show it)
 -- Returns LEASE_OK (delivered), LEASE_LOST or LEASE_CANCELLED (discarded).
 -- Validates first: a record that is not a hash (read, before any write) is LEASE_LOST. The
 -- output write (result list or stream) comes before the record's: if that key is of another
@@ -65,5 +66,8 @@ redis.call('HSET', KEYS[1], 'status', status, field, value, 'finished_ms', now,
 if sig ~= '' then redis.call('HSET', KEYS[1], 'res_sig', sig) end
 redis.call('EXPIRE', KEYS[1], retention)
 redis.pcall('HINCRBY', KEYS[5], status, 1)  -- counters: best effort
-if ARGV[13] ~= '' then redis.pcall('HINCRBY', KEYS[5], ARGV[13], 1) end
+if ARGV[13] ~= '' then
+  redis.pcall('HINCRBY', KEYS[5], ARGV[13], 1)
+  redis.pcall('ZADD', KEYS[6], 'NX', created, ARGV[3])
+end
 return LEASE_OK

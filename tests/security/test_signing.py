@@ -273,3 +273,49 @@ def test_key_rotation_under_load_loses_and_refuses_nothing(
     ):
         stale.call("after retirement")
     c.close()
+
+
+def test_a_signed_stream_follows_the_retry_after_its_worker_is_killed(
+    url: str, prefix: str, tmp_path: Any
+) -> None:
+    """Reset markers are not signed, so a checking reader tells attempts apart by the attempt
+    its entries are signed for: the lost attempt's chunks come with a WorkerLost, then the
+    retry streams the whole answer again."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import worker_cmd
+
+    from rtq_nb.demo import fake_answer
+    from rtq_nb.errors import WorkerLost
+
+    env = {
+        **os.environ,
+        "RTQ_TRUSTED_CLIENT_KEYS": CLIENT_KEY.public().to_text(),
+        "RTQ_WORKER_SIGNING_KEY": WORKER_KEY.to_text(),
+    }
+    cmd = worker_cmd(url, prefix, "rtq_nb.demo:fake_llm", "--queue", "q", "--lease", "2",
+                     "--heartbeat", "0.5")  # fmt: skip
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        with Client(url, prefix=prefix, queue="q", timeout=60, security=client_security()) as c:
+            wait_until(lambda: len(c.workers()) == 2 if c.queues() else False, what="2 workers")
+            expected = "".join(fake_answer("saga", 120))
+            h = c.submit("saga", stream=True, params={"tokens": 120, "rate": 40})
+            it = iter(h)
+            first = [next(it) for _ in range(3)]
+            victim = c.get(h.id).worker
+            assert victim is not None
+            os.kill(int(victim.rsplit("-", 2)[1]), signal.SIGKILL)
+            with pytest.raises(WorkerLost) as lost:
+                for _ in it:
+                    pass
+            assert lost.value.chunks[:3] == first
+            assert "attempt 1 was lost; attempt 2 began" in str(lost.value)
+            assert "".join(h) == expected and h.result() == expected
+            assert c.get(h.id).attempts == 2
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)

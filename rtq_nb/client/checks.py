@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.encoding import decode_envelope, signed_completed
 from rtq_nb.protocol.records import Chunk, Status
 from rtq_nb.protocol.signing import ResultKind
 from rtq_nb.protocol.stream import OUTCOMES, EntryKind, StreamEntry
+from rtq_nb.security.results import UNSIGNED_DETAIL as _UNSIGNED
 from rtq_nb.security.results import Forged, ResultCheck
 from rtq_nb.security.sealing import Unsealable
 
@@ -22,16 +24,21 @@ __all__ = ["UNSIGNED_DETAIL", "StreamCheck", "checked_envelope"]
 
 log = logging.getLogger("rtq_nb.client")
 
-UNSIGNED_DETAIL = {
-    Status.CANCELLED: "cancelled (the reason is not signed, so it is not shown)",
-    Status.EXPIRED: "deadline passed while pending",
-}
+UNSIGNED_DETAIL = {Status(k): v for k, v in _UNSIGNED.items()}
 
 
 def checked_envelope(chk: ResultCheck, rid: str, raw: str) -> tuple[Status, Any, str | None] | None:
     """``(status, result, error)`` of a result envelope, or None when it is refused (forged:
-    logged, never shown). A sealed result is opened; one that does not open fails."""
-    status, result, error, sig = decode_envelope(raw)
+    logged, never shown). A sealed result is opened; one that does not open fails. A
+    malformed envelope raises MalformedRecord, unless this client verifies: then it is
+    dropped like a forgery."""
+    try:
+        status, result, error, sig = decode_envelope(raw)
+    except MalformedRecord as exc:
+        if not chk.verifies:
+            raise
+        log.warning("request %s: dropped a malformed result envelope (%s)", rid, exc)
+        return None
     try:
         if chk.verifies and status is Status.COMPLETED:
             parts = signed_completed(raw)
@@ -39,7 +46,7 @@ def checked_envelope(chk: ResultCheck, rid: str, raw: str) -> tuple[Status, Any,
                 raise Forged("unsigned")
             chk.verify(rid, parts[1], ResultKind.COMPLETED, parts[0])
         elif chk.verifies and status is Status.FAILED:
-            chk.verify(rid, sig, ResultKind.FAILED, error or "")
+            chk.verify(rid, sig, ResultKind.FAILED, "" if error is None else error)
         elif chk.verifies:  # cancelled, expired: written by scripts, status only
             error = UNSIGNED_DETAIL.get(status, status.value)
     except Forged as exc:
@@ -59,6 +66,7 @@ class StreamCheck:
     def __init__(self, chk: ResultCheck, rid: str, sealed: bool) -> None:
         self.chk, self.rid, self.sealed = chk, rid, sealed
         self.attempt = 0  # the attempt whose signed entries are being followed
+        self.run = ""  # ... and the worker's run of it (a replay's run is another one)
 
     @property
     def active(self) -> bool:
@@ -80,7 +88,7 @@ class StreamCheck:
                 return entry, None
             return StreamEntry(entry.entry_id, kind, detail=UNSIGNED_DETAIL[OUTCOMES[kind]]), None
         try:
-            attempt = self._verify(entry)
+            attempt, run = self._verify(entry)
         except Forged as exc:
             log.warning("request %s: dropped forged stream entry %s (%s)", rid, entry.entry_id, exc)
             return skip, None
@@ -88,9 +96,15 @@ class StreamCheck:
             log.warning("request %s: dropped an entry of superseded attempt %d", rid, attempt)
             return skip, None
         if attempt > self.attempt:
-            started, self.attempt = self.attempt, attempt
+            started, self.attempt, self.run = self.attempt, attempt, run
             if started and (has_parts or next_seq):
                 return entry, f"attempt {started} was lost; attempt {attempt} began"
+        elif verifies and run != self.run:
+            if not self.run and not (has_parts or next_seq):
+                self.run = run
+            else:
+                log.warning("request %s: dropped an entry of another run (a replay)", rid)
+                return skip, None
         c = entry.chunk
         if kind is EntryKind.DATA and c is not None:
             if c.seq > next_seq:
@@ -98,7 +112,7 @@ class StreamCheck:
                 return skip, None
             if c.seq == next_seq and self.sealed:
                 try:
-                    text = self.chk.open_chunk(rid, c.seq, c, True)
+                    text = self.chk.open_chunk(rid, c, c.seq, c.pieces)
                 except Unsealable as exc:
                     log.warning("request %s: dropped a chunk that does not open (%s)", rid, exc)
                     return skip, None
@@ -110,8 +124,9 @@ class StreamCheck:
             return skip, None
         return entry, None
 
-    def _verify(self, entry: StreamEntry) -> int:
-        """The attempt a signed entry covers (0 when not verifying); raises Forged."""
+    def _verify(self, entry: StreamEntry) -> tuple[int, str]:
+        """``(attempt, run)`` a signed entry covers (0, '' when not verifying); raises
+        Forged."""
         chk, rid = self.chk, self.rid
         if entry.kind is EntryKind.DATA and entry.chunk is not None:
             c = entry.chunk
@@ -121,4 +136,4 @@ class StreamCheck:
             return chk.verify(rid, entry.auth, ResultKind.END, "", n, n)
         if entry.kind is EntryKind.FAILED:
             return chk.verify(rid, entry.auth, ResultKind.FAILED, entry.detail)
-        return self.attempt
+        return self.attempt, self.run

@@ -101,7 +101,7 @@ class Inspection:
             flat = await self.reads.call("HGETALL", key)
         except MalformedRecord as exc:
             raise MalformedRecord(f"the record is not a hash: {exc}", key=key) from exc
-        fields = self.check.record_fields(pairs(flat)) if flat else None
+        fields = self.check.record_fields(pairs(flat), request_id) if flat else None
         return RequestRecord.from_redis(fields, key=key) if fields else None
 
     async def ahead_of(self, keys: Keys, score: int | None) -> int:
@@ -371,7 +371,7 @@ async def _history_rows(
                 if rid in gone:
                     continue  # TTL ran out; the history zset is trimmed lazily
                 if active:  # verified outcome, opened (or "(encrypted)") input and result
-                    values = check.history_values(values)
+                    values = check.history_values(values, rid)
                 row = history_row(rid, values, keys.request(rid), whole.get(rid))
                 if statuses is None or row[5] in statuses:
                     rows.append(row)

@@ -131,7 +131,7 @@ def decode_envelope(raw: str) -> tuple[Status, Any, str | None, str]:
         env = json.loads(raw)
         sig = env.get("sig", "")
         return Status(env["status"]), env.get("result"), env.get("error"), sig
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MalformedRecord(f"malformed result envelope {raw[:200]!r}: {exc}") from exc
 
 

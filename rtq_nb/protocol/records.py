@@ -118,7 +118,7 @@ class RequestRecord(BaseModel):
             if name in data and data[name] != "":
                 try:
                     data[name] = json.loads(data[name])
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RecursionError) as exc:
                     raise MalformedRecord(
                         f"field {name!r} is not valid JSON: {exc}", key=key
                     ) from exc

@@ -12,8 +12,9 @@ params exactly as stored (JSON text), priority, timeout, attempt budget, stream 
 client's clock when it signed, and the key id. A result part signs request id, attempt, kind
 (:class:`ResultKind`), sequence number, piece count and the payload exactly as stored.
 
-Signature text (one field): ``<key id>.<stamp>.<base64url signature, unpadded>``; the stamp is
-the signing time in ms for a request and the attempt for a result part.
+Signature text (one field): ``<key id>.<stamp>.<base64url signature, unpadded>[.<run>]``; the
+stamp is the signing time in ms for a request and the attempt for a result part; ``run`` (stream
+parts only) the worker's random id for that run of the request.
 """
 
 from __future__ import annotations
@@ -113,11 +114,19 @@ def request_message(
 
 
 def result_message(
-    request_id: str, attempt: str, kind: ResultKind, seq: int, pieces: int, payload: str
+    request_id: str,
+    attempt: str,
+    kind: ResultKind,
+    seq: int,
+    pieces: int,
+    payload: str,
+    run: str = "",
 ) -> bytes:
-    """The canonical bytes a worker signs for one result part."""
+    """The canonical bytes a worker signs for one result part. ``run``: the worker's random
+    id for this run of the request (stream parts), so that parts of two runs of one attempt
+    (a replay) cannot be spliced into one stream."""
     return canonical(
-        RESULT_DOMAIN, request_id, attempt, _KIND[kind], str(seq), str(pieces), payload
+        RESULT_DOMAIN, request_id, attempt, run, _KIND[kind], str(seq), str(pieces), payload
     )
 
 
@@ -127,10 +136,12 @@ class Auth(NamedTuple):
     kid: str
     stamp: str
     sig: bytes
+    run: str = ""
 
 
-def format_auth(kid: str, stamp: int | str, sig: bytes) -> str:
-    return f"{kid}.{stamp}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+def format_auth(kid: str, stamp: int | str, sig: bytes, run: str = "") -> str:
+    text = f"{kid}.{stamp}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
+    return f"{text}.{run}" if run else text
 
 
 def parse_auth(text: object) -> Auth | None:
@@ -140,7 +151,10 @@ def parse_auth(text: object) -> Auth | None:
         return None
     kid, _, rest = text.partition(".")
     stamp, _, b64 = rest.partition(".")
-    if not (kid and b64) or not stamp.isdigit() or len(stamp) > 20:
+    b64, _, run = b64.partition(".")
+    if not (kid and b64) or not stamp.isascii() or not stamp.isdigit() or len(stamp) > 20:
+        return None
+    if run and (len(run) > 32 or not run.isascii() or not run.isalnum()):
         return None
     padded = (b64 + "=" * (-len(b64) % 4)).translate(_URL_TO_STD)
     try:  # strict: only the base64url alphabet (mapped onto standard base64), no dots
@@ -152,4 +166,4 @@ def parse_auth(text: object) -> Auth | None:
             return None
     except (binascii.Error, ValueError):
         return None
-    return Auth(kid, stamp, sig)
+    return Auth(kid, stamp, sig, run)

@@ -91,5 +91,5 @@ def decode_entry(entry_id: str, fields: Sequence[object]) -> StreamEntry:
             return StreamEntry(entry_id, None, problem=f"malformed data entry {f!r:.200}")
         return StreamEntry(entry_id, kind, chunk=chunk, auth=f.get("a", ""))
     n = f.get("n")
-    pieces = int(n) if n is not None and n.isdigit() else None
+    pieces = int(n) if n is not None and n.isascii() and n.isdigit() and len(n) < 19 else None
     return StreamEntry(entry_id, kind, detail=f.get("d", ""), auth=f.get("a", ""), pieces=pieces)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import os
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -218,14 +217,22 @@ class SigningKey:
 
 def key_texts(spec: str) -> list[str]:
     """Key lines from ``spec``: ``@path`` (a file of keys), a path to an existing file, or key
-    lines themselves, separated by newlines, commas or spaces; ``#`` starts a comment."""
+    lines themselves, separated by newlines, commas or spaces; ``#`` starts a comment. Errors
+    never echo ``spec`` (it may hold secrets)."""
     spec = spec.strip()
-    path = spec[1:] if spec.startswith("@") else spec
-    if spec.startswith("@") or (path and os.sep in path and Path(path).is_file()):
+    is_keys = spec.startswith(("rtq-sk:", "rtq-pk:", "rtq-ek:", "#"))
+    if spec.startswith("@") or (not is_keys and "\n" not in spec and len(spec) < 4096):
+        path = spec[1:] if spec.startswith("@") else spec
         try:
             spec = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigurationError(f"cannot read key file {path!r}: {exc.strerror}") from None
+        except (OSError, ValueError) as exc:
+            what = getattr(exc, "strerror", None) or "not a readable file"
+            if spec.startswith("@") or ("/" in path and len(path) < 256):
+                raise ConfigurationError(f"cannot read key file {path!r}: {what}") from None
+            raise ConfigurationError(  # might be a mistyped secret: never echo it
+                "the value given is neither key lines (rtq-sk:..., rtq-pk:..., rtq-ek:...) "
+                "nor a readable key file (write @path for a file)"
+            ) from None
     words: list[str] = []
     for line in spec.splitlines():
         line = line.split("#", 1)[0]

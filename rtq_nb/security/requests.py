@@ -57,19 +57,25 @@ _I = JOB_INDEX
 
 
 class RequestGuard:
-    """A worker's check of popped requests against the clients' public keys."""
+    """A worker's check of popped requests against the clients' public keys.
+
+    Replays: within its window, a request id this worker has delivered is refused, and so is
+    one it has already started as many times as the request's signed attempt budget (a
+    legitimate retry comes back at most that often; an attacker who steals leases to replay
+    it gets no more runs than that)."""
 
     def __init__(self, trusted: Keyring, queue: str, *, max_skew: float, max_age: float):
         self.trusted, self.queue = trusted, queue
         self.skew_ms, self.max_age_ms = int(max_skew * 1000), int(max_age * 1000)
-        self._served: dict[str, int] = {}  # request id -> end of its window (ms)
+        # request id -> (runs started here, end of its window in ms); runs < 0: delivered
+        self._seen: dict[str, tuple[int, int]] = {}
         self.refused = 0
 
     def check(self, request_id: str, payload: list[str], now_ms: int | None = None) -> str | None:
-        """Why ``payload`` (POP's ``[attempt, *JOB_FIELDS]``) must not run, or None."""
-        why = self._check(
-            request_id, payload, int(time.time() * 1000) if now_ms is None else now_ms
-        )
+        """Why ``payload`` (POP's ``[attempt, *JOB_FIELDS]``) must not run, or None; a
+        request that may run is counted as started."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        why = self._check(request_id, payload, now)
         if why is not None:
             self.refused += 1
         return why
@@ -103,33 +109,34 @@ class RequestGuard:
         if p[_I["queue"]] != self.queue:
             return f"signed for queue {p[_I['queue']]!r}, not this worker's {self.queue!r}"
         signed = int(auth.stamp)
-        try:
-            timeout = int(p[_I["timeout_ms"]])
+        try:  # both signed: the client wrote them
+            timeout, budget = int(p[_I["timeout_ms"]]), int(p[_I["max_attempts"]])
         except ValueError:
-            return "timeout_ms is not an integer"
+            return "timeout_ms or max_attempts is not an integer"
         end = signed + (timeout if timeout > 0 else self.max_age_ms) + self.skew_ms
         if now < signed - self.skew_ms:
             return f"signed {(signed - now) / 1000:.0f} s in the future (clock skew?)"
         if now > end:
             return f"outside its window: signed {(now - signed) / 1000:.0f} s ago (a replay?)"
-        if self._served.get(rid, 0) >= now:
+        runs, _ = self._seen.get(rid, (0, 0))
+        if runs < 0:
             return "replayed: this worker already served this request id"
+        if runs >= max(budget, 1):
+            return f"replayed: this worker already started it {runs} time(s), its attempt budget"
+        self._remember(rid, runs + 1, end, now)
         return None
 
-    def served(self, request_id: str, payload_window_end_ms: int | None = None) -> None:
-        """Remember a delivered request (its id is refused until its window closes)."""
-        now = int(time.time() * 1000)
-        if len(self._served) >= MAX_REMEMBERED:
-            self._served = {r: t for r, t in self._served.items() if t >= now}
-            if len(self._served) >= MAX_REMEMBERED:  # all still open: forget the oldest half
-                keep = sorted(self._served.items(), key=lambda x: x[1])[MAX_REMEMBERED // 2 :]
-                self._served = dict(keep)
-        self._served[request_id] = payload_window_end_ms or now + self.max_age_ms
+    def served(self, request_id: str) -> None:
+        """A delivered request: its id is refused until its window closes."""
+        _, end = self._seen.get(request_id, (0, 0))
+        if end:
+            self._seen[request_id] = (-1, end)
 
-    def window_end(self, payload: list[str]) -> int | None:
-        """The end of a checked request's window (ms)."""
-        auth = parse_auth(payload[_I["sig"]]) if len(payload) > _I["sig"] else None
-        if auth is None:
-            return None
-        timeout = int(payload[_I["timeout_ms"]] or 0)
-        return int(auth.stamp) + (timeout if timeout > 0 else self.max_age_ms) + self.skew_ms
+    def _remember(self, rid: str, runs: int, end: int, now: int) -> None:
+        seen = self._seen
+        if len(seen) >= MAX_REMEMBERED and rid not in seen:
+            seen = {r: v for r, v in seen.items() if v[1] >= now}
+            if len(seen) >= MAX_REMEMBERED:  # all still open: forget the oldest half
+                seen = dict(sorted(seen.items(), key=lambda x: x[1][1])[MAX_REMEMBERED // 2 :])
+            self._seen = seen
+        seen[rid] = (runs, end)

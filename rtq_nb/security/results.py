@@ -11,6 +11,7 @@ cannot be signed: a checking client takes their status but not their text.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from rtq_nb.protocol.encoding import dumps
@@ -27,10 +28,13 @@ from rtq_nb.security.sealing import Sealer, Unsealable
 
 __all__ = [
     "ENCRYPTED",
+    "NOT_SEALED",
+    "UNSIGNED_DETAIL",
     "UNVERIFIED",
     "Forged",
     "ResultCheck",
     "ResultSigner",
+    "new_run",
     "seal_json",
     "sealed_token",
 ]
@@ -64,25 +68,48 @@ class ResultSigner:
         self.key, self.sealer = key, sealer
 
     def sign(
-        self, rid: str, attempt: str, kind: ResultKind, payload: str, seq: int = 0, n: int = 0
+        self,
+        rid: str,
+        attempt: str,
+        kind: ResultKind,
+        payload: str,
+        seq: int = 0,
+        n: int = 0,
+        run: str = "",
     ) -> str:
         if self.key is None:
             return ""
-        msg = result_message(rid, attempt, kind, seq, n, payload)
-        return format_auth(self.key.kid, attempt, self.key.sign(msg))
+        msg = result_message(rid, attempt, kind, seq, n, payload, run)
+        return format_auth(self.key.kid, attempt, self.key.sign(msg), run)
 
     def value(self, rid: str, json_text: str) -> str:
         """A result's JSON text as stored (sealed when encrypting)."""
         return json_text if self.sealer is None else seal_json(self.sealer, rid, "out", json_text)
 
-    def chunk(self, rid: str, seq: int, text: str) -> str:
-        """A stream chunk's text as stored (a sealed token when encrypting)."""
-        return text if self.sealer is None else self.sealer.seal(text, f"{rid}|chunk|{seq}")
+    def chunk(self, rid: str, seq: int, pieces: int, text: str) -> str:
+        """A stream chunk's text as stored (a sealed token when encrypting), bound to its
+        request, sequence number and piece count."""
+        if self.sealer is None:
+            return text
+        return self.sealer.seal(text, f"{rid}|chunk|{seq}|{pieces}")
+
+
+def new_run() -> str:
+    """A random id for one run of a request on a worker (signed into its stream parts)."""
+    return secrets.token_hex(6)
+
+
+# Markers Redis scripts write cannot be signed: a checking reader shows these, not their text.
+UNSIGNED_DETAIL = {
+    "cancelled": "cancelled (the reason is not signed, so it is not shown)",
+    "expired": "deadline passed while pending",
+}
+NOT_SEALED = "(not encrypted: not shown)"  # plaintext where this side expects ciphertext
 
 
 class ResultCheck:
     """A client's side: verify with the workers' public keys (when ``trusted``) and open
-    sealed values (when it holds the encryption keys)."""
+    sealed values (when it holds the encryption keys: then it also refuses plaintext)."""
 
     def __init__(self, trusted: Keyring | None, sealer: Sealer | None) -> None:
         self.trusted, self.sealer = trusted, sealer
@@ -92,32 +119,43 @@ class ResultCheck:
         return self.trusted is not None
 
     def verify(
-        self, rid: str, auth: str, kind: ResultKind, payload: str, seq: int = 0, n: int = 0
-    ) -> int:
-        """The attempt a part was signed for; raises :class:`Forged` saying why not.
-        Without trusted keys every part passes (attempt 0: unknown)."""
+        self,
+        rid: str,
+        auth: str,
+        kind: ResultKind,
+        payload: object,
+        seq: int = 0,
+        n: int = 0,
+    ) -> tuple[int, str]:
+        """``(attempt, run)`` a part was signed for; raises :class:`Forged` saying why not.
+        Without trusted keys every part passes (attempt 0 and run '': unknown)."""
         if self.trusted is None:
-            return 0
+            return 0, ""
+        if not isinstance(payload, str):
+            raise Forged(f"a {type(payload).__name__} where text is signed")
         a = parse_auth(auth)
         if a is None:
             raise Forged("unsigned" if not auth else "unreadable signature")
         key = self.trusted.get(a.kid)
         if key is None:
             raise Forged(f"signed with unknown key id {a.kid!r}")
-        if not key.verify(result_message(rid, a.stamp, kind, seq, n, payload), a.sig):
+        if not key.verify(result_message(rid, a.stamp, kind, seq, n, payload, a.run), a.sig):
             raise Forged(f"bad signature for key id {a.kid!r}")
-        return int(a.stamp)
+        return int(a.stamp), a.run
 
     def open_value(self, rid: str, value: Any) -> Any:
-        """A decoded result value, opened when sealed; raises :class:`Unsealable`."""
+        """A decoded result value, opened when sealed; raises :class:`Unsealable` (also for
+        plaintext when this side encrypts: then only sealed results are accepted)."""
         token = sealed_token(value)
         if token is None:
+            if self.sealer is not None:
+                raise Unsealable("the result is not encrypted, and this client encrypts")
             return value
         return json.loads(self._sealer().open(token, f"{rid}|out"))
 
-    def open_chunk(self, rid: str, seq: int, text: str, sealed: bool) -> str:
-        """A chunk's text, opened when the stream is sealed; raises :class:`Unsealable`."""
-        return self._sealer().open(text, f"{rid}|chunk|{seq}") if sealed else text
+    def open_chunk(self, rid: str, chunk: str, seq: int, pieces: int) -> str:
+        """A sealed chunk's text; raises :class:`Unsealable`."""
+        return self._sealer().open(chunk, f"{rid}|chunk|{seq}|{pieces}")
 
     def _sealer(self) -> Sealer:
         if self.sealer is None:
@@ -127,42 +165,65 @@ class ResultCheck:
             )
         return self.sealer
 
-    def record_fields(self, fields: dict[str, str]) -> dict[str, str]:
-        """A record hash as a checking reader may show it: a completed or failed record whose
-        signature does not verify loses its result (its error says why); sealed input and
-        result are opened when this side holds the key. Never raises."""
+    def record_fields(self, fields: dict[str, str], request_id: str) -> dict[str, str]:
+        """A record hash, read under ``request_id``, as a checking reader may show it: a
+        record of another id, or a completed or failed one whose signature does not verify,
+        loses its result (its error says why); unsigned statuses show a fixed text; sealed
+        input and result are opened when this side holds the key (bound to ``request_id``:
+        a value moved from another request does not open). Never raises."""
         out = dict(fields)
-        rid, status = out.get("id", ""), out.get("status", "")
-        if self.trusted is not None and status in ("completed", "failed"):
-            kind = ResultKind.COMPLETED if status == "completed" else ResultKind.FAILED
-            payload = out.get("result" if status == "completed" else "error", "")
-            try:
-                attempt = self.verify(rid, out.get("res_sig", ""), kind, payload)
-                if str(attempt) != out.get("attempts"):
-                    raise Forged("signed for another attempt")
-            except Forged as exc:
+        status = out.get("status", "")
+        if self.trusted is not None:
+            why = self._unverified(out, request_id, status)
+            if why is not None:
                 out.pop("result", None)
-                out["error"] = f"{UNVERIFIED} the stored outcome's signature failed ({exc})"
+                out["error"] = f"{UNVERIFIED} {why}"
+            elif status not in ("completed", "failed"):
+                out.pop("result", None)
+                if status in UNSIGNED_DETAIL:
+                    out["error"] = UNSIGNED_DETAIL[status]
+                else:
+                    out.pop("error", None)
         for name, place in (("input", "in"), ("result", "out")):
-            raw = out.get(name, "")
-            if not raw.startswith(f'{{"{SEALED_FIELD}"'):
-                continue
-            try:
-                token = sealed_token(json.loads(raw))
-                if token is not None and self.sealer is not None:
-                    out[name] = self.sealer.open(token, f"{rid}|{place}")
-            except (ValueError, Unsealable):
-                out[name] = dumps(ENCRYPTED, name)
-            else:
-                if self.sealer is None:
-                    out[name] = dumps(ENCRYPTED, name)
+            if name in out:
+                out[name] = self._shown(out[name], request_id, place, name)
         return out
 
-    def history_values(self, values: list[str | None]) -> list[str | None]:
+    def _unverified(self, out: dict[str, str], rid: str, status: str) -> str | None:
+        if out.get("id", rid) != rid:
+            return "the record carries another request's id"
+        if status not in ("completed", "failed"):
+            return None
+        kind = ResultKind.COMPLETED if status == "completed" else ResultKind.FAILED
+        payload = out.get("result" if status == "completed" else "error", "")
+        try:
+            attempt, _ = self.verify(rid, out.get("res_sig", ""), kind, payload)
+        except Forged as exc:
+            return f"the stored outcome's signature failed ({exc})"
+        if str(attempt) != out.get("attempts"):
+            return "the stored outcome is signed for another attempt"
+        return None
+
+    def _shown(self, raw: str, rid: str, place: str, name: str) -> str:
+        """A stored input or result (JSON text) as shown: opened, or a marker."""
+        sealed = raw.startswith(f'{{"{SEALED_FIELD}"')
+        if not sealed:
+            return raw if self.sealer is None or raw == "" else dumps(NOT_SEALED, name)
+        try:
+            token = sealed_token(json.loads(raw))
+            if token is None:
+                return dumps(ENCRYPTED, name)
+            if self.sealer is None:
+                return dumps(ENCRYPTED, name)
+            return self.sealer.open(token, f"{rid}|{place}")
+        except (ValueError, RecursionError, Unsealable):
+            return dumps(ENCRYPTED, name)
+
+    def history_values(self, values: list[str | None], request_id: str) -> list[str | None]:
         """HMGET values of ``HISTORY_FIELDS`` + ``res_sig``, checked like
         :meth:`record_fields`: the values of ``HISTORY_FIELDS`` as a reader may show them."""
         names = (*HISTORY_FIELDS, "res_sig")
         checked = self.record_fields(
-            {n: v for n, v in zip(names, values, strict=True) if v is not None}
+            {n: v for n, v in zip(names, values, strict=True) if v is not None}, request_id
         )
         return [checked.get(n) for n in HISTORY_FIELDS]

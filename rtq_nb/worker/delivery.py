@@ -14,7 +14,7 @@ from rtq_nb.protocol.records import Status
 from rtq_nb.protocol.signing import ResultKind
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.security.requests import RequestGuard
-from rtq_nb.security.results import ResultSigner
+from rtq_nb.security.results import ResultSigner, new_run
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command
 from rtq_nb.transport.retry import Backoff
@@ -51,12 +51,12 @@ class Delivery:
         if sg is None:
             quads = [(seq, n, text, "") for seq, n, text in chunks]
         else:
+            run = self._run(p)
             quads = []
             for seq, n, text in chunks:
-                stored = sg.chunk(p.id, seq, text) if p.sealed else text
-                quads.append(
-                    (seq, n, stored, sg.sign(p.id, p.attempt, ResultKind.DATA, stored, seq, n))
-                )
+                stored = sg.chunk(p.id, seq, n, text) if p.sealed else text
+                sig = sg.sign(p.id, p.attempt, ResultKind.DATA, stored, seq, n, run)
+                quads.append((seq, n, stored, sig))
         return scripts.append(
             self.keys,
             p.id,
@@ -66,6 +66,13 @@ class Delivery:
             first=first,
             chunks=quads,
         )
+
+    @staticmethod
+    def _run(p: Held) -> str:
+        """This run's random id (made at its first signed part)."""
+        if not p.run:
+            p.run = new_run()
+        return p.run
 
     def sender(self, p: Held) -> SendFn:
         """The write callback of ``p``'s stream writer."""
@@ -88,16 +95,17 @@ class Delivery:
             if status is Status.COMPLETED:
                 value, envelope = dumps(o.value, "handler result"), ""  # the script wraps it
                 if sg is not None:
+                    run, n = self._run(p), o.pieces
                     value = sg.value(p.id, value) if p.sealed else value
-                    sig = sg.sign(p.id, p.attempt, ResultKind.COMPLETED, value)
+                    sig = sg.sign(p.id, p.attempt, ResultKind.COMPLETED, value, run=run)
                     if p.stream:
-                        end_sig = sg.sign(p.id, p.attempt, ResultKind.END, "", o.pieces, o.pieces)
+                        end_sig = sg.sign(p.id, p.attempt, ResultKind.END, "", n, n, run)
         except EncodingError as exc:
             status, error = Status.FAILED, f"EncodingError: handler result: {exc}"
         if status is not Status.COMPLETED:
             value = error or ""
             if sg is not None:
-                sig = sg.sign(p.id, p.attempt, ResultKind.FAILED, value)
+                sig = sg.sign(p.id, p.attempt, ResultKind.FAILED, value, run=self._run(p))
             envelope = encode_envelope(status, None, value, sig)
         cmds.append(
             scripts.complete(
@@ -184,5 +192,5 @@ class Delivery:
                 log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
                 continue
             self.state.served(p, o.status is Status.COMPLETED, now)
-            if self.guard is not None and p.window_end is not None:
-                self.guard.served(p.id, p.window_end)  # a replay of it is refused
+            if self.guard is not None:
+                self.guard.served(p.id)  # a replay of it is refused

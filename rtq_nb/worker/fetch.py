@@ -150,6 +150,4 @@ class Fetcher:
                 held.request, held.problem = None, f"cannot open the encrypted input: {exc}"
                 return held
             held.sealed = True
-        if self.guard is not None:
-            held.window_end = self.guard.window_end(payload)
         return held

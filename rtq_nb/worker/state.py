@@ -62,10 +62,10 @@ class Held:
         "id",
         "problem",
         "request",
+        "run",
         "sealed",
         "started",
         "stream",
-        "window_end",
     )
 
     def __init__(
@@ -84,7 +84,7 @@ class Held:
         self.problem = problem
         self.counter = counter  # a stats counter its failure also counts ("unauthenticated")
         self.sealed = False  # its input was encrypted: so is its output
-        self.window_end: int | None = None  # a signed request's acceptance window ends (ms)
+        self.run = ""  # this run's random id, signed into its result parts (made when signing)
         self.flushed = 0  # stream writes so far
         self.started = time.monotonic()
 

@@ -104,12 +104,15 @@ def test_canonical_signed_bytes_are_pinned() -> None:
         b"rtq-request-v1\n5:c-s-1,1:q,1:c,5:\"h\xc3\xa9\",2:{},1:2,4:5000,1:3,1:1,"
         b"13:1700000000000,2:k1,"
     )  # fmt: skip
-    assert result_message("c-s-1", "2", ResultKind.DATA, 4, 3, "abc") == (
-        b"rtq-result-v1\n5:c-s-1,1:2,1:d,1:4,1:3,3:abc,"
+    assert result_message("c-s-1", "2", ResultKind.DATA, 4, 3, "abc", "9f") == (
+        b"rtq-result-v1\n5:c-s-1,1:2,2:9f,1:d,1:4,1:3,3:abc,"
     )
     assert [k.value for k in ResultKind] == ["c", "f", "d", "e"]
     assert format_auth("k1", 2, b"\xff\x00") == "k1.2._wA"
-    assert parse_auth("k1.2._wA") == ("k1", "2", b"\xff\x00")
+    assert parse_auth("k1.2._wA") == ("k1", "2", b"\xff\x00", "")
+    assert format_auth("k1", 2, b"\xff\x00", "9f") == "k1.2._wA.9f"
+    assert parse_auth("k1.2._wA.9f") == ("k1", "2", b"\xff\x00", "9f")
+    assert parse_auth("k1.\u00b2._wA") is None and parse_auth("k1.2._wA.a-b") is None
     assert parse_auth("k.1") is None and parse_auth("k1.x.AA") is None
     assert parse_auth("k1.1.+/AA") is None  # standard base64, not base64url
     assert ENVELOPE_SIG == ',"sig":"'

@@ -8,6 +8,9 @@ rtq-nb status   pending counts, workers and counters of a queue
 rtq-nb lab      JupyterLab on the sample notebooks, with a Redis available
 rtq-nb acl      the ACL SETUSER line of a least-privilege Redis user (client, worker, monitor)
 rtq-nb keygen   make a signing (Ed25519, HMAC) or encryption (AES-GCM) key
+rtq-nb metrics  Prometheus metrics of queues and the autoscaling signal (recommended workers)
+
+Exit codes: 0 stopped as asked, 2 bad configuration, 3 Redis unreachable, 4 access denied (ACL).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from rtq_nb.cli import acl, keys
+from rtq_nb.cli import acl, keys, ops
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
@@ -76,17 +79,19 @@ def cmd_worker(a: argparse.Namespace) -> int:
         heartbeat=a.heartbeat,
         retention=a.retention,
         worker_id=a.worker_id,
+        reconnect_timeout=a.reconnect_timeout,
         security=keys.worker_security(a),
     )
 
-    async def main() -> None:
+    async def main(on_ready: Any) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.astop(a.drain_timeout)))
-        await w.run()
+        await w.run(on_ready=on_ready)
 
     logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, safe_url(w.url))
-    run(main())
+    with ops.worker_ops(a, w) as on_ready:
+        run(main(on_ready))
     return 0
 
 
@@ -240,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
     keys.add_security_args(w)
+    ops.add_worker_ops_args(w)
     w.set_defaults(fn=cmd_worker)
 
     b = sub.add_parser(
@@ -289,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_status)
     acl.add_parser(sub)
     keys.add_keygen_parser(sub)
+    ops.add_metrics_parser(sub, URL_HELP)
     return p
 
 
@@ -300,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except RtqError as exc:
         print(f"rtq-nb: error: {exc}", file=sys.stderr)
-        return 2
+        return ops.exit_code(exc)
     except KeyboardInterrupt:
         return 130
 

@@ -21,6 +21,7 @@ from typing import Any
 from typing_extensions import Unpack
 
 from rtq_nb.client.admin import Admin
+from rtq_nb.client.capacity import Capacity
 from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.inspect import Inspection
 from rtq_nb.client.options import (
@@ -62,7 +63,7 @@ log = logging.getLogger("rtq_nb.client")
 _HOST = socket.gethostname()
 
 
-class AsyncClient(Inspection, Admin):
+class AsyncClient(Inspection, Admin, Capacity):
     """Asyncio client of one Redis (and a default queue).
 
     ``url=None`` uses ``RTQ_REDIS_URL`` / ``REDIS_URL`` or starts the embedded redis-server.

@@ -52,6 +52,7 @@ class FinishedSample:
     queue_wait_ms: str | None
     ttft_ms: str | None  # the record's ttfc_ms
     duration_ms: str | None
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class QueueSnapshot:
     recent: list[FinishedSample]  # newest first
     truncated: bool  # the sample may not reach back as far as asked
     counters: dict[str, int] = field(default_factory=dict)  # the queue's stats (all time)
+    dead: int = 0  # dead-lettered requests
 
     @property
     def pending_total(self) -> int:
@@ -240,7 +242,7 @@ class Inspection:
         may call it): pending by priority, running, workers, and the timing fields of the
         ``sample`` most recent requests."""
         k = self.keys(queue)
-        now, wids, top, bottom, running, hist, stats = await self.reads.pipeline(
+        now, wids, top, bottom, running, hist, stats, dead = await self.reads.pipeline(
             [
                 ("TIME",),
                 ("ZRANGE", k.workers, 0, -1),
@@ -248,6 +250,7 @@ class Inspection:
                 ("ZCARD", k.running),
                 ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, sample),
                 ("HGETALL", k.stats),
+                ("ZCARD", k.dead),
             ]
         )
         ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
@@ -261,9 +264,13 @@ class Inspection:
             pending=list(by_prio.items()),
             running=int(running),
             workers=parse_workers(wids, [pairs(r) for r in replies[: len(wids)]]),
-            recent=[FinishedSample(c, *r) for c, r in zip(created, recs, strict=True)],
+            recent=[
+                FinishedSample(c, r[0], r[1], r[2], r[3], r[4], i)
+                for i, c, r in zip(ids, created, recs, strict=True)
+            ],
             truncated=len(ids) >= sample,
             counters={n: v for n, x in pairs(stats).items() if (v := lenient_int(x)) is not None},
+            dead=int(dead),
         )
 
     async def estimated_wait(self, priority: int = 0, queue: str | None = None) -> float:

@@ -56,6 +56,7 @@ class Leases:
             try:
                 cmds = registry.worker_register(self.keys, entry, self.opts.heartbeat)
                 await self.conn.pipeline(cmds)
+                self.state.last_beat_ok = time.monotonic()
                 return
             except RedisOutOfMemory as exc:  # serve anyway: draining is what frees memory
                 log.warning("worker %s starts unregistered: %s", self.state.id, exc)
@@ -86,6 +87,7 @@ class Leases:
                     return
                 try:
                     await self.beat()
+                    self.state.last_beat_ok = time.monotonic()
                 except RtqError as exc:
                     log.warning("worker %s heartbeat failed: %s", self.state.id, exc)
         finally:

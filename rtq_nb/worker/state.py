@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
@@ -100,6 +101,7 @@ class WorkerState:
     processed: int = 0
     failed: int = 0
     service_ms_ewma: float | None = None
+    last_beat_ok: float | None = None  # monotonic time of the last successful heartbeat
 
     def restart(self, worker_id: str) -> None:
         """A new run under ``worker_id``: counters carry over, the rest starts afresh."""
@@ -120,3 +122,18 @@ class WorkerState:
         ms = (now - held.started) * 1000
         ewma = self.service_ms_ewma
         self.service_ms_ewma = ms if ewma is None else 0.9 * ewma + 0.1 * ms
+
+    def health(self, queue: str, ready: bool, heartbeat: float) -> dict[str, Any]:
+        """What :meth:`Worker.health <rtq_nb.Worker.health>` reports."""
+        age = None if self.last_beat_ok is None else time.monotonic() - self.last_beat_ok
+        return {
+            "id": self.id,
+            "queue": queue,
+            "ready": 1.0 if ready and not self.stopping else 0.0,
+            "live": 1.0 if age is not None and age < 3 * heartbeat else 0.0,
+            "heartbeat_age_seconds": -1.0 if age is None else age,
+            "processed": float(self.processed),
+            "failed": float(self.failed),
+            "in_flight": float(len(self.in_flight)),
+            "service_seconds": (self.service_ms_ewma or 0.0) / 1000,
+        }

@@ -135,15 +135,22 @@ class Worker:
     def service_ms_ewma(self) -> float | None:
         return self.state.service_ms_ewma
 
+    def health(self) -> dict[str, Any]:
+        """``ready`` (registered, fetching, not stopping), ``live`` (a heartbeat succeeded
+        within 3 intervals) and counters, for process managers (no I/O)."""
+        evt = self._stopped_evt
+        ready = self._ready.is_set() and evt is not None and not evt.is_set()
+        return self.state.health(self.keys.queue, ready, self.opts.heartbeat)
+
     # ---- lifecycle --------------------------------------------------------------------------
     def _new_id(self) -> str:
         if self._base_id:
             return self._base_id if self._runs == 1 else f"{self._base_id}-{self._runs}"
         return f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
-    async def run(self) -> None:
+    async def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until :meth:`astop` / :meth:`stop` is called; then finish in-flight work and
-        deregister."""
+        deregister. ``on_ready`` is called once registered, before the first fetch."""
         self._runs += 1
         self.state.restart(self._new_id())
         self._stopped_evt = asyncio.Event()
@@ -169,6 +176,8 @@ class Worker:
         try:
             await leases.register()
             self._ready.set()
+            if on_ready is not None:
+                on_ready()
             log.info("worker %s serving queue %r on %s", self.id, self.keys.queue, conn)
             beat = asyncio.create_task(leases.keep_alive())
             self._slots = [

@@ -81,6 +81,8 @@ def cmd_worker(a: argparse.Namespace) -> int:
         worker_id=a.worker_id,
         reconnect_timeout=a.reconnect_timeout,
         security=keys.worker_security(a),
+        min_replicas=a.min_replicas,
+        replica_timeout=a.replica_timeout,
     )
 
     async def main(on_ready: Any) -> None:
@@ -244,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)g = 24 h; at least 1)",
     )
     w.add_argument("--worker-id", default=None, help="worker id (default host-pid-random)")
+    w.add_argument(
+        "--min-replicas",
+        type=int,
+        default=0,
+        help="WAIT for this many replicas to have each completion before taking more work, "
+        "so a delivered result survives a failover (default 0: off)",
+    )
+    w.add_argument("--replica-timeout", type=float, default=1.0, help="s WAIT may take (1)")
     keys.add_security_args(w)
     ops.add_worker_ops_args(w)
     w.set_defaults(fn=cmd_worker)

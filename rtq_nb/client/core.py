@@ -22,6 +22,7 @@ from typing_extensions import Unpack
 
 from rtq_nb.client.admin import Admin
 from rtq_nb.client.capacity import Capacity
+from rtq_nb.client.durability import Replication
 from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.inspect import Inspection
 from rtq_nb.client.options import (
@@ -97,6 +98,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         self.timeout = timeout
         self.retention = check_retention(retention)
         self.set_security(coerce_security(o.get("security"), "client"))
+        self.replication = Replication(o.get("min_replicas", 0), o.get("replica_timeout", 1.0))
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -207,6 +209,8 @@ class AsyncClient(Inspection, Admin, Capacity):
                 stream=stream,
             )
             cmds.append(tpl.fill(rid, input_json, sig))
+        if self.replication.command is not None:  # durable once replicated
+            cmds.append(self.replication.command)
         self.submitted += 1
         now = time.monotonic()
         if now - self._announced_at.get(keys.queue, -1e9) > CLIENT_HEARTBEAT:
@@ -265,7 +269,8 @@ class AsyncClient(Inspection, Admin, Capacity):
         backoff = Backoff(timeout=self.reconnect_timeout)
         while part:
             try:
-                await self.conn.pipeline([c for p in part for c in p.commands])
+                cmds = [c for p in part for c in p.commands]
+                self.replication.note(cmds, await self.conn.pipeline(cmds))
                 return
             except RedisUnavailable as exc:
                 await backoff.retry(exc, "submitting")
@@ -327,7 +332,10 @@ class AsyncClient(Inspection, Admin, Capacity):
         backoff = Backoff(timeout=self.reconnect_timeout)
         while True:
             try:
-                return await self.conn.pipeline(cmds) if cmds else []
+                replies = await self.conn.pipeline(cmds) if cmds else []
+                if resend:
+                    self.replication.note(cmds, replies)
+                return replies
             except RedisUnavailable as exc:
                 await backoff.retry(exc, f"request {handle.id}")
                 if resend and (await self._landed([handle], backoff))[0]:

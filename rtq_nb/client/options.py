@@ -45,6 +45,8 @@ class ClientOptions(TypedDict, total=False):
     reap_interval: float  # s per wait slice: a waiting client re-reads the record (default 2)
     reconnect_timeout: float  # s to ride out an unreachable Redis before failing (default 30)
     security: Security | None  # signing/verification/encryption keys (default: RTQ_* env)
+    min_replicas: int  # WAIT for this many replicas after each submission (default 0: off)
+    replica_timeout: float  # s that WAIT may take (default 1.0)
 
 
 class BatchOptions(TypedDict, total=False):

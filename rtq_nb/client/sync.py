@@ -196,7 +196,9 @@ class Client:
         remaining = handle.remaining()
         wait = handle.wait_command(remaining)
         try:
-            popped = self._syncconn().pipeline([*p.commands, wait])[-1]
+            replies = self._syncconn().pipeline([*p.commands, wait])
+            self._async.replication.note(p.commands, replies)
+            popped = replies[-1]
         except RedisUnavailable:
             return self._portal.call(self._async.resume_call(p, remaining, since=since))
         if popped is not None and handle.settle_envelope(popped[1]):

@@ -41,6 +41,9 @@ class Delivery:
         self.conn, self.opts, self.state, self.fetcher = conn, opts, state, fetcher
         self.keys = opts.keys
         self.signer = signer  # signs (and seals) result parts; None: neither
+        self._wait: Command | None = None
+        if opts.min_replicas:
+            self._wait = ("WAIT", opts.min_replicas, max(1, int(opts.replica_timeout * 1000)))
         self.guard: RequestGuard | None = fetcher.guard
 
     # ---- streams ---------------------------------------------------------------------------
@@ -140,6 +143,8 @@ class Delivery:
             cmds += self._complete(p, o)
             if o.status is not Status.CANCELLED:
                 completes.append((len(cmds) - 1, o, p))
+        if completes and self._wait is not None:  # durable once replicated
+            cmds.append(self._wait)
         settled = False
 
         def settle(replies: list[Any]) -> None:
@@ -186,6 +191,11 @@ class Delivery:
     ) -> None:
         """Account for delivered completions (counters, service-time estimate)."""
         self.state.release(batch)
+        if completes and self._wait is not None:
+            acked = replies[completes[-1][0] + 1]
+            if isinstance(acked, int) and acked < self.opts.min_replicas:
+                self.state.unreplicated += 1
+                log.warning("completions reached %d of %d replicas", acked, self.opts.min_replicas)
         now = time.monotonic()
         for i, o, p in completes:
             if replies[i] != LeaseResult.OK:

@@ -33,6 +33,8 @@ class WorkerOptions:
     block_timeout: float = 2.0
     retention: float = DEFAULT_RETENTION
     reconnect_timeout: float = 30.0
+    min_replicas: int = 0  # WAIT for this many replicas after completions (0: off)
+    replica_timeout: float = 1.0
     lease_ms: int = field(init=False)  # derived once: read on every request
     retention_s: int = field(init=False)
 
@@ -42,6 +44,9 @@ class WorkerOptions:
         for name, val in (("concurrency", self.concurrency), ("batch_size", self.batch_size)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ConfigurationError(f"{name} must be an int >= 1, got {val!r}")
+        m = self.min_replicas
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ConfigurationError(f"min_replicas must be an int >= 0, got {m!r}")
         if self.lease <= self.heartbeat:
             raise ConfigurationError(
                 f"lease ({self.lease} s) must be longer than heartbeat ({self.heartbeat} s)"
@@ -102,6 +107,7 @@ class WorkerState:
     failed: int = 0
     service_ms_ewma: float | None = None
     last_beat_ok: float | None = None  # monotonic time of the last successful heartbeat
+    unreplicated: int = 0  # completions WAIT did not confirm on min_replicas replicas
 
     def restart(self, worker_id: str) -> None:
         """A new run under ``worker_id``: counters carry over, the rest starts afresh."""

@@ -61,6 +61,8 @@ class Worker:
     ``security``: a :class:`~rtq_nb.Security` (the clients' keys requests are checked with:
     then only signed requests run; the key results are signed with; encryption keys); default
     from ``RTQ_TRUSTED_CLIENT_KEYS``, ``RTQ_WORKER_SIGNING_KEY``, ``RTQ_ENCRYPTION_KEYS``.
+    ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
+    have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
     """
 
     def __init__(
@@ -82,6 +84,8 @@ class Worker:
         worker_id: str | None = None,
         reconnect_timeout: float = 30.0,
         security: Security | None = None,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -98,6 +102,8 @@ class Worker:
             block_timeout=block_timeout,
             retention=retention,
             reconnect_timeout=reconnect_timeout,
+            min_replicas=min_replicas,
+            replica_timeout=replica_timeout,
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")

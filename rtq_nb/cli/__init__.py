@@ -135,6 +135,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_security import run_security_bench
 
         result["security"] = run_security_bench(result["url"], quick=a.quick)
+    if a.capacity:
+        from rtq_nb.cli.bench_capacity import run_capacity
+
+        result["capacity"] = [run_capacity(result["url"], flush_ms=f) for f in (20.0, 100.0)]
     if a.json:
         print(json.dumps(result))
     else:
@@ -144,6 +148,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(format_table(result))
         if a.security:
             print(format_security(result["security"]))
+        for cap in result.get("capacity", []):
+            print(
+                f"capacity (flush {cap['flush_ms']:g} ms): call "
+                f"{cap['call']['redis_cpu_us']:.0f} us Redis CPU, {cap['call']['commands']:.1f} "
+                f"commands; stream of {cap['tokens']} tokens at {cap['rate']:g}/s "
+                f"{cap['stream']['redis_cpu_us']:.0f} us, {cap['stream']['commands']:.1f} commands"
+            )
     return 0
 
 
@@ -274,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure Ed25519-signed and signed+encrypted rtq_nb against unsigned "
         "(latency 1x1, throughput 4x2; ratios in the same run)",
+    )
+    b.add_argument(
+        "--capacity",
+        action="store_true",
+        help="also measure Redis CPU and commands per call and per stream (flush 20 and "
+        "100 ms): what one shard carries (README, Capacity)",
     )
     b.set_defaults(fn=cmd_bench)
 

@@ -1,0 +1,99 @@
+"""``rtq-nb bench --capacity``: Redis CPU and Redis commands per request, from the server's
+own counters (``INFO cpu``, ``INFO commandstats``, commands run inside scripts included) over
+the measured interval: what decides how many requests one Redis shard carries (README,
+"Capacity"). Calls are pipelined (``submit_many``); streams are read by 8 threads at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from rtq_nb.client.sync import Client
+
+__all__ = ["run_capacity"]
+
+
+def _totals(c: Client) -> tuple[float, int]:
+    """(Redis CPU seconds, commands run) so far, from the server's counters."""
+    info = _info(c, "cpu")
+    stats = _info(c, "commandstats")
+    calls = sum(int(v.split("calls=")[1].split(",")[0]) for v in stats.values())
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), calls
+
+
+def _info(c: Client, section: str) -> dict[str, str]:
+    from rtq_nb.loop import portal
+
+    raw = portal().call(c.async_client.reads.call("INFO", section))
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            out[name] = value
+    return out
+
+
+def _worker(url: str, handler: str, queue: str, flush_ms: float) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "rtq_nb.cli", "worker", handler, "--url", url, "--queue", queue]
+    cmd += ["--concurrency", "8", "--flush-ms", str(flush_ms)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    if not proc.stdout.readline().startswith(b"READY"):  # blocks until it serves
+        raise RuntimeError(f"the worker for {handler} did not start")
+    return proc
+
+
+def run_capacity(
+    url: str, *, calls: int = 3000, streams: int = 48, tokens: int = 100, rate: float = 50.0,
+    flush_ms: float = 20.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Redis CPU (µs) and commands per call and per stream of ``tokens`` at ``rate``."""
+    tag = f"cap{int(time.time() * 1000) % 10**8}"
+    procs = [
+        _worker(url, "rtq_nb.demo:aecho", f"{tag}c", flush_ms),
+        _worker(url, "rtq_nb.demo:fake_llm", f"{tag}s", flush_ms),
+    ]
+    out: dict[str, Any] = {"flush_ms": flush_ms, "tokens": tokens, "rate": rate}
+    try:
+        with Client(url, queue=f"{tag}c") as c, Client(url, queue=f"{tag}s") as s:
+            for h in c.submit_many(["x" * 100] * 200):  # warm-up
+                h.result()
+            cpu0, n0 = _totals(c)
+            for h in c.submit_many(["x" * 100] * calls):
+                h.result()
+            cpu1, n1 = _totals(c)
+            out["call"] = {
+                "redis_cpu_us": (cpu1 - cpu0) / calls * 1e6,
+                "commands": (n1 - n0) / calls,
+            }
+            params = {"tokens": tokens, "rate": rate}
+
+            def read(n: int) -> None:
+                for _ in range(n):
+                    got = sum(ch.pieces for ch in s.stream("capacity", params=params))
+                    assert got == tokens, f"stream delivered {got} of {tokens} tokens"
+
+            readers = [threading.Thread(target=read, args=(streams // 8,)) for _ in range(8)]
+            cpu0, n0 = _totals(c)
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join()
+            cpu1, n1 = _totals(c)
+            done = streams // 8 * 8
+            out["stream"] = {
+                "redis_cpu_us": (cpu1 - cpu0) / done * 1e6,
+                "commands": (n1 - n0) / done,
+            }
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+            if p.stdout is not None:
+                p.stdout.close()
+    return out

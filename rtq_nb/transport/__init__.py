@@ -38,4 +38,6 @@ __all__ = [
 def connect(url: str) -> Transport:
     """The transport for ``url`` (today: one server; a cluster router and a Sentinel
     resolver slot in here)."""
-    return Conn(url)
+    from rtq_nb.transport.cluster import AutoTransport, ClusterTransport, is_cluster_url
+
+    return ClusterTransport(url) if is_cluster_url(url) else AutoTransport(url)

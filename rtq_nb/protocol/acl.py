@@ -49,7 +49,10 @@ ROLES: dict[str, str] = {
 # a database; HELLO is never sent, and Redis allows AUTH and HELLO to every user anyway), PING
 # (``rtq_nb.client.ping``) and SCRIPT LOAD of every script before a connection's first
 # pipeline (harmless: running a script is still checked, key by key and command by command).
-HANDSHAKE = ("auth", "select", "ping", "script|load")
+# Every connection: AUTH/SELECT from the URL, PING, SCRIPT LOAD before the first pipeline,
+# INFO (cluster detection on the first round trip: `INFO cluster`), and on a Redis Cluster the
+# slot map and ASK redirections (CLUSTER SLOTS, ASKING). None of them reads or writes data.
+HANDSHAKE = ("auth", "select", "ping", "script|load", "info", "cluster|slots", "asking")
 _CALL = re.compile(r"""redis\.p?call\(\s*['"]([A-Za-z]+)['"]""")
 _USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
 

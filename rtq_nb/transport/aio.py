@@ -7,6 +7,7 @@ several loop turns per call).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,16 @@ class Conn:
         self.max_idle = max_idle
         self._idle: list[Link] = []
         self._loaded = False
+        if self.endpoint.sentinel is not None:
+            self.endpoint.sentinel.follow(self)
+
+    def primary_changed(self) -> None:
+        """The Sentinel-managed primary moved (called from the resolver's thread): load the
+        scripts again before the next pipeline, let go of the idle links that were dropped."""
+        self._loaded = False
+        for link in [x for x in self._idle if x.closed]:
+            with contextlib.suppress(ValueError):  # taken meanwhile
+                self._idle.remove(link)
 
     def _forget_scripts(self) -> None:
         log.info("scripts missing on %r (restart or SCRIPT FLUSH?): reloading", self.endpoint)
@@ -67,8 +78,10 @@ class Conn:
             link = self._idle_link() or await open_link(self.endpoint)
             try:
                 replies = await link.request(data, data.n, head=head, on_head=on_head)
-            except BaseException:
+            except BaseException as exc:
                 link.close()  # reply state unknown (or a blocking read pending): never reuse
+                if self.endpoint.sentinel is not None:
+                    self.endpoint.sentinel.lost(link, exc)
                 raise
         except (rex.RedisError, OSError) as exc:
             raise_mapped(exc, self.url)
@@ -79,6 +92,8 @@ class Conn:
                 link.close()
         for r in replies:
             if isinstance(r, Exception):
+                if self.endpoint.sentinel is not None:
+                    self.endpoint.sentinel.refused(link, replies)
                 check_replies(replies, self.url, self._forget_scripts)
         return replies
 

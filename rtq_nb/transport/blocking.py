@@ -30,9 +30,31 @@ __all__ = ["SyncConn"]
 
 
 class _SyncLink:
-    """One blocking connection; used by one thread at a time."""
+    """One blocking connection; used by one thread at a time (:meth:`sever` excepted)."""
 
     def __init__(self, ep: Endpoint, connect_timeout: float) -> None:
+        self.closed = False
+        self._lock = threading.Lock()  # sever() vs close(): never shut down a reused fd
+        resolver = ep.sentinel
+        if resolver is None:
+            self._connect(ep, ep.host, ep.port, connect_timeout)
+            if ep.hello:
+                self._hello(ep.hello)
+            return
+        addr = resolver.primary_sync(connect_timeout)
+        try:
+            self._connect(ep, *addr, connect_timeout)
+        except OSError:
+            resolver.unreachable(addr)
+            raise
+        replies = self._hello([*ep.hello, ("ROLE",)], len(ep.hello))
+        try:
+            resolver.adopt(self, addr, replies[-1])
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, ep: Endpoint, host: str, port: int, connect_timeout: float) -> None:
         if ep.path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(connect_timeout)
@@ -42,21 +64,24 @@ class _SyncLink:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection((ep.host, ep.port), connect_timeout)
+            sock = socket.create_connection((host, port), connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if ep.tls is not None:
-                sock = ep.tls.wrap_socket(sock, server_hostname=ep.host)
+                sock = ep.tls.wrap_socket(sock, server_hostname=host)
         sock.settimeout(None)  # blocking reads carry their own (Redis-side) timeouts
         self.sock = sock
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace", replyError=reply_error)
-        self.closed = False
-        if ep.hello:
-            try:
-                check_hello(self.request(pack(ep.hello), len(ep.hello)))
-            except BaseException:
-                self.close()
-                raise
+
+    def _hello(self, hello: Sequence[Command], checked: int | None = None) -> list[Any]:
+        """Send the handshake; raise its first error reply (among the first ``checked``)."""
+        try:
+            replies = self.request(pack(hello), len(hello))
+            check_hello(replies[:checked])
+            return replies
+        except BaseException:
+            self.close()
+            raise
 
     def request(self, data: bytes, n: int) -> list[Any]:
         """Write ``data`` (``n`` commands) and read the replies; an error reply with
@@ -80,8 +105,15 @@ class _SyncLink:
 
     def close(self) -> None:
         self.closed = True
-        with contextlib.suppress(OSError):
+        with self._lock, contextlib.suppress(OSError):
             self.sock.close()
+
+    def sever(self) -> None:
+        """Shut the socket down from another thread (the primary changed): a blocked read in
+        the owning thread returns at once, and the link is not used again."""
+        self.closed = True
+        with self._lock, contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # not SSLSocket's: no state
 
 
 class SyncConn:
@@ -94,6 +126,16 @@ class SyncConn:
         self._idle: list[_SyncLink] = []
         self._lock = threading.Lock()
         self._loaded = False
+        if self._ep.sentinel is not None:
+            self._ep.sentinel.follow(self)
+
+    def primary_changed(self) -> None:
+        """The Sentinel-managed primary moved (any thread): load the scripts again before
+        the next pipeline, let go of the idle links that were dropped."""
+        self._loaded = False
+        for link in [x for x in self._idle if x.closed]:
+            with contextlib.suppress(ValueError):  # taken meanwhile
+                self._idle.remove(link)
 
     def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; raw replies. Errors are mapped, as in the async transport (a lost
@@ -119,8 +161,10 @@ class SyncConn:
                 link = _SyncLink(self._ep, self._connect_timeout)
             try:
                 replies = link.request(data, data.n)
-            except BaseException:
+            except BaseException as exc:
                 link.close()  # reply state unknown: never reuse
+                if self._ep.sentinel is not None:
+                    self._ep.sentinel.lost(link, exc)
                 raise
         except (rex.RedisError, OSError) as exc:
             raise_mapped(exc, self.url)
@@ -128,6 +172,8 @@ class SyncConn:
             self._idle.append(link)
         for r in replies:
             if isinstance(r, Exception):
+                if self._ep.sentinel is not None:
+                    self._ep.sentinel.refused(link, replies)
                 check_replies(replies, self.url, self._forget_scripts)
         return replies
 

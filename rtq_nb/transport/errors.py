@@ -24,7 +24,8 @@ from rtq_nb.errors import (
     RtqError,
 )
 from rtq_nb.protocol.scripts import duplicate_id, invalid, malformed
-from rtq_nb.transport.endpoint import safe_url
+from rtq_nb.transport.endpoint import is_sentinel_url, safe_url
+from rtq_nb.transport.sentinel import NotPrimary
 
 __all__ = [
     "REPLY_ERRORS",
@@ -108,8 +109,16 @@ def _unreachable(exc: BaseException, url: str) -> RtqError:
 
 
 def _replica(exc: BaseException, url: str) -> RtqError:
+    if is_sentinel_url(url):  # demoted by a failover: the sentinels name the new primary
+        return _moved(exc, url)
     return ConfigurationError(
         f"Redis at {url} is a read-only replica ({exc}): point the URL at the primary"
+    )
+
+
+def _moved(exc: BaseException, url: str) -> RtqError:
+    return RedisUnavailable(
+        f"the primary of {url} moved ({_text(exc)}): asking the sentinels for the new one"
     )
 
 
@@ -151,7 +160,8 @@ def _other(exc: BaseException, url: str) -> RtqError:
 Rule = tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[..., RtqError]]
 RULES: tuple[Rule, ...] = (
     (rex.NoScriptError, _scripts_lost),
-    (rex.ReadOnlyError, _replica),
+    (rex.ReadOnlyError, _replica),  # retried for a Sentinel URL (the primary moved)
+    (NotPrimary, _moved),
     (rex.BusyLoadingError, _unreachable),
     (ssl.SSLError, _tls),
     (rex.AuthenticationError, _credentials),

@@ -125,20 +125,33 @@ def check_hello(replies: list[Any]) -> None:
 
 
 async def open_link(ep: Endpoint, connect_timeout: float = 5.0) -> Link:
-    """Connect, authenticate and select the database ``ep`` names."""
+    """Connect, authenticate and select the database ``ep`` names. A Sentinel endpoint
+    connects to the primary its resolver names, checks its ``ROLE`` in the same round trip,
+    and has the link tracked (dropped when the primary changes)."""
     loop = asyncio.get_running_loop()
+    host, port, resolver = ep.host, ep.port, ep.sentinel
+    if resolver is not None:
+        host, port = await resolver.primary(connect_timeout)
     if ep.path:
         conn = loop.create_unix_connection(Link, ep.path)
     else:
-        conn = loop.create_connection(Link, ep.host, ep.port, ssl=ep.tls)
+        conn = loop.create_connection(Link, host, port, ssl=ep.tls)
     try:
         _, link = await asyncio.wait_for(conn, connect_timeout)
-    except asyncio.TimeoutError as exc:
-        raise rex.TimeoutError(f"connecting timed out after {connect_timeout} s") from exc
-    if ep.hello:
+    except (asyncio.TimeoutError, OSError) as exc:
+        if resolver is not None:
+            resolver.unreachable((host, port))
+        if isinstance(exc, asyncio.TimeoutError):
+            raise rex.TimeoutError(f"connecting timed out after {connect_timeout} s") from exc
+        raise
+    hello = ep.hello if resolver is None else [*ep.hello, ("ROLE",)]
+    if hello:
         try:
-            hello = link.request(pack(ep.hello), len(ep.hello))
-            check_hello(await asyncio.wait_for(hello, connect_timeout))
+            request = link.request(pack(hello), len(hello))
+            replies = await asyncio.wait_for(request, connect_timeout)
+            check_hello(replies[: len(ep.hello)])
+            if resolver is not None:
+                resolver.adopt(link, (host, port), replies[-1], loop)
         except BaseException:
             link.close()
             raise

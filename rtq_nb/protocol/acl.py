@@ -51,8 +51,9 @@ ROLES: dict[str, str] = {
 # pipeline (harmless: running a script is still checked, key by key and command by command).
 # Every connection: AUTH/SELECT from the URL, PING, SCRIPT LOAD before the first pipeline,
 # INFO (cluster detection on the first round trip: `INFO cluster`), and on a Redis Cluster the
-# slot map and ASK redirections (CLUSTER SLOTS, ASKING). None of them reads or writes data.
-HANDSHAKE = ("auth", "select", "ping", "script|load", "info", "cluster|slots", "asking")
+# slot map and ASK redirections (CLUSTER SLOTS, ASKING), and behind Sentinel the check that a
+# new connection reached the primary (ROLE). None of them reads or writes data.
+HANDSHAKE = ("auth", "select", "ping", "script|load", "info", "cluster|slots", "asking", "role")
 _CALL = re.compile(r"""redis\.p?call\(\s*['"]([A-Za-z]+)['"]""")
 _USER = re.compile(r"^[A-Za-z0-9_.@:\-]{1,128}$")
 

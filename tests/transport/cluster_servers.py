@@ -9,36 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from rtq_nb.transport.embedded import free_port
 from rtq_nb.transport.slots import key_slot
+from tests.transport.polling import wait_for
 
 __all__ = ["CLI", "SERVER", "Cluster", "cluster", "wait_for"]
 
 SERVER = "/usr/bin/redis-server"  # Debian's 7.0 (CI installs it)
 CLI = "/usr/bin/redis-cli"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (errors count as not yet)."""
-    end = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < end:
-        try:
-            got = check()
-            if got:
-                return got
-        except (redis.RedisError, OSError) as exc:
-            last = exc
-        time.sleep(0.02)  # polling a condition the servers report, not standing in for one
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 def _port() -> int:

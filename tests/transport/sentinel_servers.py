@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import redis
 
 from rtq_nb.transport.embedded import free_port
+from tests.transport.polling import wait_for
 
 __all__ = ["SERVER", "SERVICE", "Sentinels", "sentinels", "tls_sentinel", "wait_for"]
 
@@ -27,21 +27,6 @@ SERVER = "/usr/bin/redis-server"  # Debian's 7.0 (CI installs it)
 SERVICE = "rtqsvc"
 DATA_PASSWORD = "data-secret"
 SENTINEL_PASSWORD = "sentinel-secret"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (errors count as not yet)."""
-    end = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < end:
-        try:
-            got = check()
-            if got:
-                return got
-        except (redis.RedisError, OSError) as exc:
-            last = exc
-        time.sleep(0.02)  # polling a condition the servers report, not standing in for one
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 class Sentinels:

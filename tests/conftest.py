@@ -18,9 +18,19 @@ from rtq_nb.transport.embedded import EmbeddedRedis
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+    parser.addoption(
+        "--run-failover",
+        action="store_true",
+        help="also run the failover stress tests (marked failover; not in CI: see the README)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not (config.getoption("--run-failover") or os.environ.get("RTQ_RUN_FAILOVER") == "1"):
+        failover = pytest.mark.skip(reason="failover stress test: run with --run-failover")
+        for item in items:
+            if "failover" in item.keywords:
+                item.add_marker(failover)
     if config.getoption("--run-slow") or os.environ.get("RTQ_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow (CI does)")

@@ -110,6 +110,7 @@ class Counting:
         return request.input
 
 
+@pytest.mark.failover
 @pytest.mark.parametrize("lag", [False, True], ids=["replica-in-sync", "replica-lagging"])
 @pytest.mark.parametrize("wait", [True, False], ids=["WAIT", "no-WAIT"])
 def test_acknowledged_requests_across_a_primary_kill(

@@ -116,6 +116,17 @@ def worker_process(url: str, prefix: str) -> Iterator[Callable[..., subprocess.P
             p.wait(5)
 
 
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts (workers to SIGKILL, ...): killed and reaped at teardown."""
+    ps: list[subprocess.Popen[bytes]] = []
+    yield ps
+    for p in ps:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     """Poll ``cond`` until truthy (for conditions we cannot block on, like a process's
     registry entry appearing); fails the test with ``what`` after ``timeout``."""

@@ -8,9 +8,11 @@ servers report (PING, ROLE, what the sentinels know), polled, never a bare sleep
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,19 @@ from typing import Any
 import pytest
 import redis
 
+from rtq_nb import Request
 from rtq_nb.transport.embedded import free_port
 from tests.transport.polling import wait_for
 
-__all__ = ["SERVER", "SERVICE", "Sentinels", "sentinels", "tls_sentinel", "wait_for"]
+__all__ = [
+    "SERVER",
+    "SERVICE",
+    "Counting",
+    "Sentinels",
+    "sentinels",
+    "tls_sentinel",
+    "wait_for",
+]
 
 SERVER = "/usr/bin/redis-server"  # Debian's 7.0 (CI installs it)
 SERVICE = "rtqsvc"
@@ -230,3 +241,16 @@ def tls_sentinel(tmp: Path) -> Iterator[tuple[int, Path]]:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+class Counting:
+    """A handler that records every input it runs (thread-safe): how often each ran."""
+
+    def __init__(self) -> None:
+        self.runs: collections.Counter[Any] = collections.Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Any:
+        with self.lock:
+            self.runs[request.input] += 1
+        return request.input

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -136,16 +135,6 @@ def test_async_client_on_a_cluster(cluster: Cluster, queues: list[str], prefix: 
 
 def _pid(worker_id: str) -> int:
     return int(worker_id.rsplit("-", 2)[1])
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    ps: list[subprocess.Popen[bytes]] = []
-    yield ps
-    for p in ps:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def test_killed_worker_request_completes_once_elsewhere(

@@ -16,7 +16,6 @@ a healthy replica none is lost); without ``WAIT`` the loss is measured and print
 
 from __future__ import annotations
 
-import collections
 import itertools
 import os
 import signal
@@ -26,14 +25,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import wait_until
 
-from rtq_nb import Client, Request, Worker
+from rtq_nb import Client, Worker
 from rtq_nb.protocol.keys import Keys
-from tests.transport.sentinel_servers import DATA_PASSWORD, SERVER, Sentinels, sentinels, wait_for
+from tests.transport.sentinel_servers import (
+    DATA_PASSWORD,
+    SERVER,
+    Counting,
+    Sentinels,
+    sentinels,
+    wait_for,
+)
 
 REPLICA_TIMEOUT = 0.2  # s a submission's WAIT may take (a lagging replica: each one pays it)
 
@@ -97,17 +102,6 @@ class Load:
 
     def unreplicated(self) -> int:
         return sum(1 for a in self.acked if a[2])
-
-
-class Counting:
-    def __init__(self) -> None:
-        self.runs: collections.Counter[Any] = collections.Counter()
-        self.lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Any:
-        with self.lock:
-            self.runs[request.input] += 1
-        return request.input
 
 
 @pytest.mark.failover

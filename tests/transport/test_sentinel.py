@@ -22,7 +22,7 @@ import pytest
 from conftest import wait_until, worker_cmd
 from redis import exceptions as rex
 
-from rtq_nb import AsyncClient, Client, Request, Worker
+from rtq_nb import AsyncClient, Client, Worker
 from rtq_nb.demo import fake_answer, fake_llm
 from rtq_nb.errors import ConfigurationError, RedisUnavailable
 from rtq_nb.protocol.keys import Keys
@@ -33,6 +33,7 @@ from tests.transport.sentinel_servers import (
     DATA_PASSWORD,
     SENTINEL_PASSWORD,
     SERVICE,
+    Counting,
     Sentinels,
     sentinels,
     tls_sentinel,
@@ -212,17 +213,6 @@ def test_rediss_sentinel_speaks_tls_to_the_primary(
 
 
 # ---- failover -----------------------------------------------------------------------------------
-class Counting:
-    """A handler that records every input it runs (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.runs: collections.Counter[Any] = collections.Counter()
-        self.lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Any:
-        with self.lock:
-            self.runs[request.input] += 1
-        return request.input
 
 
 def test_failover_under_load(dep: Sentinels, prefix: str) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,16 +29,6 @@ def pid_of(worker_id: str) -> int:
 
 def spawn(url: str, prefix: str, handler: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(worker_cmd(url, prefix, handler, *args), stderr=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    ps: list[subprocess.Popen[bytes]] = []
-    yield ps
-    for p in ps:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
 
 
 def n_workers(client: Client) -> int:

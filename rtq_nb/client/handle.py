@@ -141,7 +141,11 @@ class AsyncRequestHandle(Recipes):
                     request_id=self.id,
                 )
             if rec.status.terminal and not (rec.error or "").startswith(UNVERIFIED):
-                # the envelope went to another reader: use the (checked) record
+                # it ended just after the slice (take its envelope, or none is left behind)
+                # or another reader took the envelope (then use the checked record)
+                last = await self._host.exchange([self.wait_command(0.001)], self, resend=False)
+                if last[-1] is not None and self.settle_envelope(last[-1][1]):
+                    return self._finish_outcome()
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
 

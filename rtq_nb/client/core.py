@@ -32,7 +32,8 @@ from rtq_nb.client.options import (
     Prepared,
     SubmitOptions,
 )
-from rtq_nb.errors import ConfigurationError, RedisUnavailable
+from rtq_nb.client.sending import Sending
+from rtq_nb.errors import ConfigurationError
 from rtq_nb.protocol import registry, scripts
 from rtq_nb.protocol.defaults import (
     CLIENT_HEARTBEAT,
@@ -51,6 +52,7 @@ from rtq_nb.protocol.encoding import (
 from rtq_nb.protocol.keys import Keys, check_id, check_name
 from rtq_nb.protocol.records import Chunk
 from rtq_nb.protocol.scores import check_priority
+from rtq_nb.protocol.shards import Layout
 from rtq_nb.security.requests import sign_request
 from rtq_nb.security.results import ResultCheck, seal_json
 from rtq_nb.security.settings import Security, coerce_security
@@ -64,7 +66,7 @@ log = logging.getLogger("rtq_nb.client")
 _HOST = socket.gethostname()
 
 
-class AsyncClient(Inspection, Admin, Capacity):
+class AsyncClient(Sending, Inspection, Admin, Capacity):
     """Asyncio client of one Redis (and a default queue).
 
     ``url=None`` uses ``RTQ_REDIS_URL`` / ``REDIS_URL`` or starts the embedded redis-server.
@@ -102,6 +104,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
+        self._layouts: dict[str, Layout] = {}  # queue -> its shards (read once, on first use)
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
         # request ids are <client_id>-<this client's session>-<n>: a fixed client_id reused by
@@ -117,14 +120,6 @@ class AsyncClient(Inspection, Admin, Capacity):
         self.security = coerce_security(security, "client")
         self.check = ResultCheck(self.security.trusted, self.security.sealer)
 
-    def keys(self, queue: str | None = None) -> Keys:
-        """The key builder of ``queue`` (default: the client's queue)."""
-        q = self.queue if queue is None else queue
-        k = self._keys.get(q)
-        if k is None:
-            k = self._keys[q] = Keys(self.prefix, q)
-        return k
-
     # ---- preparing (no I/O) -----------------------------------------------------------------
     def _submit_template(
         self, keys: Keys, priority: int, timeout_ms: int, params_json: str, stream: bool
@@ -135,6 +130,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         # retention and max_attempts are public attributes: a change takes effect at once
         shape = (
             keys.queue,
+            keys.shard,
             priority,
             timeout_ms,
             params_json,
@@ -160,7 +156,7 @@ class AsyncClient(Inspection, Admin, Capacity):
                 priority=priority,
                 timeout_ms=timeout_ms,
                 retention_s=self.retention,
-                wake_cap=WAKE_CAP,
+                wake_cap=WAKE_CAP if not keys.shard else 1,  # shard > 0: see shards.py
                 fields=[*fields, "max_attempts", self.max_attempts]
                 + (["sig", scripts.Hole(2)] if shape[-1] else []),
             )
@@ -171,7 +167,8 @@ class AsyncClient(Inspection, Admin, Capacity):
         """Validate and encode one request: its submission commands and its handle. No I/O;
         :meth:`submit`, :meth:`call`, :meth:`stream` and the sync ``Client.call`` send it.
         Raises ConfigurationError / EncodingError naming the bad argument."""
-        keys = self.keys(o.get("queue"))
+        home = self.keys(o.get("queue"))
+        layout = self._layouts.get(home.queue)  # unknown (a path that did not read it): shard 0
         priority = check_priority(o.get("priority", 0))
         timeout = o.get("timeout", ClientDefault.DEFAULT)
         t = self.timeout if isinstance(timeout, ClientDefault) else timeout
@@ -182,6 +179,7 @@ class AsyncClient(Inspection, Admin, Capacity):
             if request_id is None
             else check_id(request_id)
         )
+        keys = home if layout is None else layout.for_id(rid)
         params = o.get("params")
         params_json = encode_params(params)
         tpl = self._submit_template(keys, priority, timeout_ms, params_json, stream)
@@ -209,6 +207,13 @@ class AsyncClient(Inspection, Admin, Capacity):
                 stream=stream,
             )
             cmds.append(tpl.fill(rid, input_json, sig))
+        after: list[Command] = []
+        if keys.shard and layout is not None:  # its wake token, once the request has landed
+            wake = layout.wake_after(keys)
+            if getattr(self.conn, "cluster", False) is False:
+                cmds += wake  # one server runs a pipeline in order
+            else:
+                after += wake  # other nodes: sent when the submission's reply is back
         if self.replication.command is not None:  # durable once replicated
             cmds.append(self.replication.command)
         self.submitted += 1
@@ -233,7 +238,7 @@ class AsyncClient(Inspection, Admin, Capacity):
             params=params,
             priority=priority,
         )
-        return Prepared(cmds, handle)
+        return Prepared(cmds, handle, after)
 
     # ---- submitting ---------------------------------------------------------------------------
     async def submit(
@@ -244,6 +249,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         ``input`` and ``params`` must be JSON-serialisable; ``priority`` is an int in
         [-1000, 1000] (higher first, FIFO among equals); ``timeout`` in seconds counts from
         now, queueing included (None = no deadline)."""
+        await self.layout(o.get("queue"))
         p = self.prepare(input, stream=stream, **o)
         await self._submit_batch([p])
         return p.handle
@@ -258,28 +264,20 @@ class AsyncClient(Inspection, Admin, Capacity):
     ) -> list[AsyncRequestHandle]:
         """Queue many requests, pipelined ``chunk_size`` per round trip. Every input is
         encoded before anything is sent, so a bad one leaves the queue untouched."""
+        await self.layout(o.get("queue"))
         prepared = [self.prepare(x, stream=stream, **o) for x in inputs]
         for i in range(0, len(prepared), chunk_size):
             await self._submit_batch(prepared[i : i + chunk_size])
         return [p.handle for p in prepared]
 
-    async def _submit_batch(self, part: list[Prepared]) -> None:
-        """One round trip of submissions, riding out a dropped connection or a Redis restart:
-        after a failure, only the requests whose records are missing are sent again."""
-        backoff = Backoff(timeout=self.reconnect_timeout)
-        while part:
-            try:
-                cmds = [c for p in part for c in p.commands]
-                self.replication.note(cmds, await self.conn.pipeline(cmds))
-                return
-            except RedisUnavailable as exc:
-                await backoff.retry(exc, "submitting")
-                landed = await self._landed([p.handle for p in part], backoff)
-                part = [p for p, done in zip(part, landed) if not done]
-
     async def call(self, input: Any, **o: Unpack[SubmitOptions]) -> Any:
-        """Submit and wait for the result in one round trip (the common case)."""
+        """Submit and wait for the result in one round trip (the common case; two on a
+        sharded queue of a cluster: README, Sharded queues)."""
+        await self.layout(o.get("queue"))
         p = self.prepare(input, stream=False, **o)
+        if p.after:
+            await self._submit_batch([p], after=False)
+            return await p.handle.wait_envelope(p.handle.remaining(), list(p.after))
         return await p.handle.wait_envelope(p.handle.remaining(), p.commands)
 
     async def resume_call(
@@ -302,55 +300,35 @@ class AsyncClient(Inspection, Admin, Capacity):
         self, input: Any, **o: Unpack[SubmitOptions]
     ) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`stream`, one list of chunks per Redis read."""
+        await self.layout(o.get("queue"))
         p = self.prepare(input, stream=True, **o)
-        async for batch in p.handle.batches(_before=p.commands):
+        before = p.commands
+        if p.after:
+            await self._submit_batch([p])
+            before = []
+        async for batch in p.handle.batches(_before=before):
             yield batch
 
     def handle(
         self, request_id: str, *, stream: bool = False, queue: str | None = None
     ) -> AsyncRequestHandle:
-        """A handle for an existing request id (e.g. to watch a stream from a second viewer)."""
-        return AsyncRequestHandle(
+        """A handle for an existing request id (e.g. to watch a stream from a second viewer).
+        On a sharded queue whose layout this client has not read yet, the handle finds its
+        shard on its first read."""
+        rid = check_id(request_id)
+        layout = self._layouts.get(self.keys(queue).queue)
+        h = AsyncRequestHandle(
             self,
-            self.keys(queue),
-            check_id(request_id),
+            self.keys(queue) if layout is None else layout.for_id(rid),
+            rid,
             stream=stream,
             timeout=None,
             input=None,
             params=None,
             priority=0,
         )
-
-    # ---- riding out outages (the handles' side of HandleHost) ---------------------------------
-    async def exchange(
-        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
-    ) -> list[Any]:
-        """Run a pipeline, riding out a dropped connection or a Redis restart with bounded
-        backoff. ``resend``: the pipeline starts with the submission, which is only sent
-        again if it never reached Redis (no duplicate requests); once it did, only the last
-        command (the blocking read) is sent again."""
-        backoff = Backoff(timeout=self.reconnect_timeout)
-        while True:
-            try:
-                replies = await self.conn.pipeline(cmds) if cmds else []
-                if resend:
-                    self.replication.note(cmds, replies)
-                return replies
-            except RedisUnavailable as exc:
-                await backoff.retry(exc, f"request {handle.id}")
-                if resend and (await self._landed([handle], backoff))[0]:
-                    cmds, resend = cmds[-1:], False
-
-    async def _landed(self, handles: list[AsyncRequestHandle], backoff: Backoff) -> list[bool]:
-        """Did these submissions reach Redis? Asks until Redis answers (within ``backoff``)."""
-        while True:
-            try:
-                found = await self.conn.pipeline(
-                    [("EXISTS", h.keys.request(h.id)) for h in handles]
-                )
-                return [bool(x) for x in found]
-            except RedisUnavailable as exc:
-                await backoff.retry(exc, "checking what landed")
+        h.placed = layout is not None
+        return h
 
     async def aclose(self) -> None:
         await self.conn.aclose()

@@ -18,6 +18,7 @@ from rtq_nb.client.outcomes import (
 )
 from rtq_nb.client.recipes import Recipes
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
+from rtq_nb.protocol.defaults import MIN_BLOCK
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Chunk, Status
 from rtq_nb.protocol.stream import EntryKind, StreamEntry, decode_entry
@@ -49,6 +50,7 @@ class AsyncRequestHandle(Recipes):
     ) -> None:
         self._host = host
         self.keys = keys
+        self.placed = True  # False: a sharded queue's shard is found on the first read
         self.id = request_id
         self.queue = keys.queue
         self.stream = stream
@@ -118,6 +120,7 @@ class AsyncRequestHandle(Recipes):
         if since is not None:
             t0 = since
         before = list(before)
+        await self._place()
         while True:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
@@ -143,17 +146,23 @@ class AsyncRequestHandle(Recipes):
             if rec.status.terminal and not (rec.error or "").startswith(UNVERIFIED):
                 # it ended just after the slice (take its envelope, or none is left behind)
                 # or another reader took the envelope (then use the checked record)
-                last = await self._host.exchange([self.wait_command(0.001)], self, resend=False)
+                last = await self._host.exchange([self.wait_command(MIN_BLOCK)], self, resend=False)
                 if last[-1] is not None and self.settle_envelope(last[-1][1]):
                     return self._finish_outcome()
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
 
+    async def _place(self) -> None:
+        """Find the shard of a request this handle was made for by id alone (README,
+        Sharded queues)."""
+        if not self.placed:
+            self.keys, self.placed = await self._host.keys_for(self.queue, self.id), True
+
     def wait_command(self, left: float | None) -> tuple[Any, ...]:
         """One wait slice for the result: ``reap_interval``, or less when ``left`` is less."""
         slice_s = self._host.reap_interval
         block = slice_s if left is None else min(left, slice_s)
-        return ("BLPOP", self.keys.result(self.id), max(block, 0.001))
+        return ("BLPOP", self.keys.result(self.id), max(block, MIN_BLOCK))
 
     def accept_envelope(self, raw: str) -> Any:
         """The request's outcome from a result envelope (pure: no I/O): the result, or the
@@ -205,6 +214,7 @@ class AsyncRequestHandle(Recipes):
 
         Raises :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the
         stream died; the handle stays usable and the next iteration follows the retry."""
+        await self._place()
         key = self.keys.stream(self.id)
         before = list(_before)
         t0 = time.monotonic()

@@ -5,11 +5,18 @@ pandas views and widgets are built on these and nothing else."""
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rtq_nb.client.snapshot import (
+    FinishedSample,
+    QueueSnapshot,
+    by_priority,
+    ends,
+    pending_span,
+    server_ms,
+    snapshot,
+)
 from rtq_nb.errors import MalformedRecord, UnknownQueue
 from rtq_nb.protocol.history import HISTORY_FIELDS, history_row, lenient_int
 from rtq_nb.protocol.keys import Keys
@@ -22,6 +29,7 @@ from rtq_nb.protocol.scores import (
     decode_priority,
     priority_bounds,
 )
+from rtq_nb.protocol.shards import Layout
 from rtq_nb.protocol.stream import pairs
 from rtq_nb.security.results import ResultCheck
 from rtq_nb.transport.base import Transport
@@ -31,8 +39,6 @@ __all__ = ["FinishedSample", "Inspection", "PendingRequest", "QueueSnapshot"]
 
 log = logging.getLogger("rtq_nb.client")
 PAGE = 1000  # record reads per round trip
-SAMPLE_FIELDS = ("status", "finished_ms", "queue_wait_ms", "ttfc_ms", "duration_ms")
-BAND_TRIP = 64  # priority bands counted per round trip (pending by priority)
 
 
 @dataclass(frozen=True)
@@ -40,44 +46,6 @@ class PendingRequest:
     id: str
     priority: int
     created_ms: int | None
-
-
-@dataclass(frozen=True)
-class FinishedSample:
-    """Timing fields of one recent request (raw strings, parsed by whoever summarises)."""
-
-    created_ms: int
-    status: str | None
-    finished_ms: str | None
-    queue_wait_ms: str | None
-    ttft_ms: str | None  # the record's ttfc_ms
-    duration_ms: str | None
-    id: str = ""
-
-
-@dataclass(frozen=True)
-class QueueSnapshot:
-    """What a queue monitor shows, read in 2 round trips of plain reads (no scans; history
-    sampled)."""
-
-    queue: str
-    now_ms: int
-    pending: list[tuple[int, int]]  # (priority, count), highest first
-    running: int
-    workers: list[WorkerInfo]
-    recent: list[FinishedSample]  # newest first
-    truncated: bool  # the sample may not reach back as far as asked
-    counters: dict[str, int] = field(default_factory=dict)  # the queue's stats (all time)
-    dead: int = 0  # dead-lettered requests
-
-    @property
-    def pending_total(self) -> int:
-        return sum(c for _, c in self.pending)
-
-
-def _ms(reply: list[Any]) -> int:
-    sec, usec = reply
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 class Inspection:
@@ -92,9 +60,13 @@ class Inspection:
 
         def keys(self, queue: str | None = None) -> Keys: ...
 
+        async def layout(self, queue: str | None = None) -> Layout: ...
+
+        _layouts: dict[str, Layout]
+
     async def server_ms(self) -> int:
         """The Redis server's clock (ms since the epoch): what records' times are in."""
-        return _ms(await self.reads.call("TIME"))
+        return server_ms(await self.reads.call("TIME"))
 
     async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None:
         """The record of a request, or None (MalformedRecord if it is not well formed)."""
@@ -107,10 +79,16 @@ class Inspection:
         return RequestRecord.from_redis(fields, key=key) if fields else None
 
     async def ahead_of(self, keys: Keys, score: int | None) -> int:
-        """Pending requests a request of ``score`` waits behind."""
+        """Pending requests a request of ``score`` waits behind (on a sharded queue: those of
+        its shard, and those of a higher priority in the others)."""
         if score is None:
             return 0
-        return int(await self.reads.call("ZCOUNT", keys.pending, f"({score}", "+inf"))
+        cmds: list[Command] = [("ZCOUNT", keys.pending, f"({score}", "+inf")]
+        layout = self._layouts.get(keys.queue)
+        if layout is not None and layout.sharded:
+            higher = priority_bounds(decode_priority(score) + 1)[0]
+            cmds += [("ZCOUNT", k.pending, higher, "+inf") for k in layout.all if k != keys]
+        return sum(int(n) for n in await self.reads.pipeline(cmds))
 
     async def _check_queue(self, queue: str | None) -> Keys:
         k = self.keys(queue)
@@ -129,43 +107,26 @@ class Inspection:
         return sorted(await self.reads.call("SMEMBERS", self.keys().queues))
 
     async def pending_count(self, queue: str | None = None) -> int:
-        """Requests waiting in the queue (1 round trip)."""
+        """Requests waiting in the queue (1 round trip; of every shard of a sharded queue)."""
         k = await self._check_queue(queue)
-        return int(await self.reads.call("ZCARD", k.pending))
+        shards = (await self.layout(k.queue)).all
+        return sum(
+            int(n) for n in await self.reads.pipeline([("ZCARD", s.pending) for s in shards])
+        )
 
     async def pending_by_priority(self, queue: str | None = None) -> dict[int, int]:
         """{priority: pending count}, highest priority first: plain reads (a read-only ACL
         user may call it), 2 round trips unless the pending priorities span more than
-        ``BAND_TRIP`` (see :meth:`_by_priority`)."""
+        ``BAND_TRIP`` (see :func:`~rtq_nb.client.snapshot.by_priority`); per shard."""
         k = await self._check_queue(queue)
-        top, bottom = await self.reads.pipeline(_ends(k))
-        return (await self._by_priority(k, _span(top, bottom, k.pending)))[0]
-
-    async def _by_priority(
-        self, k: Keys, span: tuple[int, int] | None, extra: Sequence[Command] = ()
-    ) -> tuple[dict[int, int], list[Any]]:
-        """({priority: count}, highest first; ``extra``'s replies), given the (highest,
-        lowest) pending priority: one ZCOUNT per priority band, ``BAND_TRIP`` bands per round
-        trip, each trip also reading the highest score below its bands to skip empty ranges
-        (at most one trip per distinct priority; O(log N) each, never a scan). ``extra``
-        commands ride along in the first trip. Reads are not atomic: counts are a moment's
-        view, as any monitor's."""
-        counts: dict[int, int] = {}
-        extra_replies: list[Any] | None = None
-        while True:
-            bands, cmds = _band_reads(k, *span) if span else ([], [])
-            batch = cmds if extra_replies is not None else [*cmds, *extra]
-            replies = await self.reads.pipeline(batch) if batch else []
-            if extra_replies is None:
-                extra_replies = replies[len(cmds) :]
-            for p, n in zip(bands, replies):
-                if int(n):
-                    counts[p] = int(n)
-            below = replies[len(bands)] if span and len(cmds) > len(bands) else []
-            if not span or not below:
-                return counts, extra_replies
-            nxt = min(_priority(below[1], k.pending), bands[-1] - 1)  # always progresses
-            span = (nxt, span[1]) if nxt >= span[1] else None
+        total: dict[int, int] = {}
+        for s in (await self.layout(k.queue)).all:
+            top, bottom = await self.reads.pipeline(ends(s))
+            for p, n in (await by_priority(self.reads, s, pending_span(top, bottom, s.pending)))[
+                0
+            ].items():
+                total[p] = total.get(p, 0) + n
+        return dict(sorted(total.items(), reverse=True))
 
     async def workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Live workers of the queue (registry entries whose heartbeat TTL has not run out)."""
@@ -177,9 +138,9 @@ class Inspection:
         k = self.keys(queue)
         now, ids = await self.reads.pipeline([("TIME",), ("ZRANGE", k.workers, 0, -1)])
         if not ids:
-            return _ms(now), []
+            return server_ms(now), []
         replies = await self.reads.pipeline([("HGETALL", k.worker(w)) for w in ids])
-        return _ms(now), parse_workers(ids, [pairs(r) for r in replies])
+        return server_ms(now), parse_workers(ids, [pairs(r) for r in replies])
 
     async def registered_clients(self, queue: str | None = None) -> tuple[int, list[ClientInfo]]:
         """(server time ms, clients seen on the queue), most recent first."""
@@ -193,25 +154,30 @@ class Inspection:
             ClientInfo.from_fields(cid, score, pairs(raw))
             for cid, score, raw in zip(ids, flat[1::2], hashes, strict=True)
         ]
-        return _ms(now), infos
+        return server_ms(now), infos
 
     async def pending_requests(
         self, queue: str | None = None, *, limit: int = 1000
     ) -> tuple[int, list[PendingRequest]]:
         """(server time ms, the first ``limit`` pending requests in the order workers take
-        them)."""
-        k = self.keys(queue)
-        now, flat = await self.reads.pipeline(
-            [("TIME",), ("ZREVRANGE", k.pending, 0, max(0, limit - 1), "WITHSCORES")]
+        them; a sharded queue's by priority, then age)."""
+        shards = (await self.layout(queue)).all
+        now, *flats = await self.reads.pipeline(
+            [("TIME",)]
+            + [("ZREVRANGE", k.pending, 0, max(0, limit - 1), "WITHSCORES") for k in shards]
         )
-        ids = flat[::2] if limit else []
-        cmds = [("HGET", k.request(r), "created_ms") for r in ids]
-        created = await self.reads.pipeline(cmds) if ids else []
-        out = [
-            PendingRequest(rid, decode_priority(float(score)), lenient_int(c))
-            for rid, score, c in zip(ids, flat[1::2], created, strict=False)
-        ]
-        return _ms(now), out
+        out: list[PendingRequest] = []
+        for k, flat in zip(shards, flats, strict=True):
+            ids = flat[::2] if limit else []
+            cmds = [("HGET", k.request(r), "created_ms") for r in ids]
+            created = await self.reads.pipeline(cmds) if ids else []
+            out += [
+                PendingRequest(rid, decode_priority(float(score)), lenient_int(c))
+                for rid, score, c in zip(ids, flat[1::2], created, strict=False)
+            ]
+        if len(shards) > 1:
+            out.sort(key=lambda r: (-r.priority, r.created_ms or 0))
+        return server_ms(now), out[:limit]
 
     async def history_rows(
         self,
@@ -229,49 +195,18 @@ class Inspection:
         lo = "-inf" if since_ms is None else str(since_ms)
         hi = "+inf" if until_ms is None else str(until_ms)
         rows: list[list[Any]] = []
-        for name in queues:
-            rows += await _history_rows(
-                self.reads, self.keys(name), lo, hi, statuses, limit, self.check
-            )
-        if len(queues) > 1:
+        parts = [k for name in queues for k in (await self.layout(name)).all]
+        for k in parts:
+            rows += await _history_rows(self.reads, k, lo, hi, statuses, limit, self.check)
+        if len(parts) > 1:
             rows.sort(key=lambda r: r[6] if r[6] is not None else -1, reverse=True)
         return rows[:limit]
 
     async def snapshot(self, queue: str | None = None, *, sample: int = 2000) -> QueueSnapshot:
-        """What the queue monitor shows, in 2 round trips of plain reads (a read-only ACL user
-        may call it): pending by priority, running, workers, and the timing fields of the
-        ``sample`` most recent requests."""
-        k = self.keys(queue)
-        now, wids, top, bottom, running, hist, stats, dead = await self.reads.pipeline(
-            [
-                ("TIME",),
-                ("ZRANGE", k.workers, 0, -1),
-                *_ends(k),
-                ("ZCARD", k.running),
-                ("ZREVRANGEBYSCORE", k.history, "+inf", "-inf", "WITHSCORES", "LIMIT", 0, sample),
-                ("HGETALL", k.stats),
-                ("ZCARD", k.dead),
-            ]
-        )
-        ids, created = hist[::2], [int(float(s)) for s in hist[1::2]]
-        extra: list[Command] = [("HGETALL", k.worker(w)) for w in wids]
-        extra += [("HMGET", k.request(r), *SAMPLE_FIELDS) for r in ids]
-        by_prio, replies = await self._by_priority(k, _span(top, bottom, k.pending), extra)
-        recs = replies[len(wids) :]
-        return QueueSnapshot(
-            queue=k.queue,
-            now_ms=_ms(now),
-            pending=list(by_prio.items()),
-            running=int(running),
-            workers=parse_workers(wids, [pairs(r) for r in replies[: len(wids)]]),
-            recent=[
-                FinishedSample(c, r[0], r[1], r[2], r[3], r[4], i)
-                for i, c, r in zip(ids, created, recs, strict=True)
-            ],
-            truncated=len(ids) >= sample,
-            counters={n: v for n, x in pairs(stats).items() if (v := lenient_int(x)) is not None},
-            dead=int(dead),
-        )
+        """What the queue monitor shows, in 2 round trips of plain reads per shard (a read-only
+        ACL user may call it): pending by priority, running, workers, and the timing fields of
+        the ``sample`` most recent requests."""
+        return await snapshot(self.reads, await self.layout(queue), sample)
 
     async def estimated_wait(self, priority: int = 0, queue: str | None = None) -> float:
         """Seconds a new request of ``priority`` would wait before a worker starts it:
@@ -279,7 +214,10 @@ class Inspection:
         k = await self._check_queue(queue)
         check_priority(priority)
         lo = priority * SEQ_SPAN - (SEQ_SPAN - 1)
-        ahead = int(await self.reads.call("ZCOUNT", k.pending, lo, (PRIORITY_MAX + 1) * SEQ_SPAN))
+        hi = (PRIORITY_MAX + 1) * SEQ_SPAN
+        shards = (await self.layout(k.queue)).all
+        counts = await self.reads.pipeline([("ZCOUNT", s.pending, lo, hi) for s in shards])
+        ahead = sum(int(n) for n in counts)
         workers = [w for w in await self.workers(queue) if w.alive]
         slots = sum(max(1, w.concurrency) * max(1, w.batch_size) for w in workers)
         if not slots:
@@ -290,53 +228,20 @@ class Inspection:
     async def stats(self, queue: str | None = None) -> dict[str, float]:
         """Counters of the queue: completed, failed, pending, running."""
         k = await self._check_queue(queue)
-        raw, pending, running = await self.reads.pipeline(
-            [("HGETALL", k.stats), ("ZCARD", k.pending), ("ZCARD", k.running)]
-        )
         out: dict[str, float] = {}
-        for name, val in pairs(raw).items():
-            try:
-                out[name] = float(val)
-            except ValueError:
-                log.warning("ignoring malformed stats field %s=%r in %s", name, val, k.stats)
-        out.update(pending=int(pending), running=int(running))
+        pending = running = 0
+        for s in (await self.layout(k.queue)).all:
+            raw, p, r = await self.reads.pipeline(
+                [("HGETALL", s.stats), ("ZCARD", s.pending), ("ZCARD", s.running)]
+            )
+            pending, running = pending + int(p), running + int(r)
+            for name, val in pairs(raw).items():
+                try:
+                    out[name] = out.get(name, 0.0) + float(val)
+                except ValueError:
+                    log.warning("ignoring malformed stats field %s=%r in %s", name, val, s.stats)
+        out.update(pending=pending, running=running)
         return out
-
-
-def _ends(k: Keys) -> list[Command]:
-    """The highest and the lowest pending member, with their scores."""
-    return [
-        ("ZREVRANGE", k.pending, 0, 0, "WITHSCORES"),
-        ("ZRANGE", k.pending, 0, 0, "WITHSCORES"),
-    ]
-
-
-def _priority(score: Any, key: str) -> int:
-    value = float(score)
-    if not math.isfinite(value):
-        raise MalformedRecord(f"a pending score is {score!r}, not a finite number", key=key)
-    return decode_priority(value)
-
-
-def _span(top: list[Any], bottom: list[Any], key: str) -> tuple[int, int] | None:
-    """(highest, lowest) pending priority from :func:`_ends`' replies; None: none pending."""
-    if not top or not bottom:
-        return None
-    return _priority(top[1], key), _priority(bottom[1], key)
-
-
-def _band_reads(k: Keys, hi: int, lo: int) -> tuple[list[int], list[Command]]:
-    """(priorities, commands): ZCOUNT of the bands ``hi``, ``hi - 1``, ... (at most
-    ``BAND_TRIP``, none below ``lo``), then, if bands remain below them, the highest pending
-    member under the last band (where the next trip starts)."""
-    bands = list(range(hi, max(lo, hi - BAND_TRIP + 1) - 1, -1))
-    cmds: list[Command] = [("ZCOUNT", k.pending, *priority_bounds(p)) for p in bands]
-    if bands[-1] > lo:
-        floor = priority_bounds(bands[-1])[0]
-        cmds.append(
-            ("ZREVRANGEBYSCORE", k.pending, f"({floor}", "-inf", "WITHSCORES", "LIMIT", 0, 1)
-        )
-    return bands, cmds
 
 
 async def _history_rows(

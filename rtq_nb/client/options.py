@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from rtq_nb.security.settings import Security
@@ -65,8 +66,11 @@ class SubmitOptions(BatchOptions, total=False):
 
 
 class Prepared(NamedTuple):
-    """A request ready to send: its submission commands and its handle (no I/O yet).
-    ``AsyncClient.prepare`` makes it; the async core and the sync fast path both send it."""
+    """A request ready to send: its submission commands and its handle (no I/O yet), and
+    the commands to send once the submission has landed (``after``: a sharded queue's wake
+    token when it lives on another cluster node). ``AsyncClient.prepare`` makes it; the async
+    core and the sync fast path both send it."""
 
     commands: list[Command]
     handle: AsyncRequestHandle
+    after: Sequence[Command] = ()

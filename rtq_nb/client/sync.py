@@ -190,7 +190,9 @@ class Client:
         The common case (the result arrives within one wait slice) runs on a synchronous
         connection in the calling thread; everything else continues in the async core."""
         self._portal.refuse_own_thread()
-        if getattr(self._async.conn, "cluster", False) is not False:  # or not known yet
+        if getattr(self._async.conn, "cluster", False) is not False or not (  # or not known yet
+            self._async.knows_layout(o.get("queue"))
+        ):
             return self._portal.call(self._async.call(input, **o))  # routed by the async core
         p = self._async.prepare(input, stream=False, **o)
         handle = p.handle

@@ -19,9 +19,17 @@ Layout (wire format v1), for prefix ``rtq`` and queue ``default``::
     rtq:{default}:req:<id>             hash   the request record (TTL = retention)
     rtq:{default}:res:<id>             list   non-streaming result envelope (client BLPOPs it)
     rtq:{default}:stream:<id>          stream streamed chunks with sequence numbers + end marker
+    rtq:{default}:config               hash   the queue's layout (``shards``; absent: 1)
 
 ``{default}`` is a Redis Cluster hash tag: all keys of one queue live in one slot, so every
 multi-key script of a queue is cluster-safe. Different queues spread over the cluster.
+
+A sharded queue (see :mod:`rtq_nb.protocol.shards`) keeps shard 0 under the queue's own tag
+(the keys above: the *home* shard) and shard ``i > 0`` under the tag ``{<queue>~<i>}`` (``~``
+is not allowed in queue names, so a shard never collides with a queue). A shard's Keys give
+its own request and queue keys (pending, running, wake, seq, history, dead, stats, req, res,
+stream) and the home's registry keys (workers, clients, control lists, config): the worker
+and client registries are one per logical queue.
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ from functools import cached_property
 from rtq_nb.errors import ConfigurationError
 
 __all__ = [
+    "MAX_SHARDS",
     "REQUEST_INFIX",
     "RESULT_INFIX",
+    "SHARD_MARK",
     "STREAM_INFIX",
     "WIRE_VERSION",
     "Keys",
@@ -49,6 +59,8 @@ WIRE_VERSION = 1
 REQUEST_INFIX = ":req:"
 RESULT_INFIX = ":res:"
 STREAM_INFIX = ":stream:"
+SHARD_MARK = "~"  # between a queue's name and a shard number in the shard's hash tag
+MAX_SHARDS = 1024
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
@@ -73,19 +85,31 @@ def check_id(value: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
-    """Key builder for one queue under one prefix."""
+    """Key builder for one queue (or one shard of a sharded queue) under one prefix."""
 
     prefix: str = "rtq"
     queue: str = "default"
+    shard: int = 0
 
     def __post_init__(self) -> None:
         check_name("prefix", self.prefix)
         check_name("queue", self.queue)
+        s = self.shard
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < MAX_SHARDS:
+            raise ConfigurationError(f"shard must be an int in [0, {MAX_SHARDS}), got {s!r}")
+
+    @cached_property
+    def home(self) -> str:
+        """``<prefix>:{<queue>}``: the start of the queue's registry keys (shard 0's base)."""
+        return f"{self.prefix}:{{{self.queue}}}"
 
     @cached_property
     def base(self) -> str:
-        """``<prefix>:{<queue>}``: the common, hash-tagged start of every queue key."""
-        return f"{self.prefix}:{{{self.queue}}}"
+        """``<prefix>:{<queue>}`` (``<prefix>:{<queue>~<shard>}`` for shard > 0): the common,
+        hash-tagged start of this shard's keys."""
+        if not self.shard:
+            return self.home
+        return f"{self.prefix}:{{{self.queue}{SHARD_MARK}{self.shard}}}"
 
     @property
     def queues(self) -> str:
@@ -121,21 +145,26 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        return f"{self.base}:workers"
+        return f"{self.home}:workers"
 
     @property
     def clients(self) -> str:
-        return f"{self.base}:clients"
+        return f"{self.home}:clients"
+
+    @property
+    def config(self) -> str:
+        """The queue's layout hash (``shards``), in the home shard."""
+        return f"{self.home}:config"
 
     def worker(self, worker_id: str) -> str:
-        return f"{self.base}:worker:{worker_id}"
+        return f"{self.home}:worker:{worker_id}"
 
     def control(self, worker_id: str) -> str:
         """A worker's control list (stop tokens wake its blocked fetches at once)."""
-        return f"{self.base}:ctl:{worker_id}"
+        return f"{self.home}:ctl:{worker_id}"
 
     def client(self, client_id: str) -> str:
-        return f"{self.base}:client:{client_id}"
+        return f"{self.home}:client:{client_id}"
 
     def request(self, request_id: str) -> str:
         return self.base + REQUEST_INFIX + request_id

@@ -123,13 +123,21 @@ def _after(message: str, marker: str) -> str | None:
 
 # ---- POP -------------------------------------------------------------------------------------
 def pop(
-    k: Keys, worker_id: str, *, lease_ms: int, count: int, consumed: int, retention_s: int
+    k: Keys,
+    worker_id: str,
+    *,
+    lease_ms: int,
+    count: int,
+    consumed: int,
+    retention_s: int,
+    floor: int | None = None,
 ) -> Command:
-    """Lease up to ``count`` requests; ``consumed``: wake tokens this fetch already took."""
-    return POP.cmd(
-        [k.pending, k.running, k.wake],
-        [k.base, worker_id, lease_ms, count, consumed, retention_s],
-    )
+    """Lease up to ``count`` requests; ``consumed``: wake tokens this fetch already took;
+    ``floor``: take only requests scored at least this (a sharded queue's global order)."""
+    argv: list[object] = [k.base, worker_id, lease_ms, count, consumed, retention_s]
+    if floor is not None:
+        argv.append(f"{floor:d}")
+    return POP.cmd([k.pending, k.running, k.wake], argv)
 
 
 class Popped(NamedTuple):

@@ -66,6 +66,8 @@ class Conn:
         ``on_head`` is called with the first ``head`` replies as soon as they are read
         (when none is an error), before waiting for the rest: a worker settles its
         completions at once, then blocks for the next request on the same round trip."""
+        if not commands:
+            return []  # nothing to send: no reply would ever come
         if not self._loaded:  # load the scripts first, on the same path
             self._loaded = True
             try:

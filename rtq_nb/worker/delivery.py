@@ -61,7 +61,7 @@ class Delivery:
                 sig = sg.sign(p.id, p.attempt, ResultKind.DATA, stored, seq, n, run)
                 quads.append((seq, n, stored, sig))
         return scripts.append(
-            self.keys,
+            p.keys or self.keys,
             p.id,
             worker_id=self.state.id,
             attempt=p.attempt,
@@ -112,7 +112,7 @@ class Delivery:
             envelope = encode_envelope(status, None, value, sig)
         cmds.append(
             scripts.complete(
-                self.keys,
+                p.keys or self.keys,
                 p.id,
                 worker_id=self.state.id,
                 attempt=p.attempt,
@@ -155,13 +155,26 @@ class Delivery:
         if not fetch or self.state.stopping:
             settle(await self.conn.pipeline(cmds) if cmds else [])
             return []
+        sharded = self.state.layout.sharded
         busy = self.state.queue_left > 0
-        cmds.append(self.fetcher.next_cmd() if busy else self.fetcher.blocking_cmd())
-        head = len(cmds) - 1
+        head = len(cmds)
+        if sharded:  # the sharded fetch's first step rides along when it does not block
+            if not self.fetcher.shards.busy:  # (a cluster settles a split pipeline at its end)
+                settle(await self.conn.pipeline(cmds) if cmds else [])
+                try:
+                    return await self.fetcher.fetch()
+                except RtqError as exc:
+                    log.warning("worker %s: fetching failed (%s)", self.state.id, exc)
+                    return []
+            cmds += self.fetcher.shards.first(self.opts.block_timeout)
+        else:
+            cmds.append(self.fetcher.next_cmd() if busy else self.fetcher.blocking_cmd())
         if head == 0:
             settle([])
         try:
             replies = await self.conn.pipeline(cmds, head=head, on_head=settle)
+            if sharded:
+                return await self.fetcher.gather(await self.fetcher.shards.finish(replies[head:]))
         except RtqError as exc:
             if not settled:
                 raise  # nothing was delivered: the caller retries the delivery

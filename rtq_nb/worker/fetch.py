@@ -11,13 +11,16 @@ from typing import Any
 
 from rtq_nb.errors import MalformedRecord, RtqError
 from rtq_nb.protocol import scripts
+from rtq_nb.protocol.defaults import MIN_BLOCK
 from rtq_nb.protocol.jobs import JOB_INDEX, parse_job
+from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.scripts import PopKind
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import sealed_token
 from rtq_nb.security.sealing import Sealer, Unsealable
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command, Packed, pack
+from rtq_nb.worker.sharded import ShardedFetch
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 
 __all__ = ["Fetcher"]
@@ -42,6 +45,8 @@ class Fetcher:
         self.guard, self.sealer = guard, sealer
         self._blocking: Packed | None = None  # constant commands, packed once per run
         self._next: Packed | None = None
+        self.taken = 0  # ids the last accepted POP took off the queue (every kind)
+        self.shards = ShardedFetch(self)  # a sharded queue's fetch (state.layout.sharded)
 
     def _pop(self, count: int, consumed: int) -> Command:
         o = self.opts
@@ -74,6 +79,8 @@ class Fetcher:
     async def fetch(self) -> list[Held]:
         """Block until work arrives (or a stop token / the block timeout), popping in the same
         round trip; then, when batching, gather more."""
+        if self.state.layout.sharded:
+            return await self.gather(await self.shards.fetch(self.opts.block_timeout))
         replies = await self.conn.pipeline([self.blocking_cmd()])
         return await self.gather(self.accept(replies[-1]))
 
@@ -82,25 +89,30 @@ class Fetcher:
         o = self.opts
         if o.batch_size <= 1 or not got or len(got) >= o.batch_size or o.batch_wait <= 0:
             return got
+        if self.state.layout.sharded:
+            return await self.shards.gather(got)
         end = time.monotonic() + o.batch_wait
         while len(got) < o.batch_size and not self.state.stopping:
             left = end - time.monotonic()
             if left <= 0:
                 break
             try:
-                cmds = [self._block(max(left, 0.001)), self._pop(o.batch_size - len(got), 1)]
+                cmds = [self._block(max(left, MIN_BLOCK)), self._pop(o.batch_size - len(got), 1)]
                 got += self.accept((await self.conn.pipeline(cmds))[-1])
             except RtqError as exc:  # keep what was already popped: it is ours to run
                 log.warning("worker %s: gathering a batch failed (%s)", self.state.id, exc)
                 break
         return got
 
-    def accept(self, reply: Any) -> list[Held]:
-        """POP's reply as held requests. With a keyring, each request's signature is checked
-        first: a refused one is held with its ``problem`` and counter ``unauthenticated`` (it
-        fails, never running). A malformed record is held with its ``problem`` too (it fails
-        alone); ids with no record or not pending are skipped."""
+    def accept(self, reply: Any, keys: Keys | None = None) -> list[Held]:
+        """POP's reply (on ``keys``' shard; default: the queue's) as held requests. With a
+        keyring, each request's signature is checked first: a refused one is held with its
+        ``problem`` and counter ``unauthenticated`` (it fails, never running). A malformed
+        record is held with its ``problem`` too (it fails alone); ids with no record or not
+        pending are skipped."""
         popped, self.state.queue_left = scripts.parse_pop(reply)
+        self.taken = len(popped)
+        keys = keys or self.keys
         out: list[Held] = []
         for p in popped:
             if p.kind == PopKind.GONE:
@@ -113,6 +125,7 @@ class Fetcher:
                 log.debug("skipped queued id %r (status %s)", p.id, p.payload)
                 continue
             held = self._admit(p.id, p.payload)
+            held.keys = keys
             self.state.in_flight[held.id] = held
             out.append(held)
         return out

@@ -11,12 +11,14 @@ import socket
 import time
 from typing import Any
 
-from rtq_nb.errors import RedisOutOfMemory, RedisUnavailable, RtqError
+from rtq_nb.errors import ConfigurationError, RedisOutOfMemory, RedisUnavailable, RtqError
 from rtq_nb.protocol import registry, scripts
+from rtq_nb.protocol.shards import CONFIG_SHARDS, Layout, parse_config
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.transport.base import Transport
+from rtq_nb.transport.resp import Command
 from rtq_nb.transport.retry import Backoff
-from rtq_nb.worker.state import WorkerOptions, WorkerState
+from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 
 __all__ = ["Leases"]
 
@@ -49,13 +51,28 @@ class Leases:
         }
 
     async def register(self) -> None:
-        """Register, retrying with backoff for up to ``reconnect_timeout`` seconds."""
+        """Register and learn the queue's layout (its shards; a worker given ``shards``
+        records them when the queue has none yet, and refuses to serve a queue sharded
+        otherwise), retrying with backoff for up to ``reconnect_timeout`` seconds."""
         backoff = Backoff(timeout=self.opts.reconnect_timeout)
         entry = {**self._entry("idle"), "started_ms": int(time.time() * 1000)}
+        k, want = self.keys, self.opts.shards
         while True:
             try:
-                cmds = registry.worker_register(self.keys, entry, self.opts.heartbeat)
-                await self.conn.pipeline(cmds)
+                cmds = registry.worker_register(k, entry, self.opts.heartbeat)
+                if want is not None:
+                    cmds.append(("HSETNX", k.config, CONFIG_SHARDS, want))
+                cmds.append(("HGET", k.config, CONFIG_SHARDS))
+                shards = parse_config((await self.conn.pipeline(cmds))[-1], k.config)
+                if want is not None and shards != want:
+                    raise ConfigurationError(
+                        f"queue {k.queue!r} has {shards} shard(s) ({k.config}) but this worker "
+                        f"was started with shards={want}: start it with shards={shards} (or "
+                        "leave shards unset to follow the queue)"
+                    )
+                self.state.layout = Layout(k.prefix, k.queue, shards)
+                if shards > 1:
+                    log.info("worker %s: queue %r has %d shards", self.state.id, k.queue, shards)
                 self.state.last_beat_ok = time.monotonic()
                 return
             except RedisOutOfMemory as exc:  # serve anyway: draining is what frees memory
@@ -100,35 +117,54 @@ class Leases:
     async def beat(self) -> None:
         """Registry refresh, lease renewal, cancellation check of in-flight requests, and a
         reap of requests whose (other) workers died: one round trip."""
-        s, k = self.state, self.keys
+        s, layout = self.state, self.state.layout
         status = "stopping" if s.stopping else ("busy" if s.in_flight else "idle")
-        cmds = registry.worker_heartbeat(k, self._entry(status), self.opts.heartbeat)
-        held = list(s.in_flight.values())
-        if held:
+        cmds = registry.worker_heartbeat(self.keys, self._entry(status), self.opts.heartbeat)
+        groups: dict[int, list[Held]] = {}  # held requests by shard (one RENEW each)
+        for p in s.in_flight.values():
+            groups.setdefault(p.keys.shard if p.keys else 0, []).append(p)
+        renews = len(cmds)
+        for shard, held in groups.items():
             pairs = [(p.id, p.attempt) for p in held]
+            k = layout.all[shard] if shard < layout.shards else self.keys
             cmds.append(scripts.renew(k, s.id, lease_ms=self.opts.lease_ms, held=pairs))
-        cmds.append(scripts.reap(k, retention_s=self.opts.retention_s))
+        reaps = len(cmds)
+        cmds += [scripts.reap(k, retention_s=self.opts.retention_s) for k in layout.all]
         replies = await self.conn.pipeline(cmds)
-        for p, code in zip(held, scripts.parse_renew(replies[-2]) if held else []):
-            if code is not LeaseResult.OK and p.request is not None and not p.request.cancelled:
-                why = "was cancelled" if code is LeaseResult.CANCELLED else "lease was lost"
-                log.info("request %s %s: stopping its generation", p.id, why)
-                p.request.cancelled = True
-        requeued, dead = scripts.parse_reap(replies[-1])
-        if requeued or dead:
-            log.warning("worker %s reaped: requeued %s, dead-lettered %s", s.id, requeued, dead)
+        for i, held in enumerate(groups.values()):
+            for p, code in zip(held, scripts.parse_renew(replies[renews + i])):
+                if code is not LeaseResult.OK and p.request is not None and not p.request.cancelled:
+                    why = "was cancelled" if code is LeaseResult.CANCELLED else "lease was lost"
+                    log.info("request %s %s: stopping its generation", p.id, why)
+                    p.request.cancelled = True
+        wake: list[Command] = []
+        for k, reply in zip(layout.all, replies[reaps:]):
+            requeued, dead = scripts.parse_reap(reply)
+            if requeued or dead:
+                log.warning("worker %s reaped: requeued %s, dead-lettered %s", s.id, requeued, dead)
+            wake += layout.wake_after(k, len(requeued))
+        if wake:
+            await self.conn.pipeline(wake)
 
     async def hand_back(self) -> None:
         """Return every held request to the queue (its attempt is not counted) and tell the
         handlers to stop."""
         held = list(self.state.in_flight.values())
         cmds = [
-            scripts.handback(self.keys, p.id, worker_id=self.state.id, attempt=p.attempt)
+            scripts.handback(p.keys or self.keys, p.id, worker_id=self.state.id, attempt=p.attempt)
             for p in held
         ]
         if cmds:
             done = await self.conn.pipeline(cmds)
             log.warning("worker %s handed back %d request(s) on stop", self.state.id, sum(done))
+            wake = [
+                c
+                for p, ok in zip(held, done)
+                if ok
+                for c in self.state.layout.wake_after(p.keys or self.keys)
+            ]
+            if wake:
+                await self.conn.pipeline(wake)
         for p in held:
             if p.request is not None:
                 p.request.cancelled = True

@@ -12,6 +12,7 @@ from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.encoding import check_retention
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Request
+from rtq_nb.protocol.shards import Layout, check_shards
 from rtq_nb.worker.chunking import ChunkerSpec, make_chunker
 
 __all__ = ["Held", "WorkerOptions", "WorkerState"]
@@ -35,6 +36,7 @@ class WorkerOptions:
     reconnect_timeout: float = 30.0
     min_replicas: int = 0  # WAIT for this many replicas after completions (0: off)
     replica_timeout: float = 1.0
+    shards: int | None = None  # a sharded queue's shard count (None: as the queue's config says)
     lease_ms: int = field(init=False)  # derived once: read on every request
     retention_s: int = field(init=False)
 
@@ -52,6 +54,8 @@ class WorkerOptions:
                 f"lease ({self.lease} s) must be longer than heartbeat ({self.heartbeat} s)"
             )
         make_chunker(self.granularity)  # validate now, not at the first request
+        if self.shards is not None:
+            check_shards(self.shards)
 
     @property
     def keys(self) -> Keys:
@@ -66,6 +70,7 @@ class Held:
         "counter",
         "flushed",
         "id",
+        "keys",
         "problem",
         "request",
         "run",
@@ -82,8 +87,10 @@ class Held:
         request: Request | None,
         problem: str = "",
         counter: str = "",
+        keys: Keys | None = None,
     ) -> None:
         self.id = rid
+        self.keys = keys  # the keys of the shard it was popped from (set by the fetcher)
         self.attempt = attempt
         self.stream = stream
         self.request = request  # None: malformed or refused (``problem`` says why); never run
@@ -108,6 +115,7 @@ class WorkerState:
     service_ms_ewma: float | None = None
     last_beat_ok: float | None = None  # monotonic time of the last successful heartbeat
     unreplicated: int = 0  # completions WAIT did not confirm on min_replicas replicas
+    layout: Layout = field(default_factory=Layout)  # the queue's shards (read at registration)
 
     def restart(self, worker_id: str) -> None:
         """A new run under ``worker_id``: counters carry over, the rest starts afresh."""

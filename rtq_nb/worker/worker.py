@@ -63,6 +63,9 @@ class Worker:
     from ``RTQ_TRUSTED_CLIENT_KEYS``, ``RTQ_WORKER_SIGNING_KEY``, ``RTQ_ENCRYPTION_KEYS``.
     ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
+    ``shards``: serve a sharded queue of that many shards (recorded in Redis when the queue
+    has no layout yet; a different recorded count is an error); None: as recorded (1 if
+    none). See the README, "Sharded queues".
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Worker:
         security: Security | None = None,
         min_replicas: int = 0,
         replica_timeout: float = 1.0,
+        shards: int | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -104,6 +108,7 @@ class Worker:
             reconnect_timeout=reconnect_timeout,
             min_replicas=min_replicas,
             replica_timeout=replica_timeout,
+            shards=shards,
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")

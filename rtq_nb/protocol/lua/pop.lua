@@ -1,6 +1,7 @@
 -- POP: take up to N requests, highest score first, and lease each to this worker.
 -- KEYS: pending, running, wake
--- ARGV: base, worker_id, lease_ms, max_count, wake tokens already consumed, retention_s
+-- ARGV: base, worker_id, lease_ms, max_count, wake tokens already consumed, retention_s,
+--       [floor: the lowest score to take ('' or absent: any; a sharded queue's global order)]
 -- Returns a flat list: for each popped id, {id, kind, payload} where kind is
 --   POP_RUN  payload = {attempt, JOB_FIELDS values...} (now leased to this worker, running)
 --   POP_GONE payload = '' (no record: its TTL ran out)
@@ -15,7 +16,21 @@
 -- is best effort.
 local bad = bad_type(KEYS[2], 'zset')
 if bad then return redis.error_reply(MALFORMED .. ' ' .. bad) end
-local popped = redis.pcall('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
+local floor = ARGV[7]
+if floor == '' then floor = nil end
+if floor and not tonumber(floor) then
+  return redis.error_reply(INVALID .. ' floor ' .. tostring(floor))
+end
+local popped
+if floor then
+  popped = redis.pcall('ZREVRANGEBYSCORE', KEYS[1], '+inf', floor, 'WITHSCORES', 'LIMIT', 0,
+                       tonumber(ARGV[4]))
+  if not popped['err'] then
+    for i = 1, #popped, 2 do redis.call('ZREM', KEYS[1], popped[i]) end
+  end
+else
+  popped = redis.pcall('ZPOPMAX', KEYS[1], tonumber(ARGV[4]))
+end
 if popped['err'] then
   return redis.error_reply(MALFORMED .. ' ' .. KEYS[1] .. ' is not a zset: ' .. popped['err'])
 end

@@ -1,0 +1,126 @@
+"""Where requests go and how they get there (mixed into :class:`~rtq_nb.AsyncClient`): each
+queue's keys and layout (its shards, read once), sending submissions and riding out outages
+without sending one twice, and waking workers of a sharded queue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rtq_nb.client.durability import Replication
+from rtq_nb.client.options import Prepared
+from rtq_nb.errors import RedisUnavailable
+from rtq_nb.protocol.keys import Keys
+from rtq_nb.protocol.shards import CONFIG_SHARDS, Layout, parse_config
+from rtq_nb.transport.base import Transport
+from rtq_nb.transport.resp import Command
+from rtq_nb.transport.retry import Backoff
+
+if TYPE_CHECKING:
+    from rtq_nb.client.handle import AsyncRequestHandle
+
+__all__ = ["Sending"]
+
+log = logging.getLogger("rtq_nb.client")
+
+
+class Sending:
+    conn: Transport
+    reads: Transport  # rides out outages within reconnect_timeout
+    prefix: str
+    queue: str
+    reconnect_timeout: float
+    replication: Replication
+    _keys: dict[str, Keys]
+    _layouts: dict[str, Layout]
+
+    def keys(self, queue: str | None = None) -> Keys:
+        """The key builder of ``queue`` (default: the client's queue)."""
+        q = self.queue if queue is None else queue
+        k = self._keys.get(q)
+        if k is None:
+            k = self._keys[q] = Keys(self.prefix, q)
+        return k
+
+    def knows_layout(self, queue: str | None = None) -> bool:
+        """Whether ``queue``'s layout has been read (the sync fast path needs it)."""
+        return (self.queue if queue is None else queue) in self._layouts
+
+    async def layout(self, queue: str | None = None) -> Layout:
+        """``queue``'s layout: its shards (README, Sharded queues), read from its config once
+        per client and queue (1 round trip on first use), then cached."""
+        q = self.queue if queue is None else queue
+        got = self._layouts.get(q)
+        if got is None:
+            k = self.keys(q)
+            n = parse_config(await self.reads.call("HGET", k.config, CONFIG_SHARDS), k.config)
+            got = self._layouts[q] = Layout(self.prefix, q, n)
+        return got
+
+    async def keys_for(self, queue: str | None, request_id: str) -> Keys:
+        """The keys of the shard a request of ``queue`` lives in."""
+        return (await self.layout(queue)).for_id(request_id)
+
+    async def _submit_batch(self, part: list[Prepared], *, after: bool = True) -> None:
+        """One round trip of submissions, riding out a dropped connection or a Redis restart:
+        after a failure, only the requests whose records are missing are sent again. Then
+        (``after``) the commands that must follow them (a sharded queue on a cluster: wake
+        tokens)."""
+        backoff = Backoff(timeout=self.reconnect_timeout)
+        then = [c for p in part for c in p.after] if after else []
+        while part:
+            try:
+                cmds = [c for p in part for c in p.commands]
+                self.replication.note(cmds, await self.conn.pipeline(cmds))
+                break
+            except RedisUnavailable as exc:
+                await backoff.retry(exc, "submitting")
+                landed = await self._landed([p.handle for p in part], backoff)
+                part = [p for p, done in zip(part, landed) if not done]
+        if then:
+            await self.wake(then)
+
+    async def wake(self, tokens: Sequence[Command]) -> None:
+        """Push wake tokens; if that fails, workers still find the requests when their
+        blocking wait times out (``block_timeout``): logged, not raised."""
+        if not tokens:
+            return
+        try:
+            await self.conn.pipeline(tokens)
+        except RedisUnavailable as exc:
+            log.warning(
+                "could not wake workers (%s): they find the requests within their block timeout",
+                exc,
+            )
+
+    # ---- riding out outages (the handles' side of HandleHost) ---------------------------------
+    async def exchange(
+        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
+    ) -> list[Any]:
+        """Run a pipeline, riding out a dropped connection or a Redis restart with bounded
+        backoff. ``resend``: the pipeline starts with the submission, which is only sent
+        again if it never reached Redis (no duplicate requests); once it did, only the last
+        command (the blocking read) is sent again."""
+        backoff = Backoff(timeout=self.reconnect_timeout)
+        while True:
+            try:
+                replies = await self.conn.pipeline(cmds) if cmds else []
+                if resend:
+                    self.replication.note(cmds, replies)
+                return replies
+            except RedisUnavailable as exc:
+                await backoff.retry(exc, f"request {handle.id}")
+                if resend and (await self._landed([handle], backoff))[0]:
+                    cmds, resend = cmds[-1:], False
+
+    async def _landed(self, handles: list[AsyncRequestHandle], backoff: Backoff) -> list[bool]:
+        """Did these submissions reach Redis? Asks until Redis answers (within ``backoff``)."""
+        while True:
+            try:
+                found = await self.conn.pipeline(
+                    [("EXISTS", h.keys.request(h.id)) for h in handles]
+                )
+                return [bool(x) for x in found]
+            except RedisUnavailable as exc:
+                await backoff.retry(exc, "checking what landed")

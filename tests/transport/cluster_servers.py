@@ -102,21 +102,24 @@ class Cluster:
         assert role[0] == "master" and role[2], role
         return int(role[2][0][1])
 
-    def _in_sync(self, master: int) -> bool:
-        """Each of ``master``'s replicas has its link up and every byte of its stream."""
+    def _in_sync(self, master: int, targets: dict[int, int]) -> bool:
+        """Each of ``master``'s replicas is online and has acknowledged the master's stream up
+        to where it was when first asked (``targets``: under load it never stands still)."""
         info = self.admin[master].info("replication")
         if info.get("connected_slaves", 0) < self.replicas:
             return False
-        offset = int(info["master_repl_offset"])
+        target = targets.setdefault(master, int(info["master_repl_offset"]))
         for i in range(self.replicas):
             rep = info[f"slave{i}"]
-            if rep["state"] != "online" or int(rep["offset"]) != offset:
+            if rep["state"] != "online" or int(rep["offset"]) < target:
                 return False
         return True
 
     def wait_stable(self, timeout: float = 30.0) -> None:
         """Every live node says ``cluster_state:ok`` and reports the same slot map (all
         slots served); with replicas, each master has its replicas online and in sync."""
+
+        targets: dict[int, int] = {}
 
         def ok() -> bool:
             live = self.live
@@ -129,7 +132,7 @@ class Cluster:
                 all(m == maps[0] for m in maps) and sum(e - s + 1 for s, e, _ in maps[0]) == 16384
             ):
                 return False
-            return all(self._in_sync(m) for m in {p for _, _, p in maps[0]})
+            return all(self._in_sync(m, targets) for m in {p for _, _, p in maps[0]})
 
         wait_for("cluster_state:ok, one slot map on every node, replicas in sync", ok, timeout)
 

@@ -144,7 +144,7 @@ def test_master_killed_under_load(rcluster: Cluster, prefix: str) -> None:
         for load in loads:
             load.start()
         wait_until(
-            lambda: all(len(x.acked) >= 50 for x in loads) or any(x.problems for x in loads),
+            lambda: all(len(x.acked) >= 150 for x in loads) or any(x.problems for x in loads),
             timeout=30,
             what="a load on every thread",
         )

@@ -28,7 +28,7 @@ from rtq_nb.errors import AccessDenied, RedisUnavailable, RtqError
 from rtq_nb.transport.aio import Conn
 from rtq_nb.transport.base import OnHead, Transport, check_replies
 from rtq_nb.transport.endpoint import Endpoint, safe_url
-from rtq_nb.transport.errors import ScriptsLost, raise_mapped
+from rtq_nb.transport.errors import ScriptsLost, mapped_errors, raise_mapped
 from rtq_nb.transport.link import open_link
 from rtq_nb.transport.resp import Command, Packed, pack
 from rtq_nb.transport.slots import SLOTS, command_key, key_slot, redirect, split_packed
@@ -133,6 +133,8 @@ class ClusterTransport:
         self._nodes: dict[Addr, NodeConn] = {}
         self._slots: list[Addr | None] = [None] * SLOTS
         self._stale = True
+        self._known: list[Addr] = []  # every node the last slot map named (with replicas)
+        self._failed: set[Addr] = set()  # connection failed since that map: asked last
         self._refreshing: asyncio.Task[None] | None = None
 
     # ---- the slot map ---------------------------------------------------------------------
@@ -159,23 +161,48 @@ class ClusterTransport:
             self._refreshing = asyncio.ensure_future(self._refresh())
         await asyncio.shield(self._refreshing)
 
-    async def _refresh(self) -> None:
-        tried: list[Addr] = [self._seed, *(a for a in self._nodes if a != self._seed)]
-        last: BaseException | None = None
-        for addr in tried:
+    def _candidates(self) -> list[Addr]:
+        """Where to ask for the slot map: the seed, the masters in use, every node (masters
+        and replicas) the last map named; the nodes a connection just failed to, last."""
+        order = [self._seed, *self._nodes, *self._known]
+        fresh = [a for a in dict.fromkeys(order) if a not in self._failed]
+        return [*fresh, *(a for a in dict.fromkeys(order) if a in self._failed)]
+
+    async def _ask_slots(self, addr: Addr) -> Any:
+        """``CLUSTER SLOTS`` on ``addr``: on its pool if it is a master in use, otherwise on a
+        link opened for it (no scripts loaded on a node that may be a replica)."""
+        conn = self._nodes.get(addr)
+        if conn is not None:
+            return (await conn.pipeline([("CLUSTER", "SLOTS")]))[0]
+        url = node_url(self.url, *addr)
+        with mapped_errors(url):
+            link = await open_link(Endpoint(url))
             try:
-                reply = await self.node(addr).pipeline([("CLUSTER", "SLOTS")])
+                data = pack([("CLUSTER", "SLOTS")])
+                (reply,) = await link.request(data, data.n)
+            finally:
+                link.close()
+            if isinstance(reply, Exception):
+                raise reply
+        return reply
+
+    async def _refresh(self) -> None:
+        last: BaseException | None = None
+        for addr in self._candidates():
+            try:
+                reply = await self._ask_slots(addr)
             except RtqError as exc:
                 last = exc
                 continue
             table: list[Addr | None] = [None] * SLOTS
-            for start, end, master, *_ in reply[0]:
-                host = master[0] or addr[0]
-                if isinstance(host, bytes):
-                    host = host.decode()
+            known: dict[Addr, None] = {}
+            for start, end, *nodes in reply:
+                where = [(_host(n[0], addr[0]), int(n[1])) for n in nodes]
+                known.update(dict.fromkeys(where))
                 for s in range(int(start), int(end) + 1):
-                    table[s] = (str(host), int(master[1]))
+                    table[s] = where[0]
             self._slots, self._stale = table, False
+            self._known, self._failed = list(known), set()
             log.debug("cluster slot map read from %s:%s", *addr)
             return
         raise RedisUnavailable(
@@ -262,6 +289,7 @@ class ClusterTransport:
             if isinstance(replies, BaseException):
                 if isinstance(replies, (rex.RedisError, OSError, RedisUnavailable)):
                     self._stale = True  # a failover, maybe: read the map again
+                    self._failed.add(addr)
                     for link in self.node(addr)._idle:
                         link.close()
                     if isinstance(replies, RtqError):
@@ -310,6 +338,13 @@ class ClusterTransport:
 
     def __repr__(self) -> str:
         return f"<ClusterTransport {safe_url(self.url)} masters={len(set(self._slots) - {None})}>"
+
+
+def _host(host: Any, default: str) -> str:
+    """A node's host as ``CLUSTER SLOTS`` gives it (empty: the node asked)."""
+    if isinstance(host, bytes):
+        host = host.decode()
+    return str(host) if host else default
 
 
 async def _settled(part: Any) -> Any:

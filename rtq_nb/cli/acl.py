@@ -59,6 +59,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="client role: restrict the user to this client's requests (ids CLIENT_ID-...; "
         "A-Z a-z 0-9 _ . only)",
     )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="a sharded queue's shard count: the rules cover every shard (default 1)",
+    )
     pw = p.add_mutually_exclusive_group(required=True)
     pw.add_argument(
         "--password-env",
@@ -87,6 +93,7 @@ def cmd_acl(a: argparse.Namespace) -> int:
         client_id=a.client_id,
         password=password,
         nopass=a.nopass,
+        shards=a.shards,
     )
     if a.nopass:
         log.warning("user without a password: anyone who can reach Redis can use this role")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.protocol import scripts
 from rtq_nb.protocol.keys import Keys, check_name
+from rtq_nb.protocol.shards import check_shards
 
 __all__ = [
     "HANDSHAKE",
@@ -105,6 +106,8 @@ def _client(k: Keys, client_id: str | None) -> list[Grant]:
         *("sadd", "sismember", "smembers"),  # the queues set: announce, check a name
         *("zadd", "zremrangebyscore", "hset", "expire"),  # the client registry refresh
         *("blpop", "xread", "hgetall", "exists", "time"),  # waits, records, the server clock
+        "hget",  # the queue's layout (config), read once per queue
+        "lpush",  # a sharded queue's wake token (the home wake list)
         *("zcard", "zcount", "zrange", "zrevrange", "zrevrangebyscore"),  # counts, workers
         "evalsha",
     )
@@ -115,7 +118,10 @@ def _client(k: Keys, client_id: str | None) -> list[Grant]:
             "its requests, the queue's entry points, counts",
             (*HANDSHAKE, *[c for c in (*direct, *inner) if c != "evalsha"]),
             keys=(_glob(k.queues), *q, _glob(k.clients), registry, req, res, stream),
-            read_keys=(_glob(k.running), _glob(k.stats), _glob(k.workers), _any(k.worker(""))),
+            read_keys=(
+                *(_glob(k.running), _glob(k.stats), _glob(k.workers), _glob(k.config)),
+                _any(k.worker("")),
+            ),
         ),
         Grant("SUBMIT (declared keys)", ("evalsha",), keys=(req, *q)),
         Grant(
@@ -133,12 +139,14 @@ def _worker(k: Keys) -> list[Grant]:
     direct = (
         *("sadd", "hset", "expire", "zadd", "zremrangebyscore", "zrem"),  # registry, heartbeat
         *("blpop", "lpush"),  # waiting for work; stop tokens
+        *("hget", "hsetnx"),  # the queue's layout (config)
+        *("lpop", "zrevrange", "zcard"),  # a sharded queue: tokens, the shards' heads
         "evalsha",
     )
     inner = script_commands(
         scripts.POP, scripts.APPEND, scripts.COMPLETE, scripts.RENEW, scripts.REAP, scripts.HANDBACK
     )
-    queue = (k.pending, k.running, k.wake, k.dead, k.history, k.stats, k.workers)
+    queue = (k.pending, k.running, k.wake, k.dead, k.history, k.stats, k.workers, k.config)
     return [
         Grant(
             "the queue but its clients (and the arrival counter)",
@@ -156,22 +164,44 @@ def _monitor(k: Keys) -> list[Grant]:
         *("zrevrangebyscore", "hgetall", "hget", "hmget", "xread"),
     )
     queue = (k.queues, k.pending, k.running, k.history, k.dead, k.stats, k.workers, k.clients)
+    queue_and_layout = (*queue, k.config)
     patterns = (_any(k.worker("")), _any(k.client("")), req, stream)
     return [
         Grant(
             "every key it shows, read only",
             (*HANDSHAKE, *reads),
-            read_keys=(*map(_glob, queue), *patterns),
+            read_keys=(*map(_glob, queue_and_layout), *patterns),
         )
     ]
 
 
 def grants(
-    role: str, *, queue: str, prefix: str = "rtq", client_id: str | None = None
+    role: str,
+    *,
+    queue: str,
+    prefix: str = "rtq",
+    client_id: str | None = None,
+    shards: int = 1,
 ) -> list[Grant]:
     """The permissions of ``role`` on ``queue`` under ``prefix``: root first, then selectors.
     ``client_id`` (client role only) restricts a client to the requests whose ids start with
-    ``<client_id>-`` (what ``Client(client_id=...)`` makes) and to its own registry entry."""
+    ``<client_id>-`` (what ``Client(client_id=...)`` makes) and to its own registry entry.
+    ``shards``: a sharded queue's shard count (every key pattern of the home shard is given
+    for each shard too)."""
+    out = _grants(role, queue, prefix, client_id)
+    if check_shards(shards) == 1:
+        return out
+    home = _glob(Keys(prefix, queue).home)
+    bases = [_glob(Keys(prefix, queue, i).base) for i in range(1, shards)]
+
+    def widen(patterns: tuple[str, ...]) -> tuple[str, ...]:
+        more = [b + p[len(home) :] for p in patterns if p.startswith(home) for b in bases]
+        return (*patterns, *more)
+
+    return [Grant(g.scope, g.commands, widen(g.keys), widen(g.read_keys)) for g in out]
+
+
+def _grants(role: str, queue: str, prefix: str, client_id: str | None) -> list[Grant]:
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}: use {', '.join(ROLES)}")
     k = Keys(prefix, queue)
@@ -216,11 +246,12 @@ def setuser_args(
     client_id: str | None = None,
     password: str | None = None,
     nopass: bool = False,
+    shards: int = 1,
 ) -> list[list[str]]:
     """The ``ACL SETUSER`` commands (argument lists) creating ``user`` with ``role``: it
     starts with ``reset`` (so applying it again replaces the user, selectors and passwords
     included), then ``resetkeys resetchannels -@all``, then exactly the role's grants."""
-    found = grants(role, queue=queue, prefix=prefix, client_id=client_id)
+    found = grants(role, queue=queue, prefix=prefix, client_id=client_id, shards=shards)
     name = user or user_name(role, queue, client_id)
     if not _USER.match(name):
         raise ConfigurationError(f"invalid user name {name!r}: use 1-128 of A-Z a-z 0-9 _ . @ : -")
@@ -238,6 +269,7 @@ def setuser_lines(
     client_id: str | None = None,
     password: str | None = None,
     nopass: bool = False,
+    shards: int = 1,
 ) -> list[str]:
     """:func:`setuser_args` as lines for ``redis-cli`` (one command per line). Redis joins a
     selector's words back (``(+evalsha ~a ~b)``), so the same rules serve an ACL file: write
@@ -250,6 +282,7 @@ def setuser_lines(
         client_id=client_id,
         password=password,
         nopass=nopass,
+        shards=shards,
     )
     return [" ".join(cmd) for cmd in cmds]
 

@@ -39,10 +39,13 @@ class AclServer:
         for args in commands:
             assert self.admin.execute_command(*args) == "OK"
 
-    def user(self, role: str, *, queue: str, client_id: str | None = None) -> User:
+    def user(self, role: str, *, queue: str, client_id: str | None = None, shards: int = 1) -> User:
         """A fresh user of ``role`` on ``queue`` (a random password), applied on the server."""
         password = secrets.token_hex(16)
-        self.apply(acl.setuser_args(role, queue=queue, client_id=client_id, password=password))
+        args = acl.setuser_args(
+            role, queue=queue, client_id=client_id, password=password, shards=shards
+        )
+        self.apply(args)
         name = acl.user_name(role, queue, client_id)
         return User(name, password, self.url(name, password))
 

@@ -346,3 +346,27 @@ def test_cli_lines_work_in_redis_cli_and_in_an_acl_file(srv: AclServer, tmp_path
         env={k: v for k, v in os.environ.items() if k != "RTQ_TEST_ACL_UNSET"},
     )
     assert missing.returncode == 2 and "RTQ_TEST_ACL_UNSET is not set" in missing.stderr
+
+
+def test_roles_of_a_sharded_queue(srv: AclServer) -> None:
+    """``shards=3``: the three roles work on every shard (client, worker, monitor), and the
+    ACL LOG shows no refusal on their paths."""
+    q = "wide"
+    client = srv.user("client", queue=q, shards=3)
+    worker = srv.user("worker", queue=q, shards=3)
+    monitor = srv.user("monitor", queue=q, shards=3)
+    srv.admin.acl_log_reset()
+    w = Worker(echo, worker.url, queue=q, shards=3, heartbeat=0.5, lease=2).start()
+    try:
+        with Client(client.url, queue=q, timeout=30) as c:
+            assert [c.call(i) for i in range(30)] == list(range(30))
+            assert "".join(c.stream("a b c")) == "a b c"
+        with Client(monitor.url, queue=q) as m:
+            assert m.stats()["completed"] == 31 and m.pending_count() == 0
+            assert len(pd_views.history(m)) == 31
+    finally:
+        w.stop()
+    per_shard = [srv.admin.zcard(Keys("rtq", q, i).history) for i in range(3)]
+    assert all(per_shard) and sum(per_shard) == 31, per_shard
+    for user in (client, worker, monitor):
+        assert srv.denials(user) == [], user.name

@@ -54,6 +54,7 @@ from rtq_nb.protocol.scores import check_priority
 from rtq_nb.security.requests import sign_request
 from rtq_nb.security.results import ResultCheck, seal_json
 from rtq_nb.security.settings import Security, coerce_security
+from rtq_nb.tracing import tracing
 from rtq_nb.transport import connect, resolve_url, safe_url
 from rtq_nb.transport.resp import Command, Template
 from rtq_nb.transport.retry import Backoff, Retrying
@@ -74,7 +75,7 @@ class AsyncClient(Inspection, Admin, Capacity):
     ``max_attempts``, ``reap_interval``, ``reconnect_timeout``, ``security`` (a
     :class:`~rtq_nb.Security`: the key requests are signed with, the workers' keys results are
     verified with, encryption keys; default from ``RTQ_CLIENT_SIGNING_KEY``,
-    ``RTQ_TRUSTED_WORKER_KEYS``, ``RTQ_ENCRYPTION_KEYS``).
+    ``RTQ_TRUSTED_WORKER_KEYS``, ``RTQ_ENCRYPTION_KEYS``), ``tracing`` (``RTQ_TRACING``).
     """
 
     def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -99,6 +100,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         self.retention = check_retention(retention)
         self.set_security(coerce_security(o.get("security"), "client"))
         self.replication = Replication(o.get("min_replicas", 0), o.get("replica_timeout", 1.0))
+        self.tracer = tracing(o.get("tracing"))  # None: off (opentelemetry is not imported)
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -129,9 +131,8 @@ class AsyncClient(Inspection, Admin, Capacity):
     def _submit_template(
         self, keys: Keys, priority: int, timeout_ms: int, params_json: str, stream: bool
     ) -> Template:
-        """The submit command for one request shape, encoded once; the request id (hole 0),
-        the input JSON (hole 1) and, when signing, the signature (hole 2) are spliced in per
-        request."""
+        """The submit command for one request shape, encoded once: the request id, input JSON,
+        signature (when signing) and trace context (when tracing) are holes 0-3, filled in."""
         # retention and max_attempts are public attributes: a change takes effect at once
         shape = (
             keys.queue,
@@ -162,7 +163,8 @@ class AsyncClient(Inspection, Admin, Capacity):
                 retention_s=self.retention,
                 wake_cap=WAKE_CAP,
                 fields=[*fields, "max_attempts", self.max_attempts]
-                + (["sig", scripts.Hole(2)] if shape[-1] else []),
+                + (["sig", scripts.Hole(2)] if shape[-1] else [])
+                + (["trace", scripts.Hole(3)] if self.tracer is not None else []),  # set once
             )
             tpl = self._templates[shape] = Template(cmd)
         return tpl
@@ -193,9 +195,8 @@ class AsyncClient(Inspection, Admin, Capacity):
         sec = self.security
         if sec.sealer is not None:
             input_json = seal_json(sec.sealer, rid, "in", input_json)
-        if sec.signing_key is None:
-            cmds.append(tpl.fill(rid, input_json))
-        else:
+        sig = ""
+        if sec.signing_key is not None:
             sig = sign_request(
                 sec.signing_key,
                 request_id=rid,
@@ -208,7 +209,8 @@ class AsyncClient(Inspection, Admin, Capacity):
                 max_attempts=self.max_attempts,
                 stream=stream,
             )
-            cmds.append(tpl.fill(rid, input_json, sig))
+        trace = "" if self.tracer is None else self.tracer.submit(keys.queue, rid, priority, stream)
+        cmds.append(tpl.fill(rid, input_json, sig, trace))
         if self.replication.command is not None:  # durable once replicated
             cmds.append(self.replication.command)
         self.submitted += 1
@@ -245,7 +247,7 @@ class AsyncClient(Inspection, Admin, Capacity):
         [-1000, 1000] (higher first, FIFO among equals); ``timeout`` in seconds counts from
         now, queueing included (None = no deadline)."""
         p = self.prepare(input, stream=stream, **o)
-        await self._submit_batch([p])
+        await self.send([p])
         return p.handle
 
     async def submit_many(
@@ -260,12 +262,12 @@ class AsyncClient(Inspection, Admin, Capacity):
         encoded before anything is sent, so a bad one leaves the queue untouched."""
         prepared = [self.prepare(x, stream=stream, **o) for x in inputs]
         for i in range(0, len(prepared), chunk_size):
-            await self._submit_batch(prepared[i : i + chunk_size])
+            await self.send(prepared[i : i + chunk_size])
         return [p.handle for p in prepared]
 
-    async def _submit_batch(self, part: list[Prepared]) -> None:
-        """One round trip of submissions, riding out a dropped connection or a Redis restart:
-        after a failure, only the requests whose records are missing are sent again."""
+    async def send(self, part: list[Prepared]) -> None:
+        """Submit prepared requests in one round trip, riding out a dropped connection or a
+        Redis restart: after a failure, only those whose records are missing are sent again."""
         backoff = Backoff(timeout=self.reconnect_timeout)
         while part:
             try:

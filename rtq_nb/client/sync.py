@@ -3,7 +3,8 @@
 Each method runs the matching :class:`~rtq_nb.AsyncClient` coroutine on rtq_nb's background
 loop thread (see :mod:`rtq_nb.loop`), so it works in scripts, inside a running Jupyter kernel,
 and from any thread. No logic lives here: it is one line per method, but for ``call()``, which
-sends what ``AsyncClient.prepare`` built on a blocking socket first.
+sends what ``AsyncClient.prepare`` built on a blocking socket first. Submissions are prepared
+in the calling thread (no I/O), so that its tracing context is the parent of their spans.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ class Client:
         self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
     ) -> RequestHandle:
         """Queue one request; returns its handle at once. See AsyncClient.submit."""
-        return self._wrap(self._portal.call(self._async.submit(input, stream=stream, **o)))
+        p = self._async.prepare(input, stream=stream, **o)
+        self._portal.call(self._async.send([p]))
+        return self._wrap(p.handle)
 
     def submit_many(
         self,
@@ -175,8 +178,10 @@ class Client:
         **o: Unpack[BatchOptions],
     ) -> list[RequestHandle]:
         """Queue many requests, pipelined. See AsyncClient.submit_many."""
-        many = self._async.submit_many(inputs, stream=stream, chunk_size=chunk_size, **o)
-        return [self._wrap(h) for h in self._portal.call(many)]
+        prepared = [self._async.prepare(x, stream=stream, **o) for x in inputs]
+        for i in range(0, len(prepared), chunk_size):
+            self._portal.call(self._async.send(prepared[i : i + chunk_size]))
+        return [self._wrap(p.handle) for p in prepared]
 
     def handle(
         self, request_id: str, *, stream: bool = False, queue: str | None = None
@@ -190,9 +195,9 @@ class Client:
         The common case (the result arrives within one wait slice) runs on a synchronous
         connection in the calling thread; everything else continues in the async core."""
         self._portal.refuse_own_thread()
-        if getattr(self._async.conn, "cluster", False) is not False:  # or not known yet
-            return self._portal.call(self._async.call(input, **o))  # routed by the async core
         p = self._async.prepare(input, stream=False, **o)
+        if getattr(self._async.conn, "cluster", False) is not False:  # or not known yet
+            return self._portal.call(p.handle.wait_envelope(p.handle.remaining(), p.commands))
         handle = p.handle
         since = time.monotonic()
         remaining = handle.remaining()
@@ -215,7 +220,8 @@ class Client:
 
     def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Iterator[Chunk]:
         """Submit a streaming request and iterate its text deltas as they arrive."""
-        return self._portal.iterate_batches(self._async.stream_batches(input, **o))
+        p = self._async.prepare(input, stream=True, **o)  # at the first next(), as before
+        yield from self._portal.iterate_batches(p.handle.batches(_before=p.commands))
 
     cancel = _facade(AsyncClient.cancel)
     get = _facade(AsyncClient.get)

@@ -83,6 +83,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         security=keys.worker_security(a),
         min_replicas=a.min_replicas,
         replica_timeout=a.replica_timeout,
+        tracing=a.tracing,
     )
 
     async def main(on_ready: Any) -> None:
@@ -265,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
         "so a delivered result survives a failover (default 0: off)",
     )
     w.add_argument("--replica-timeout", type=float, default=1.0, help="s WAIT may take (1)")
+    w.add_argument(
+        "--tracing",
+        action="store_const",
+        const=True,
+        default=None,
+        help="OpenTelemetry spans per request (queue wait, run, delivery) on the global tracer "
+        "provider; needs rtq-nb[tracing] (default: $RTQ_TRACING)",
+    )
     keys.add_security_args(w)
     ops.add_worker_ops_args(w)
     w.set_defaults(fn=cmd_worker)

@@ -30,6 +30,7 @@ from rtq_nb.protocol.records import Status
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import ResultSigner
 from rtq_nb.security.settings import Security, coerce_security
+from rtq_nb.tracing import tracing as make_tracing
 from rtq_nb.transport import connect, resolve_url
 from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker import invoke
@@ -63,6 +64,7 @@ class Worker:
     from ``RTQ_TRUSTED_CLIENT_KEYS``, ``RTQ_WORKER_SIGNING_KEY``, ``RTQ_ENCRYPTION_KEYS``.
     ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
+    ``tracing``: OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Worker:
         security: Security | None = None,
         min_replicas: int = 0,
         replica_timeout: float = 1.0,
+        tracing: bool | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -107,6 +110,7 @@ class Worker:
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")
+        self.tracer = make_tracing(tracing)  # None: off (opentelemetry is not imported)
         self.url = resolve_url(url)
         self.keys: Keys = self.opts.keys
         self.host = HOST
@@ -175,7 +179,7 @@ class Worker:
             if not (sec.signing_key or sec.sealer)
             else ResultSigner(sec.signing_key, sec.sealer)
         )
-        fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer)
+        fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer, self.tracer)
         delivery = Delivery(conn, self.opts, self.state, fetcher, signer)
         executor = ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix=f"rtq-{self.id}")
         beat: asyncio.Task[None] | None = None
@@ -325,9 +329,9 @@ class Worker:
             assert p.request is not None
             send = delivery.sender(p) if p.stream else None
             writers.append(StreamWriter(p.request, send, o.granularity, o.flush_interval))
-        if o.batch_size > 1:
+        if o.batch_size > 1:  # each request has its spans; none is current (one handler call)
             return await invoke.run_batch(self.handler, writers, executor)
-        return [await invoke.run_single(self.handler, writers[0], executor)]
+        return [await invoke.run_single(self.handler, writers[0], executor, batch[0].trace)]
 
     def __repr__(self) -> str:
         state = (

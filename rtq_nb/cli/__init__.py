@@ -84,6 +84,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         min_replicas=a.min_replicas,
         replica_timeout=a.replica_timeout,
         shards=a.shards,
+        tracing=a.tracing,
     )
 
     async def main(on_ready: Any) -> None:
@@ -273,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a sharded queue of N shards (recorded in Redis if the queue has no layout "
         "yet; a different recorded count is an error). Default: as recorded (1 if none). "
         "See README, Sharded queues",
+    )
+    w.add_argument(
+        "--tracing",
+        action="store_const",
+        const=True,
+        default=None,
+        help="OpenTelemetry spans per request (queue wait, run, delivery) on the global tracer "
+        "provider; needs rtq-nb[tracing] (default: $RTQ_TRACING)",
     )
     keys.add_security_args(w)
     ops.add_worker_ops_args(w)

@@ -56,6 +56,7 @@ from rtq_nb.protocol.shards import Layout
 from rtq_nb.security.requests import sign_request
 from rtq_nb.security.results import ResultCheck, seal_json
 from rtq_nb.security.settings import Security, coerce_security
+from rtq_nb.tracing import tracing
 from rtq_nb.transport import connect, resolve_url, safe_url
 from rtq_nb.transport.resp import Command, Template
 from rtq_nb.transport.retry import Backoff, Retrying
@@ -76,7 +77,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
     ``max_attempts``, ``reap_interval``, ``reconnect_timeout``, ``security`` (a
     :class:`~rtq_nb.Security`: the key requests are signed with, the workers' keys results are
     verified with, encryption keys; default from ``RTQ_CLIENT_SIGNING_KEY``,
-    ``RTQ_TRUSTED_WORKER_KEYS``, ``RTQ_ENCRYPTION_KEYS``).
+    ``RTQ_TRUSTED_WORKER_KEYS``, ``RTQ_ENCRYPTION_KEYS``), ``tracing`` (``RTQ_TRACING``).
     """
 
     def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -101,6 +102,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         self.retention = check_retention(retention)
         self.set_security(coerce_security(o.get("security"), "client"))
         self.replication = Replication(o.get("min_replicas", 0), o.get("replica_timeout", 1.0))
+        self.tracer = tracing(o.get("tracing"))  # None: off (opentelemetry is not imported)
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -124,9 +126,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
     def _submit_template(
         self, keys: Keys, priority: int, timeout_ms: int, params_json: str, stream: bool
     ) -> Template:
-        """The submit command for one request shape, encoded once; the request id (hole 0),
-        the input JSON (hole 1) and, when signing, the signature (hole 2) are spliced in per
-        request."""
+        """The submit command for one request shape, encoded once: the request id, input JSON,
+        signature (when signing) and trace context (when tracing) are holes 0-3, filled in."""
         # retention and max_attempts are public attributes: a change takes effect at once
         shape = (
             keys.queue,
@@ -158,7 +159,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
                 retention_s=self.retention,
                 wake_cap=WAKE_CAP if not keys.shard else 1,  # shard > 0: see shards.py
                 fields=[*fields, "max_attempts", self.max_attempts]
-                + (["sig", scripts.Hole(2)] if shape[-1] else []),
+                + (["sig", scripts.Hole(2)] if shape[-1] else [])
+                + (["trace", scripts.Hole(3)] if self.tracer is not None else []),  # set once
             )
             tpl = self._templates[shape] = Template(cmd)
         return tpl
@@ -191,9 +193,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         sec = self.security
         if sec.sealer is not None:
             input_json = seal_json(sec.sealer, rid, "in", input_json)
-        if sec.signing_key is None:
-            cmds.append(tpl.fill(rid, input_json))
-        else:
+        sig = ""
+        if sec.signing_key is not None:
             sig = sign_request(
                 sec.signing_key,
                 request_id=rid,
@@ -206,7 +207,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
                 max_attempts=self.max_attempts,
                 stream=stream,
             )
-            cmds.append(tpl.fill(rid, input_json, sig))
+        trace = "" if self.tracer is None else self.tracer.submit(keys.queue, rid, priority, stream)
+        cmds.append(tpl.fill(rid, input_json, sig, trace))
         after: list[Command] = []
         if keys.shard and layout is not None:  # its wake token, once the request has landed
             wake = layout.wake_after(keys)
@@ -251,7 +253,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         now, queueing included (None = no deadline)."""
         await self.layout(o.get("queue"))
         p = self.prepare(input, stream=stream, **o)
-        await self._submit_batch([p])
+        await self.send([p])
         return p.handle
 
     async def submit_many(
@@ -267,16 +269,19 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         await self.layout(o.get("queue"))
         prepared = [self.prepare(x, stream=stream, **o) for x in inputs]
         for i in range(0, len(prepared), chunk_size):
-            await self._submit_batch(prepared[i : i + chunk_size])
+            await self.send(prepared[i : i + chunk_size])
         return [p.handle for p in prepared]
 
     async def call(self, input: Any, **o: Unpack[SubmitOptions]) -> Any:
         """Submit and wait for the result in one round trip (the common case; two on a
         sharded queue of a cluster: README, Sharded queues)."""
         await self.layout(o.get("queue"))
-        p = self.prepare(input, stream=False, **o)
+        return await self.call_prepared(self.prepare(input, stream=False, **o))
+
+    async def call_prepared(self, p: Prepared) -> Any:
+        """Send a prepared request and wait for its result (the sync facade's path too)."""
         if p.after:
-            await self._submit_batch([p], after=False)
+            await self.send([p], after=False)
             return await p.handle.wait_envelope(p.handle.remaining(), list(p.after))
         return await p.handle.wait_envelope(p.handle.remaining(), p.commands)
 
@@ -301,10 +306,14 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
     ) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`stream`, one list of chunks per Redis read."""
         await self.layout(o.get("queue"))
-        p = self.prepare(input, stream=True, **o)
+        async for batch in self.batches_prepared(self.prepare(input, stream=True, **o)):
+            yield batch
+
+    async def batches_prepared(self, p: Prepared) -> AsyncIterator[list[Chunk]]:
+        """Send a prepared streaming request and yield its chunks, one list per read."""
         before = p.commands
         if p.after:
-            await self._submit_batch([p])
+            await self.send([p])
             before = []
         async for batch in p.handle.batches(_before=before):
             yield batch

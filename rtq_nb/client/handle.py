@@ -50,7 +50,7 @@ class AsyncRequestHandle(Recipes):
     ) -> None:
         self._host = host
         self.keys = keys
-        self.placed = True  # False: a sharded queue's shard is found on the first read
+        self.placed = True  # False: its shard is found on the first read (sharded queues)
         self.id = request_id
         self.queue = keys.queue
         self.stream = stream
@@ -111,9 +111,8 @@ class AsyncRequestHandle(Recipes):
         self, remaining: float | None, before: Sequence[Command] = (), *, since: float | None = None
     ) -> Any:
         """BLPOP the result (after ``before``, the submission, in the same round trip), in
-        slices of ``reap_interval``; between slices the record is read (never written: a
-        client runs no worker script, so a least-privilege client role works; the workers'
-        heartbeats requeue a dead worker's requests). Returns the result or raises.
+        slices of ``reap_interval``, reading the record between slices (never writing it:
+        workers' heartbeats requeue a dead worker's requests). Returns the result or raises.
         ``since``: when the wait began (monotonic), if before this call (``Client.call``)."""
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
@@ -152,9 +151,7 @@ class AsyncRequestHandle(Recipes):
                 self._set_outcome(rec.status, rec.result, rec.error)
                 return self._finish_outcome()
 
-    async def _place(self) -> None:
-        """Find the shard of a request this handle was made for by id alone (README,
-        Sharded queues)."""
+    async def _place(self) -> None:  # find the shard of a handle made from an id alone
         if not self.placed:
             self.keys, self.placed = await self._host.keys_for(self.queue, self.id), True
 

@@ -48,6 +48,7 @@ class ClientOptions(TypedDict, total=False):
     security: Security | None  # signing/verification/encryption keys (default: RTQ_* env)
     min_replicas: int  # WAIT for this many replicas after each submission (default 0: off)
     replica_timeout: float  # s that WAIT may take (default 1.0)
+    tracing: bool | None  # OpenTelemetry spans and context (default: RTQ_TRACING; see README)
 
 
 class BatchOptions(TypedDict, total=False):

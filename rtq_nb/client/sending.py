@@ -62,9 +62,10 @@ class Sending:
         """The keys of the shard a request of ``queue`` lives in."""
         return (await self.layout(queue)).for_id(request_id)
 
-    async def _submit_batch(self, part: list[Prepared], *, after: bool = True) -> None:
-        """One round trip of submissions, riding out a dropped connection or a Redis restart:
-        after a failure, only the requests whose records are missing are sent again. Then
+    async def send(self, part: list[Prepared], *, after: bool = True) -> None:
+        """Submit prepared requests in one round trip, riding out a dropped connection or a
+        Redis restart: after a failure, only the requests whose records are missing are sent
+        again. Then
         (``after``) the commands that must follow them (a sharded queue on a cluster: wake
         tokens)."""
         backoff = Backoff(timeout=self.reconnect_timeout)

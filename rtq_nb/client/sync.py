@@ -3,7 +3,8 @@
 Each method runs the matching :class:`~rtq_nb.AsyncClient` coroutine on rtq_nb's background
 loop thread (see :mod:`rtq_nb.loop`), so it works in scripts, inside a running Jupyter kernel,
 and from any thread. No logic lives here: it is one line per method, but for ``call()``, which
-sends what ``AsyncClient.prepare`` built on a blocking socket first.
+sends what ``AsyncClient.prepare`` built on a blocking socket first. Submissions are prepared
+in the calling thread (no I/O), so that its tracing context is the parent of their spans.
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ class Client:
         self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
     ) -> RequestHandle:
         """Queue one request; returns its handle at once. See AsyncClient.submit."""
-        return self._wrap(self._portal.call(self._async.submit(input, stream=stream, **o)))
+        self._read_layout(o.get("queue"))
+        p = self._async.prepare(input, stream=stream, **o)
+        self._portal.call(self._async.send([p]))
+        return self._wrap(p.handle)
 
     def submit_many(
         self,
@@ -175,8 +179,11 @@ class Client:
         **o: Unpack[BatchOptions],
     ) -> list[RequestHandle]:
         """Queue many requests, pipelined. See AsyncClient.submit_many."""
-        many = self._async.submit_many(inputs, stream=stream, chunk_size=chunk_size, **o)
-        return [self._wrap(h) for h in self._portal.call(many)]
+        self._read_layout(o.get("queue"))
+        prepared = [self._async.prepare(x, stream=stream, **o) for x in inputs]
+        for i in range(0, len(prepared), chunk_size):
+            self._portal.call(self._async.send(prepared[i : i + chunk_size]))
+        return [self._wrap(p.handle) for p in prepared]
 
     def handle(
         self, request_id: str, *, stream: bool = False, queue: str | None = None
@@ -190,11 +197,10 @@ class Client:
         The common case (the result arrives within one wait slice) runs on a synchronous
         connection in the calling thread; everything else continues in the async core."""
         self._portal.refuse_own_thread()
-        if getattr(self._async.conn, "cluster", False) is not False or not (  # or not known yet
-            self._async.knows_layout(o.get("queue"))
-        ):
-            return self._portal.call(self._async.call(input, **o))  # routed by the async core
+        self._read_layout(o.get("queue"))
         p = self._async.prepare(input, stream=False, **o)
+        if getattr(self._async.conn, "cluster", False) is not False:  # or not known yet
+            return self._portal.call(self._async.call_prepared(p))
         handle = p.handle
         since = time.monotonic()
         remaining = handle.remaining()
@@ -217,7 +223,14 @@ class Client:
 
     def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Iterator[Chunk]:
         """Submit a streaming request and iterate its text deltas as they arrive."""
-        return self._portal.iterate_batches(self._async.stream_batches(input, **o))
+        self._read_layout(o.get("queue"))  # at the first next(), as before
+        p = self._async.prepare(input, stream=True, **o)
+        yield from self._portal.iterate_batches(self._async.batches_prepared(p))
+
+    def _read_layout(self, queue: str | None) -> None:
+        """Read the queue's layout (its shards) once, before preparing in this thread."""
+        if not self._async.knows_layout(queue):
+            self._portal.call(self._async.layout(queue))
 
     cancel = _facade(AsyncClient.cancel)
     get = _facade(AsyncClient.get)

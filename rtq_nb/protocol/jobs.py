@@ -14,7 +14,8 @@ __all__ = ["JOB_FIELDS", "JOB_INDEX", "parse_job"]
 
 # Fields POP returns for each request it leases, in this order, after the attempt number.
 # The last four are what a worker needs beyond the handler's view to check a signed request
-# (rtq_nb.protocol.signing): the other signed parts are above.
+# (rtq_nb.protocol.signing): the other signed parts are above. ``trace`` (last) is the
+# client's tracing context (rtq_nb.tracing): unsigned, observability only, empty when off.
 JOB_FIELDS = (
     "v",
     "id",
@@ -29,6 +30,7 @@ JOB_FIELDS = (
     "timeout_ms",
     "max_attempts",
     "sig",
+    "trace",
 )
 JOB_INDEX = {name: i for i, name in enumerate(JOB_FIELDS, 1)}  # position in a POP payload
 _LEN = len(JOB_FIELDS) + 1

@@ -50,6 +50,8 @@ class Delivery:
     def _append(self, p: Held, chunks: list[ChunkData]) -> Command:
         first = p.flushed == 0
         p.flushed += 1
+        if first and p.trace is not None:
+            p.trace.first_chunk()
         sg = self.signer
         if sg is None:
             quads = [(seq, n, text, "") for seq, n, text in chunks]
@@ -143,6 +145,8 @@ class Delivery:
             cmds += self._complete(p, o)
             if o.status is not Status.CANCELLED:
                 completes.append((len(cmds) - 1, o, p))
+            if p.trace is not None:
+                p.trace.delivering()
         if completes and self._wait is not None:  # durable once replicated
             cmds.append(self._wait)
         settled = False
@@ -197,6 +201,9 @@ class Delivery:
                     "worker %s: cannot deliver; leases will expire and requeue", self.state.id
                 )
                 self.state.release(batch)
+                for p, o in zip(batch, outcomes):
+                    if p.trace is not None:
+                        p.trace.finish(o.status.value, o.error, False)
                 return []
 
     def _settle(
@@ -211,9 +218,14 @@ class Delivery:
                 log.warning("completions reached %d of %d replicas", acked, self.opts.min_replicas)
         now = time.monotonic()
         for i, o, p in completes:
+            if p.trace is not None:
+                p.trace.finish(o.status.value, o.error, replies[i] == LeaseResult.OK, o.pieces)
             if replies[i] != LeaseResult.OK:
                 log.info("request %s: completion discarded (lease lost or cancelled)", p.id)
                 continue
             self.state.served(p, o.status is Status.COMPLETED, now)
             if self.guard is not None:
                 self.guard.served(p.id)  # a replay of it is refused
+        for p in batch:  # traced and not finished above: cancelled (the cancel told the client)
+            if p.trace is not None:
+                p.trace.finish(Status.CANCELLED.value, None, True)

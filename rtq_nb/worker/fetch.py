@@ -18,6 +18,7 @@ from rtq_nb.protocol.scripts import PopKind
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import sealed_token
 from rtq_nb.security.sealing import Sealer, Unsealable
+from rtq_nb.tracing import Tracing
 from rtq_nb.transport.base import Transport
 from rtq_nb.transport.resp import Command, Packed, pack
 from rtq_nb.worker.sharded import ShardedFetch
@@ -26,6 +27,7 @@ from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 __all__ = ["Fetcher"]
 
 _STREAM = JOB_INDEX["stream"]
+_TRACE = JOB_INDEX["trace"]
 _UNAUTH = "unauthenticated"  # the stats counter (and error prefix) of a refused request
 
 log = logging.getLogger("rtq_nb.worker")
@@ -39,10 +41,11 @@ class Fetcher:
         state: WorkerState,
         guard: RequestGuard | None = None,
         sealer: Sealer | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.conn, self.opts, self.state = conn, opts, state
         self.keys = opts.keys
-        self.guard, self.sealer = guard, sealer
+        self.guard, self.sealer, self.tracing = guard, sealer, tracing
         self._blocking: Packed | None = None  # constant commands, packed once per run
         self._next: Packed | None = None
         self.taken = 0  # ids the last accepted POP took off the queue (every kind)
@@ -126,9 +129,23 @@ class Fetcher:
                 continue
             held = self._admit(p.id, p.payload)
             held.keys = keys
+            if self.tracing is not None and held.request is not None:
+                self._trace(held, p.payload)
             self.state.in_flight[held.id] = held
             out.append(held)
         return out
+
+    def _trace(self, held: Held, payload: list[str]) -> None:
+        """Tracing: the request's queue wait (ended now) and its run span (opened now)."""
+        assert self.tracing is not None and held.request is not None
+        held.trace = self.tracing.job(
+            request_id=held.id,
+            queue=self.keys.queue,
+            attempt=held.attempt,
+            created_ms=held.request.created_ms,
+            field=payload[_TRACE],
+            worker_id=self.state.id,
+        )
 
     def _admit(self, rid: str, popped: Any) -> Held:
         """Check (signature), parse and open (encrypted input) one leased request."""

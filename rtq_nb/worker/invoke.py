@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import json
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtq_nb.protocol.records import Request, Status
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.worker.chunking import ChunkData
 from rtq_nb.worker.streaming import StreamWriter, consume, is_stream
+
+if TYPE_CHECKING:
+    from rtq_nb.tracing import JobTrace
 
 __all__ = ["Outcome", "describe", "handler_kind", "run_batch", "run_single"]
 
@@ -71,7 +75,9 @@ async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor
         return await value if inspect.isawaitable(value) else value
     if kind == "gen":
         return handler(arg)  # iterated in a thread by consume()
-    value = await asyncio.get_running_loop().run_in_executor(executor, handler, arg)
+    # in the caller's context (as asyncio.to_thread): a traced request's span stays current
+    run = contextvars.copy_context().run
+    value = await asyncio.get_running_loop().run_in_executor(executor, run, handler, arg)
     return await value if inspect.isawaitable(value) else value
 
 
@@ -97,6 +103,20 @@ async def _close_stream(writer: StreamWriter) -> Outcome:
 
 
 async def run_single(
+    handler: Callable[..., Any],
+    writer: StreamWriter,
+    executor: Executor,
+    trace: JobTrace | None = None,
+) -> Outcome:
+    """Run one request; when traced, its ``rtq.run`` span is current meanwhile (the spans the
+    handler and its model open, streaming included, are its children)."""
+    if trace is not None:
+        with trace.current():
+            return await _run_single(handler, writer, executor)
+    return await _run_single(handler, writer, executor)
+
+
+async def _run_single(
     handler: Callable[..., Any], writer: StreamWriter, executor: Executor
 ) -> Outcome:
     try:

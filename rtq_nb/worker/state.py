@@ -13,6 +13,7 @@ from rtq_nb.protocol.encoding import check_retention
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Request
 from rtq_nb.protocol.shards import Layout, check_shards
+from rtq_nb.tracing import JobTrace
 from rtq_nb.worker.chunking import ChunkerSpec, make_chunker
 
 __all__ = ["Held", "WorkerOptions", "WorkerState"]
@@ -77,6 +78,7 @@ class Held:
         "sealed",
         "started",
         "stream",
+        "trace",
     )
 
     def __init__(
@@ -100,6 +102,7 @@ class Held:
         self.run = ""  # this run's random id, signed into its result parts (made when signing)
         self.flushed = 0  # stream writes so far
         self.started = time.monotonic()
+        self.trace: JobTrace | None = None  # its spans, when the worker traces
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import threading
@@ -258,7 +259,9 @@ async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
     else:
         loop = asyncio.get_running_loop()
         feed = _ThreadFeed(loop, writer)
-        await loop.run_in_executor(executor, _drive_sync_iter, iter(value), feed, writer.request)
+        run = contextvars.copy_context().run  # the generator runs in the caller's context
+        it = iter(value)
+        await loop.run_in_executor(executor, run, _drive_sync_iter, it, feed, writer.request)
         await asyncio.sleep(0)  # let the last scheduled _drain run before we close
         if feed.error is not None:
             raise feed.error

@@ -30,6 +30,7 @@ from rtq_nb.protocol.records import Status
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import ResultSigner
 from rtq_nb.security.settings import Security, coerce_security
+from rtq_nb.tracing import tracing as make_tracing
 from rtq_nb.transport import connect, resolve_url
 from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker import invoke
@@ -55,18 +56,14 @@ class Worker:
     ``batch_wait`` seconds. ``granularity``: ``"token"``, ``"sentence"``, ``"fixed:N"`` or a
     chunker. ``flush_interval``: stream pieces produced within this many seconds share one
     Redis write (the first piece always goes out at once). ``lease``: seconds a popped request
-    stays assigned to this worker without a heartbeat renewing it. ``reconnect_timeout``:
-    how long a worker that starts while Redis is unreachable (or restarting) keeps trying to
-    register before giving up; once running, it rides out outages of any length.
-    ``security``: a :class:`~rtq_nb.Security` (the clients' keys requests are checked with:
-    then only signed requests run; the key results are signed with; encryption keys); default
-    from ``RTQ_TRUSTED_CLIENT_KEYS``, ``RTQ_WORKER_SIGNING_KEY``, ``RTQ_ENCRYPTION_KEYS``.
+    stays assigned to this worker without a heartbeat renewing it. ``reconnect_timeout``: s
+    to keep trying to register (once running, it rides out outages of any length).
+    ``security``: a :class:`~rtq_nb.Security` (trusted client keys: then only signed requests
+    run; a signing key; encryption keys); default from ``RTQ_*`` (README, Security).
     ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
-    ``shards``: serve a sharded queue of that many shards (recorded in Redis when the queue
-    has no layout yet; a different recorded count is an error); None: as recorded (1 if
-    none). See the README, "Sharded queues".
-    """
+    ``shards``: a sharded queue's shard count (None: as recorded in Redis). ``tracing``:
+    OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``)."""
 
     def __init__(
         self,
@@ -90,6 +87,7 @@ class Worker:
         min_replicas: int = 0,
         replica_timeout: float = 1.0,
         shards: int | None = None,
+        tracing: bool | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -112,6 +110,7 @@ class Worker:
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")
+        self.tracer = make_tracing(tracing)  # None: off (opentelemetry is not imported)
         self.url = resolve_url(url)
         self.keys: Keys = self.opts.keys
         self.host = HOST
@@ -180,7 +179,7 @@ class Worker:
             if not (sec.signing_key or sec.sealer)
             else ResultSigner(sec.signing_key, sec.sealer)
         )
-        fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer)
+        fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer, self.tracer)
         delivery = Delivery(conn, self.opts, self.state, fetcher, signer)
         executor = ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix=f"rtq-{self.id}")
         beat: asyncio.Task[None] | None = None
@@ -330,9 +329,9 @@ class Worker:
             assert p.request is not None
             send = delivery.sender(p) if p.stream else None
             writers.append(StreamWriter(p.request, send, o.granularity, o.flush_interval))
-        if o.batch_size > 1:
+        if o.batch_size > 1:  # each request has its spans; none is current (one handler call)
             return await invoke.run_batch(self.handler, writers, executor)
-        return [await invoke.run_single(self.handler, writers[0], executor)]
+        return [await invoke.run_single(self.handler, writers[0], executor, batch[0].trace)]
 
     def __repr__(self) -> str:
         state = (

@@ -142,6 +142,7 @@ def _job(**over: str) -> list[str]:
         "timeout_ms": "0",
         "max_attempts": "3",
         "sig": "",
+        "trace": "",
     }
     base.update(over)
     return ["1", *(base[f] for f in JOB_FIELDS)]

@@ -81,6 +81,7 @@ def test_wire_version_and_key_layout() -> None:
         "timeout_ms",
         "max_attempts",
         "sig",
+        "trace",
     )
 
 

@@ -141,6 +141,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_capacity import run_capacity
 
         result["capacity"] = [run_capacity(result["url"], flush_ms=f) for f in (20.0, 100.0)]
+    if a.cluster:
+        from rtq_nb.cli.bench_cluster import run_cluster_bench
+
+        result["cluster"] = run_cluster_bench(quick=a.quick)
     if a.json:
         print(json.dumps(result))
     else:
@@ -150,6 +154,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(format_table(result))
         if a.security:
             print(format_security(result["security"]))
+        if a.cluster:
+            from rtq_nb.cli.bench_cluster import format_cluster
+
+            print(format_cluster(result["cluster"]))
         for cap in result.get("capacity", []):
             print(
                 f"capacity (flush {cap['flush_ms']:g} ms): call "
@@ -309,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure Redis CPU and commands per call and per stream (flush 20 and "
         "100 ms): what one shard carries (README, Capacity)",
+    )
+    b.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also measure a 3-master Redis Cluster and sharded queues (1 and 3 shards) "
+        "against a single Redis: round trip, throughput, Redis CPU per request (private "
+        "servers started for it; README, Sharded queues)",
     )
     b.set_defaults(fn=cmd_bench)
 

@@ -27,8 +27,11 @@ SLOTS = 16384
 
 
 def _bus_free(port: int) -> bool:
+    """Whether the cluster bus port (``port`` + 10000) can be bound."""
     import socket
 
+    if port + 10000 > 65535:
+        return False
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port + 10000))

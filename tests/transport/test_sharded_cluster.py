@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,20 +24,13 @@ from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.shards import Layout
 from rtq_nb.transport.slots import key_slot
 from tests.conftest import wait_until, worker_cmd
-from tests.transport.cluster_servers import SERVER, Cluster
+from tests.transport.cluster_servers import SERVER, Cluster, cluster
+
+__all__ = ["cluster"]
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SERVER), reason=f"needs {SERVER}")
 SHARDS = 3
 WINDOW_MS = 100  # the peek-to-pop window the check allows (measured: 0-1 ms on loopback)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("shardcluster"))
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.sync import Client, RequestHandle
 from rtq_nb.errors import (
     AccessDenied,
+    EngineError,
     RequestCancelled,
     RequestExpired,
     RequestFailed,
     RequestTimeout,
     RtqError,
 )
-from rtq_nb.protocol.records import Chunk, Request, RequestRecord, Status
+from rtq_nb.protocol.records import Chunk, Request, RequestRecord, Status, Usage
 from rtq_nb.protocol.registry import WorkerInfo
 from rtq_nb.security import Keyring, SealKey, Security, SigningKey, VerifyKey
 from rtq_nb.transport.embedded import EmbeddedRedis
@@ -44,6 +45,7 @@ __all__ = [
     "Chunk",
     "Client",
     "EmbeddedRedis",
+    "EngineError",
     "Keyring",
     "Request",
     "RequestCancelled",
@@ -57,6 +59,7 @@ __all__ = [
     "Security",
     "SigningKey",
     "Status",
+    "Usage",
     "VerifyKey",
     "Worker",
     "WorkerInfo",

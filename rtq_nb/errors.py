@@ -10,6 +10,7 @@
     │   ├── RedisOutOfMemory      Redis is full (maxmemory, noeviction): writes refused
     │   └── EmbeddedRedisError    no redis-server binary / it would not start
     ├── AccessDenied              the Redis ACL user lacks a permission (NOPERM)
+    ├── EngineError               a model engine failed or is unreachable; names its URL
     ├── RequestError              something about one request
     │   ├── RequestTimeout        the wait ran out; carries what is known (status, worker, ages)
     │   ├── RequestFailed         the handler raised; carries the worker's error text
@@ -58,6 +59,11 @@ class AccessDenied(RtqError):
     """Redis refused a command: the ACL user it is run as lacks the permission (``NOPERM``).
     The message quotes Redis and names the role to use (``rtq-nb acl --role ...``). Not
     retried: connecting as a user with the right role is what helps."""
+
+
+class EngineError(RtqError):
+    """A model engine (an OpenAI-compatible server) refused, failed or could not be reached
+    within the request's deadline; the message names the engine's URL and the status."""
 
 
 class MalformedRecord(RtqError, ValueError):
@@ -146,6 +152,7 @@ __all__ = [
     "ConfigurationError",
     "EmbeddedRedisError",
     "EncodingError",
+    "EngineError",
     "MalformedRecord",
     "RedisUnavailable",
     "RequestCancelled",

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from rtq_nb.cli import acl, keys, ops
+from rtq_nb.cli.backend import add_backend_args, backend_handler
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
@@ -64,7 +65,14 @@ def load_handler(spec: str) -> Any:
 def cmd_worker(a: argparse.Namespace) -> int:
     from rtq_nb.worker.worker import Worker
 
-    handler = load_handler(a.handler)
+    handler = backend_handler(a) if a.backend else None
+    if handler is None:
+        if not a.handler:
+            raise ConfigurationError(
+                "give a handler (package.module:function) or a backend (--backend openai "
+                "--base-url URL --model NAME)"
+            )
+        handler = load_handler(a.handler)
     w = Worker(
         handler,
         a.url,
@@ -235,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(package.module:function; plain, async, generator or async generator), "
         "deliver results or streams. SIGTERM/Ctrl-C stop gracefully.",
     )
-    w.add_argument("handler", help="package.module:function, e.g. rtq_nb.demo:fake_llm")
+    w.add_argument(
+        "handler",
+        nargs="?",
+        help="package.module:function, e.g. rtq_nb.demo:fake_llm (or use --backend)",
+    )
     common(w)
     w.add_argument("--concurrency", "-c", type=int, default=1, help="requests at once (default 1)")
     w.add_argument(
@@ -291,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenTelemetry spans per request (queue wait, run, delivery) on the global tracer "
         "provider; needs rtq-nb[tracing] (default: $RTQ_TRACING)",
     )
+    add_backend_args(w)
     keys.add_security_args(w)
     ops.add_worker_ops_args(w)
     w.set_defaults(fn=cmd_worker)

@@ -3,7 +3,8 @@ stdout, ``--ready-file``, a metrics port with ``/healthz`` and ``/readyz``, exit
 
 Exit codes of ``rtq-nb`` commands: 0 stopped as asked (SIGTERM/SIGINT: graceful), 2 bad
 configuration or arguments, 3 Redis unreachable (or not accepting writes) within the
-reconnect timeout, 4 the Redis user lacks a permission (see ``rtq-nb acl``), 130 interrupted.
+reconnect timeout, 4 the Redis user lacks a permission (see ``rtq-nb acl``), 5 the model
+engine (``--backend``) is not answering, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rtq_nb.errors import AccessDenied, ConfigurationError, RedisUnavailable, RtqError
+from rtq_nb.errors import (
+    AccessDenied,
+    ConfigurationError,
+    EngineError,
+    RedisUnavailable,
+    RtqError,
+)
 
 __all__ = [
     "EXIT_ACCESS",
     "EXIT_CONFIG",
+    "EXIT_ENGINE",
     "EXIT_UNREACHABLE",
     "add_metrics_parser",
     "add_worker_ops_args",
@@ -32,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger("rtq_nb.cli")
 
-EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_ACCESS = 2, 3, 4
+EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_ACCESS, EXIT_ENGINE = 2, 3, 4, 5
 
 
 def exit_code(exc: RtqError) -> int:
@@ -41,6 +49,8 @@ def exit_code(exc: RtqError) -> int:
         return EXIT_ACCESS
     if isinstance(exc, RedisUnavailable):
         return EXIT_UNREACHABLE
+    if isinstance(exc, EngineError):
+        return EXIT_ENGINE
     return EXIT_CONFIG
 
 

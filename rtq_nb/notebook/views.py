@@ -50,6 +50,8 @@ HISTORY_COLUMNS: dict[str, str] = {
     "duration_ms": "Int64",
     "chunks": "Int64",
     "attempts": "Int64",
+    "prompt_tokens": "Int64",
+    "completion_tokens": "Int64",
     "error": "string",
     "input_preview": "string",
     "output_preview": "string",

@@ -25,6 +25,8 @@ _INT_FIELDS = (
     "duration_ms",
     "chunks",
     "attempts",
+    "prompt_tokens",
+    "completion_tokens",
 )
 
 
@@ -94,7 +96,7 @@ def history_row(
             ints.append(value)
             if value is None:
                 problems.append(f"{name}: not a number ({raw[:30]!r})")
-    priority, created, wait, ttft, duration, chunks, attempts = ints
+    priority, created, wait, ttft, duration, chunks, attempts, p_tokens, c_tokens = ints
     if v != _WIRE or rec_id != rid or status not in STATUSES or priority is None:
         problems.append("bad header fields (v, id, status or priority)")
     if not client or not queue:
@@ -134,6 +136,8 @@ def history_row(
         duration,
         chunks,
         attempts,
+        p_tokens,
+        c_tokens,
         error or None,
         inp,
         out,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.keys import WIRE_VERSION
 
-__all__ = ["Chunk", "Request", "RequestRecord", "Status"]
+__all__ = ["Chunk", "Request", "RequestRecord", "Status", "Usage"]
 
 
 class Status(str, enum.Enum):
@@ -35,6 +35,18 @@ class Status(str, enum.Enum):
     @property
     def terminal(self) -> bool:
         return self not in (Status.PENDING, Status.RUNNING)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a model used for one request, as its engine reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 def _ms(v: Any) -> int | None:
@@ -73,6 +85,8 @@ class RequestRecord(BaseModel):
     ttfc_ms: int | None = None
     duration_ms: int | None = None
     chunks: int = 0
+    prompt_tokens: int | None = None  # usage, when the handler recorded it
+    completion_tokens: int | None = None
 
     @field_validator(
         "created_ms",
@@ -85,6 +99,8 @@ class RequestRecord(BaseModel):
         "duration_ms",
         "timeout_ms",
         "score",
+        "prompt_tokens",
+        "completion_tokens",
         mode="before",
     )
     @classmethod
@@ -142,6 +158,13 @@ class RequestRecord(BaseModel):
         return self.ttfc_ms
 
     @property
+    def usage(self) -> Usage | None:
+        """Tokens the model used (None: the handler recorded none)."""
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return Usage(self.prompt_tokens or 0, self.completion_tokens or 0)
+
+    @property
     def created(self) -> datetime | None:
         return self._dt(self.created_ms)
 
@@ -190,6 +213,7 @@ class Request:
     created_ms: int | None = None
     deadline_ms: int | None = None
     cancelled: bool = False
+    usage: Usage | None = None  # set by a handler whose model reports it: stored with the outcome
 
     @classmethod
     def from_record(cls, rec: RequestRecord) -> Request:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.defaults import DEFAULT_MAX_ATTEMPTS, REAP_LIMIT
 from rtq_nb.protocol.keys import Keys
-from rtq_nb.protocol.records import Status
+from rtq_nb.protocol.records import Status, Usage
 from rtq_nb.protocol.script_source import (
     CONSTANTS,
     DUPLICATE,
@@ -203,12 +203,14 @@ def complete(
     sig: str = "",
     end_sig: str = "",
     counter: str = "",
+    usage: Usage | None = None,
 ) -> Command:
     """Deliver an outcome. COMPLETED: ``value`` is the result JSON and ``envelope`` is ''
     (the script wraps it); FAILED: ``value`` is the error and ``envelope`` the encoded
     failure envelope (``encoding.encode_envelope``). ``sig``: the worker's signature of
     ``value``, ``end_sig`` of a stream's end marker ('' when unsigned); ``counter``: one more
-    stats counter to count (e.g. ``unauthenticated``)."""
+    stats counter to count (e.g. ``unauthenticated``); ``usage``: the model's tokens, stored in
+    the record (``prompt_tokens``, ``completion_tokens``)."""
     return (  # built directly, not through Script.cmd: once per request on the worker
         "EVALSHA",
         COMPLETE.sha,
@@ -232,6 +234,7 @@ def complete(
         sig,
         end_sig,
         counter,
+        *(() if usage is None else (usage.prompt_tokens, usage.completion_tokens)),
     )
 
 

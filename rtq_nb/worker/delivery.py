@@ -127,6 +127,7 @@ class Delivery:
                 sig=sig,
                 end_sig=end_sig,
                 counter=o.counter,
+                usage=p.request.usage if p.request is not None else None,
             )
         )
         return cmds

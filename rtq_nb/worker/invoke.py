@@ -56,7 +56,12 @@ def handler_kind(handler: Callable[..., Any]) -> str:
         return _KINDS[handler]
     except (KeyError, TypeError):  # TypeError: an unhashable callable object
         pass
-    if inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler):
+    call = next(  # a handler object's own __call__ (a model backend)
+        (vars(c)["__call__"] for c in type(handler).__mro__ if "__call__" in vars(c)), None
+    )
+    if any(
+        inspect.isasyncgenfunction(f) or inspect.iscoroutinefunction(f) for f in (handler, call)
+    ):
         kind = "async"
     elif inspect.isgeneratorfunction(handler):
         kind = "gen"

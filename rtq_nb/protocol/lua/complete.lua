@@ -8,7 +8,8 @@
 --       pieces streamed, the worker's signature of value ('' unsigned: then the envelope,
 --       stream marker and record carry none), the signature of the stream's end marker,
 --       an extra stats counter to count ('' for none; e.g. 'unauthenticated': such a
---       request, perhaps written by hand, is also added to the history, so views show it)
+--       request, perhaps written by hand, is also added to the history, so views show it),
+--       [prompt tokens, completion tokens: the model's usage ('' or absent: none)]
 -- Returns LEASE_OK (delivered), LEASE_LOST or LEASE_CANCELLED (discarded).
 -- Validates first: a record that is not a hash (read, before any write) is LEASE_LOST. The
 -- output write (result list or stream) comes before the record's: if that key is of another
@@ -64,6 +65,11 @@ redis.call('HSET', KEYS[1], 'status', status, field, value, 'finished_ms', now,
            'queue_wait_ms', started - created, 'duration_ms', now - started, 'ttfc_ms', ttfc,
            'chunks', ARGV[10])
 if sig ~= '' then redis.call('HSET', KEYS[1], 'res_sig', sig) end
+local prompt_tokens, completion_tokens = tonumber(ARGV[14] or ''), tonumber(ARGV[15] or '')
+if prompt_tokens and completion_tokens then
+  redis.call('HSET', KEYS[1], 'prompt_tokens', string.format('%d', prompt_tokens),
+             'completion_tokens', string.format('%d', completion_tokens))
+end
 redis.call('EXPIRE', KEYS[1], retention)
 redis.pcall('HINCRBY', KEYS[5], status, 1)  -- counters: best effort
 if ARGV[13] ~= '' then

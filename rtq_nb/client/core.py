@@ -33,6 +33,7 @@ from rtq_nb.client.options import (
     SubmitOptions,
 )
 from rtq_nb.client.sending import Sending
+from rtq_nb.client.streams import AsyncStream, Started, started
 from rtq_nb.errors import ConfigurationError
 from rtq_nb.protocol import registry, scripts
 from rtq_nb.protocol.defaults import (
@@ -294,12 +295,21 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         before = [] if landed[0] else p.commands
         return await p.handle.wait_envelope(remaining, before, since=since)
 
-    async def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> AsyncIterator[Chunk]:
-        """Submit a streaming request and yield its chunks (text deltas) as they arrive; the
-        first batch comes back in the submit's own round trip."""
-        async for batch in self.stream_batches(input, **o):
-            for chunk in batch:
-                yield chunk
+    def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> AsyncStream:
+        """Submit a streaming request now (its first read rides in the same round trip) and
+        return its :class:`~rtq_nb.client.streams.AsyncStream`: ``async for delta in s``,
+        ``s.events()``, ``s.text``, ``await s.final()``; ``async with`` cancels it if left
+        early. Bad arguments raise here (once the queue's layout is known: from the second
+        request on a queue; the first raises at its first read)."""
+        if self.knows_layout(o.get("queue")):
+            p = self.prepare(input, stream=True, **o)
+            return AsyncStream(started(p.handle, self.batches_prepared(p)))
+        return AsyncStream(self._start_stream(input, o))
+
+    async def _start_stream(self, input: Any, o: SubmitOptions) -> Started:
+        await self.layout(o.get("queue"))
+        p = self.prepare(input, stream=True, **o)
+        return p.handle, self.batches_prepared(p)
 
     async def stream_batches(
         self, input: Any, **o: Unpack[SubmitOptions]

@@ -21,6 +21,7 @@ from typing_extensions import Unpack
 from rtq_nb.client.core import AsyncClient
 from rtq_nb.client.handle import AsyncRequestHandle
 from rtq_nb.client.options import BatchOptions, ClientOptions, SubmitOptions
+from rtq_nb.client.streams import Stream
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.loop import LoopThread, portal
 from rtq_nb.protocol.records import Chunk
@@ -221,11 +222,13 @@ class Client:
             self._sync = SyncConn(self._async.url)
         return self._sync
 
-    def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Iterator[Chunk]:
-        """Submit a streaming request and iterate its text deltas as they arrive."""
-        self._read_layout(o.get("queue"))  # at the first next(), as before
-        p = self._async.prepare(input, stream=True, **o)
-        yield from self._portal.iterate_batches(self._async.batches_prepared(p))
+    def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Stream:
+        """Submit a streaming request now and return its :class:`~rtq_nb.client.streams.Stream`:
+        ``for delta in s``, ``s.events()``, ``s.text``, ``s.final()`` (text, usage, timings);
+        ``with`` cancels it if left early. See AsyncClient.stream."""
+        self._read_layout(o.get("queue"))
+        p = self._async.prepare(input, stream=True, **o)  # bad arguments raise here
+        return Stream(p.handle, (p.handle, self._async.batches_prepared(p)), self._portal)
 
     def _read_layout(self, queue: str | None) -> None:
         """Read the queue's layout (its shards) once, before preparing in this thread."""

@@ -26,9 +26,13 @@ _TEXT = (
 _WORDS = _TEXT.split(" ")
 
 
+_STARTS = [0] + [i + 1 for i, w in enumerate(_WORDS[:-1]) if w.endswith(".")]
+
+
 def fake_answer(prompt: str, tokens: int) -> list[str]:
-    """The deterministic token list the fake LLM produces for ``prompt``."""
-    start = int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(_WORDS)
+    """The deterministic token list the fake LLM produces for ``prompt`` (it starts at a
+    sentence, chosen by the prompt)."""
+    start = _STARTS[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(_STARTS)]
     out = []
     for i in range(tokens):
         w = _WORDS[(start + i) % len(_WORDS)]

@@ -23,7 +23,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from typing import Any
 
 from rtq_nb.cli import acl, keys, ops
@@ -112,24 +111,34 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from rtq_nb.demo import fake_llm
     from rtq_nb.worker.worker import Worker
 
+    handler: Any = fake_llm
+    params: dict[str, Any] = {"tokens": a.tokens, "rate": a.rate}
+    short: dict[str, Any] = {"tokens": 8, "rate": 0}
+    if a.base_url or a.model:
+        from rtq_nb.cli.backend import engine_backend
+
+        handler, params, short = (
+            engine_backend(a.base_url, a.model),
+            {"max_tokens": a.tokens},
+            {"max_tokens": 8},
+        )
     client = Client(a.url, queue=a.queue, timeout=a.timeout)
     print(f"rtq-nb demo: Redis at {safe_url(client.url)}", file=sys.stderr)
-    with Worker(fake_llm, client.url, queue=a.queue, concurrency=2):
+    with Worker(handler, client.url, queue=a.queue, concurrency=8):
         print(f"prompt> {a.prompt}\n", file=sys.stderr)
-        t0 = time.perf_counter()
-        ttft = None
-        n = 0
-        for chunk in client.stream(a.prompt, params={"tokens": a.tokens, "rate": a.rate}):
-            ttft = ttft if ttft is not None else time.perf_counter() - t0
-            n += chunk.pieces
+        s = client.stream(a.prompt, params=params)
+        for chunk in s:
             print(chunk, end="", flush=True)
-        total = time.perf_counter() - t0
+        r = s.final()
         print("\n", file=sys.stderr)
-        answer = client.call("What is 2+2?", params={"tokens": 8, "rate": 0})
+        answer = client.call("What is 2+2?", params=short)
         print(f"non-streaming call -> {answer!r}", file=sys.stderr)
+        usage = (
+            f"; usage {r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens" if r.usage else ""
+        )
         print(
-            f"summary: {n} tokens, time to first token {1000 * (ttft or 0):.1f} ms, "
-            f"{n / total:.0f} tokens/s, total {total:.2f} s; pending now "
+            f"summary: {r.pieces} tokens, time to first token {1000 * (r.ttft_s or 0):.1f} ms, "
+            f"{r.tokens_per_s:.0f} tokens/s, total {r.duration_s:.2f} s{usage}; pending now "
             f"{client.pending_count()}; workers {len(client.workers())}",
             file=sys.stderr,
         )
@@ -224,16 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="stream a fake LLM answer end to end (embedded Redis)",
+        help="stream a fake LLM answer (or a real engine's) end to end (embedded Redis)",
         description="Start Redis (embedded unless --url) and an in-process worker "
-        "serving a deterministic fake LLM, stream a prompt's tokens to the "
-        "terminal as they arrive, then print a summary.",
+        "serving a deterministic fake LLM (or, with --base-url and --model, a real "
+        "OpenAI-compatible engine), stream a prompt's tokens to the terminal as they "
+        "arrive, then print a summary.",
     )
     common(d)
     d.add_argument("--prompt", default="Explain a Redis inference queue.", help="the prompt")
     d.add_argument("--tokens", type=int, default=60, help="tokens to generate (default 60)")
     d.add_argument("--rate", type=float, default=40.0, help="tokens per second (default 40)")
     d.add_argument("--timeout", type=float, default=60.0, help="request timeout, s")
+    d.add_argument(
+        "--base-url",
+        default=None,
+        help="stream from a real OpenAI-compatible engine instead of the fake model (e.g. "
+        "http://127.0.0.1:8000/v1; needs rtq-nb[openai]); --tokens becomes max_tokens",
+    )
+    d.add_argument("--model", default=None, help="the engine's model name (with --base-url)")
     d.set_defaults(fn=cmd_demo)
 
     w = sub.add_parser(

@@ -11,7 +11,7 @@ from typing import Any
 
 from rtq_nb.errors import ConfigurationError
 
-__all__ = ["add_backend_args", "backend_handler"]
+__all__ = ["add_backend_args", "backend_handler", "engine_backend"]
 
 log = logging.getLogger("rtq_nb.cli")
 
@@ -70,6 +70,17 @@ def backend_handler(a: argparse.Namespace) -> Any:
     if models and a.model not in models:
         log.warning("the engine serves %s, not %r: requests may fail", models, a.model)
     log.info("backend %r ready", backend)
+    return backend
+
+
+def engine_backend(base_url: str | None, model: str | None, wait: float = 0.0) -> Any:
+    """An OpenAI-compatible backend for ``rtq-nb demo``, its engine checked first."""
+    from rtq_nb.backends.openai_compat import OpenAIBackend
+
+    if not base_url or not model:
+        raise ConfigurationError("a real engine needs both --base-url URL and --model NAME")
+    backend = OpenAIBackend(base_url, model)
+    asyncio.run(_ready(backend, wait))
     return backend
 
 

@@ -50,3 +50,14 @@ def test_retry_after_seconds_and_dates() -> None:
     assert retry_after("garbage") is None
     date = email.utils.formatdate(1_000_010, usegmt=True)
     assert retry_after(date, now=1_000_000) == pytest.approx(10.0)
+
+
+def test_the_transformers_example_imports_without_torch() -> None:
+    import importlib.util
+
+    from rtq_nb.backends import transformers_example as tx
+
+    assert callable(tx.cancel_criteria) and tx.__all__  # importable without torch
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(ConfigurationError, match="pip install torch transformers"):
+            tx.TransformersHandler("any/model")

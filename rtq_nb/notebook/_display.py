@@ -3,9 +3,10 @@ and returns it as the cell's last expression), and picking widget or text at the
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
-__all__ = ["ShowOnce", "in_kernel", "shell"]
+__all__ = ["ShowOnce", "in_kernel", "render_markdown", "shell"]
 
 
 def shell() -> Any:
@@ -58,3 +59,19 @@ class ShowOnce:
         if self._shown_in is not None and self._shown_in == _cell():
             return
         self.show()
+
+
+def render_markdown(text: str) -> str | None:
+    """Safe HTML for Markdown ``text`` (raw HTML escaped, harmful links dropped), or None when
+    no Markdown library is installed (mistune, else python-markdown on escaped input)."""
+    try:
+        import mistune
+    except ImportError:
+        pass
+    else:
+        return str(mistune.create_markdown(escape=True)(text))
+    try:
+        import markdown  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return str(markdown.markdown(html.escape(text, quote=False)))

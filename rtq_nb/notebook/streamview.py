@@ -25,12 +25,12 @@ from rtq_nb.errors import (
     WorkerLost,
 )
 from rtq_nb.loop import portal
-from rtq_nb.notebook._display import ShowOnce
+from rtq_nb.notebook._display import ShowOnce, render_markdown
 from rtq_nb.notebook._throttle import Throttle, fmt_ms
 
 if TYPE_CHECKING:
     from rtq_nb.client import Client, RequestHandle
-    from rtq_nb.protocol.records import Chunk, RequestRecord, Status
+    from rtq_nb.protocol.records import Chunk, RequestRecord, Status, Usage
 
 
 @runtime_checkable
@@ -59,22 +59,6 @@ log = logging.getLogger("rtq_nb.notebook")
 STATUS_EVERY = 0.25  # s between status-line refreshes while text streams (transitions: at once)
 TERMINAL = frozenset({"done", "failed", "cancelled", "timeout", "expired", "error"})
 _PRE = "<pre style='white-space:pre-wrap;margin:0'>{}</pre>"
-
-
-def render_markdown(text: str) -> str | None:
-    """Safe HTML for Markdown ``text`` (raw HTML escaped, harmful links dropped), or None when
-    no Markdown library is installed (mistune, else python-markdown on escaped input)."""
-    try:
-        import mistune
-    except ImportError:
-        pass
-    else:
-        return str(mistune.create_markdown(escape=True)(text))
-    try:
-        import markdown  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return str(markdown.markdown(html.escape(text, quote=False)))
 
 
 class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
@@ -123,6 +107,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         self.error: str | None = None
         self._queue_wait_ms: int | None = None
         self._ttft_ms: int | None = None
+        self._usage: Usage | None = None  # the model's, from the record once done
         self._text = widgets.HTML(value=_PRE.format(""))
         self._text.add_class("rtq-stream-text")
         self._line = widgets.HTML(value=self._status_html())
@@ -163,7 +148,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """queue_wait_ms, ttft_ms (from submission), tokens, tokens_per_s, elapsed_s."""
+        """queue_wait_ms, ttft_ms (from submission), tokens, tokens_per_s, elapsed_s, usage."""
         h = self._ah
         now = self._end or time.monotonic()
         ttft = self._ttft_ms
@@ -178,6 +163,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
             "tokens": h.piece_count,
             "tokens_per_s": tps,
             "elapsed_s": now - h.submitted_at,
+            "usage": self._usage,
         }
 
     def start(self) -> None:
@@ -278,7 +264,7 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
             rec = await self._ah.record()
             if rec.queue_wait_ms is not None:
                 self._queue_wait_ms = rec.queue_wait_ms
-            self._ttft_ms = rec.ttft_ms
+            self._ttft_ms, self._usage = rec.ttft_ms, rec.usage
         except RtqError:
             pass  # metrics stay client-side estimates
         self._set_status(final)
@@ -367,6 +353,8 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         if m["tokens_per_s"] is not None:
             parts.append(f"{m['tokens_per_s']:.1f} tok/s")
         parts.append(f"elapsed {fmt_ms(m['elapsed_s'] * 1000)}")
+        if (u := m["usage"]) is not None:
+            parts.append(f"usage {u.prompt_tokens} + {u.completion_tokens} tokens")
         if self.error and st in TERMINAL:
             parts.append(f"<span class='rtq-error'>{html.escape(self.error[:300])}</span>")
         return "<span class='rtq-stream-line'>" + " &middot; ".join(parts) + "</span>"

@@ -231,6 +231,23 @@ def test_stream_view_nonblocking_then_wait(
         StreamView(client.submit("plain"))
 
 
+def test_stream_view_shows_the_models_usage(
+    client: Client, start_worker: Callable[..., Worker]
+) -> None:
+    from rtq_nb import Usage
+
+    def counted(request: Request) -> Any:
+        request.usage = Usage(prompt_tokens=4, completion_tokens=2)
+        yield "a "
+        yield "b"
+
+    start_worker(counted)
+    view = stream_view(client, "x", display=False)
+    assert view.wait(30) == "a b"
+    assert view.metrics["usage"] == Usage(4, 2)
+    assert "usage 4 + 2 tokens" in view._line.value
+
+
 # ---- PromptLab, QueueMonitor, progress ----------------------------------------------------
 
 

@@ -12,7 +12,15 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "Recorded", "RequestHead", "read_request", "sse_data", "wait_for"]
+__all__ = [
+    "LoopThread",
+    "Recorded",
+    "RequestHead",
+    "close_server",
+    "read_request",
+    "sse_data",
+    "wait_for",
+]
 
 T = TypeVar("T")
 
@@ -124,6 +132,11 @@ async def read_request(reader: asyncio.StreamReader) -> RequestHead | None:
     else:
         head.body = await reader.readexactly(int(head.header("content-length") or 0))
     return head
+
+
+async def close_server(server: asyncio.Server) -> None:
+    """Stop listening (run it on the server's loop: asyncio servers are not thread-safe)."""
+    server.close()
 
 
 class LoopThread:

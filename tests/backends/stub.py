@@ -22,7 +22,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.backends.httpio import LoopThread, Recorded, RequestHead, read_request, wait_for
+from tests.backends.httpio import (
+    LoopThread,
+    Recorded,
+    RequestHead,
+    close_server,
+    read_request,
+    wait_for,
+)
 from tests.backends.proxy import until_eof
 
 __all__ = [
@@ -172,7 +179,7 @@ class StubServer:
             self._script.clear()
 
     def close(self) -> None:
-        self._server.close()
+        self._lt.call(close_server(self._server))
         self._lt.close()
 
     # -- the server ----------------------------------------------------------------------------
@@ -226,9 +233,9 @@ class StubServer:
                 return False
             if not ex.stream:
                 hdrs = [("Content-Type", "application/json"), ("Content-Length", "1000")]
+                rec.status = 200
                 w.write(_head(200, hdrs) + b'{"id": "stub-dropped", "obj')
                 await w.drain()
-                rec.status = 200
                 rec.finish("dropped")
                 w.transport.abort()
                 return False
@@ -250,9 +257,9 @@ class StubServer:
     ) -> bool:
         body = json.dumps(obj).encode()
         hdrs = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers]
+        rec.status = status  # before the client can have the response
         w.write(_head(status, hdrs) + body)
         await w.drain()
-        rec.status = status
         rec.finish("complete")
         return True
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -17,10 +17,13 @@ import pytest
 
 from tests.backends.engine import Engine, engine_required
 from tests.backends.httpio import sse_data
-from tests.backends.proxy import RecordingProxy
+from tests.backends.proxy import BodyEnd, RecordingProxy
 from tests.backends.stub import Drop, Reply, StubServer, drop_after, hang, rate_limited, slow
 from tests.backends.stub import unavailable as unavailable_503
 
+# long enough that the 4 streams overlap on a busy machine (one stream alone runs at about
+# 5,000 tokens/s; 4 in parallel at about 450 tokens/s each)
+N_PARALLEL_TOKENS = 1000
 MESSAGES = [{"role": "user", "content": "Say hello to the redis queue worker."}]
 
 
@@ -35,11 +38,12 @@ def chat_body(model: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def read_stream(resp: httpx.Response, stop_after: int | None = None) -> dict[str, Any]:
-    """Collect a chat stream: content deltas, finish_reason, usage, whether [DONE] came; stop
-    reading after ``stop_after`` content deltas."""
+def read_stream(lines: Iterator[str], stop_after: int | None = None) -> dict[str, Any]:
+    """Collect a chat stream from ``response.iter_lines()``: content deltas, finish_reason,
+    usage, whether [DONE] came; stop after ``stop_after`` content deltas (the iterator can then
+    be read on)."""
     out: dict[str, Any] = {"deltas": [], "finish": None, "usage": None, "done": False}
-    for data in sse_data(resp.iter_lines()):
+    for data in sse_data(lines):
         if data == "[DONE]":
             out["done"] = True
             break
@@ -65,7 +69,7 @@ def test_stream_chat_completion_with_usage(engine: Engine) -> None:
     ):
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
-        got = read_stream(resp)
+        got = read_stream(resp.iter_lines())
     assert got["done"]
     assert len(got["deltas"]) == 32  # the tiny model never samples EOS: always max_tokens
     assert "".join(got["deltas"]).isascii()
@@ -86,12 +90,11 @@ def test_four_streams_are_served_in_parallel(engine: Engine) -> None:
 
     def run(i: int) -> None:
         try:
-            barrier.wait(10)
-            body = chat_body(engine.model, 400, seed=i)
-            with httpx.stream(
-                "POST", f"{engine.base_url}/chat/completions", json=body, timeout=60
-            ) as resp:
-                results[i] = read_stream(resp)
+            with httpx.Client(base_url=engine.base_url, timeout=60) as http:
+                barrier.wait(10)  # the 4 requests leave together
+                body = chat_body(engine.model, N_PARALLEL_TOKENS, seed=i)
+                with http.stream("POST", "/chat/completions", json=body) as resp:
+                    results[i] = read_stream(resp.iter_lines())
         except Exception as exc:  # reported below, never a hang
             results[i] = {"error": repr(exc)}
 
@@ -104,9 +107,10 @@ def test_four_streams_are_served_in_parallel(engine: Engine) -> None:
     assert sorted(busy) == [0, 1, 2, 3]
     for r in results:
         assert "error" not in r, r
-        assert r["usage"]["completion_tokens"] == 400
+        assert r["usage"]["completion_tokens"] == N_PARALLEL_TOKENS
     after = engine.metrics()
-    assert after["tokens_predicted_total"] - before["tokens_predicted_total"] >= 1600
+    predicted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
+    assert predicted == 4 * N_PARALLEL_TOKENS
     assert engine.busy_slots() == []
 
 
@@ -118,8 +122,9 @@ def test_client_disconnect_stops_generation(engine: Engine) -> None:
         httpx.Client(base_url=engine.base_url, timeout=30) as http,
         http.stream("POST", "/chat/completions", json=chat_body(engine.model, 3500)) as resp,
     ):
-        got = read_stream(resp, stop_after=5)
-        assert len(got["deltas"]) == 5
+        # keep the iterator referenced: a dropped httpx iter_* generator closes the response
+        lines = resp.iter_lines()
+        assert len(read_stream(lines, stop_after=5)["deltas"]) == 5
         assert engine.busy_slots(), "the long generation should still be running"
     # leaving the block closed the connection mid-stream: the server must stop generating
     took = engine.wait_idle(timeout=10)
@@ -136,10 +141,11 @@ def test_engine_restart_on_the_same_port(start_engine: Callable[..., Engine]) ->
         httpx.Client(base_url=eng.base_url, timeout=30) as http,
         http.stream("POST", "/chat/completions", json=chat_body(eng.model, 3500)) as resp,
     ):
-        assert len(read_stream(resp, stop_after=3)["deltas"]) == 3
+        lines = resp.iter_lines()
+        assert len(read_stream(lines, stop_after=3)["deltas"]) == 3
         ready = eng.restart()  # SIGKILL mid-stream, then the same port again
-        with pytest.raises(httpx.HTTPError):  # the open stream breaks off
-            read_stream(resp)
+        with pytest.raises(httpx.RemoteProtocolError):  # the open stream breaks off
+            read_stream(lines)
     assert eng.port == port and eng.pid != pid and eng.starts == 2
     assert ready < 30
     assert eng.health() == 200 and eng.busy_slots() == []
@@ -164,7 +170,7 @@ def test_proxy_records_the_body_and_streams_through(
     ):
         assert resp.status_code == 200
         assert resp.headers.get("transfer-encoding") == "chunked"
-        got = read_stream(resp)
+        got = read_stream(resp.iter_lines())
     assert got["done"] and got["usage"]["completion_tokens"] == 8
     (rec,) = engine_proxy.wait_requests(1)
     assert (rec.method, rec.path) == ("POST", "/v1/chat/completions")
@@ -172,7 +178,24 @@ def test_proxy_records_the_body_and_streams_through(
     assert rec.headers["authorization"] == "Bearer sk-test"
     assert rec.headers["x-request-id"] == "req-1"
     assert rec.wait_done() == "complete" and rec.status == 200
-    assert engine_proxy.bodies("/chat/completions") == [body]
+    plain = chat_body(engine.model, 3, stream=False)
+    r = httpx.post(f"{engine_proxy.base_url}/chat/completions", json=plain, timeout=30)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+    assert engine_proxy.bodies("/chat/completions") == [body, plain]
+    assert engine_proxy.requests[1].wait_done() == "complete"
+
+
+def test_proxy_body_end_follows_the_framing() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n"
+    )
+    end = BodyEnd()
+    done = [end.feed(chunked[i : i + 1]) for i in range(len(chunked))]  # byte by byte
+    assert done[-1] and not any(done[:-1]) and end.status == 200
+    sized = b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy"
+    end = BodyEnd()
+    assert not end.feed(sized[:-2]) and end.feed(sized[-2:]) and end.status == 429
 
 
 def test_proxy_passes_a_client_disconnect_to_the_engine(
@@ -184,7 +207,9 @@ def test_proxy_passes_a_client_disconnect_to_the_engine(
         httpx.Client(base_url=engine_proxy.base_url, timeout=30) as http,
         http.stream("POST", "/chat/completions", json=chat_body(engine.model, 3500)) as resp,
     ):
-        assert len(read_stream(resp, stop_after=5)["deltas"]) == 5
+        lines = resp.iter_lines()
+        assert len(read_stream(lines, stop_after=5)["deltas"]) == 5
+        assert engine.busy_slots(), "the long generation should still be running"
     (rec,) = engine_proxy.wait_requests(1)
     assert rec.wait_done() == "client_closed"
     engine.wait_idle(timeout=10)
@@ -208,7 +233,7 @@ def test_missing_engine_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stub_normal_reply_streamed_and_not(stub: StubServer) -> None:
     with httpx.Client(base_url=stub.base_url, timeout=10) as http:
         with http.stream("POST", "/chat/completions", json=chat_body(stub.model, 99)) as resp:
-            got = read_stream(resp)
+            got = read_stream(resp.iter_lines())
         r = http.post("/chat/completions", json=chat_body(stub.model, 99, stream=False))
         t = http.post("/completions", json={"model": "m", "prompt": "hi"})
     assert got["done"] and "".join(got["deltas"]) == "Hello from the stub."
@@ -251,11 +276,12 @@ def test_stub_slow_stream_and_hang(stub: StubServer) -> None:
     with httpx.Client(base_url=stub.base_url, timeout=10) as http:
         t0 = time.monotonic()
         with http.stream("POST", "/chat/completions", json=chat_body(stub.model, 5)) as resp:
-            got = read_stream(resp)
+            got = read_stream(resp.iter_lines())
         assert len(got["deltas"]) == 5 and got["finish"] == "length"
         assert time.monotonic() - t0 >= 0.25
         with http.stream("POST", "/chat/completions", json=chat_body(stub.model, 5)) as resp:
-            assert len(read_stream(resp, stop_after=2)["deltas"]) == 2
+            lines = resp.iter_lines()
+            assert len(read_stream(lines, stop_after=2)["deltas"]) == 2
         with pytest.raises(httpx.ReadTimeout):
             http.post("/chat/completions", json=chat_body(stub.model, 5), timeout=0.3)
     recs = stub.wait_requests(3)

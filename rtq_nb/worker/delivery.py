@@ -98,10 +98,10 @@ class Delivery:
         sg, sig, end_sig = self.signer, "", ""
         try:
             if status is Status.COMPLETED:
-                value, envelope = dumps(o.value, "handler result"), ""  # the script wraps it
+                value, envelope = o.stored or dumps(o.value, "handler result"), ""  # wrapped
                 if sg is not None:
                     run, n = self._run(p), o.pieces
-                    value = sg.value(p.id, value) if p.sealed else value
+                    value = sg.value(p.id, value) if p.sealed and not o.stored else value
                     sig = sg.sign(p.id, p.attempt, ResultKind.COMPLETED, value, run=run)
                     if p.stream:
                         end_sig = sg.sign(p.id, p.attempt, ResultKind.END, "", n, n, run)

@@ -24,6 +24,7 @@ from typing import Any
 
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import portal
+from rtq_nb.payloads import PayloadStore, payload_store
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.keys import Keys, check_name
 from rtq_nb.protocol.records import Status
@@ -38,6 +39,7 @@ from rtq_nb.worker.chunking import ChunkerSpec
 from rtq_nb.worker.delivery import Delivery
 from rtq_nb.worker.fetch import Fetcher
 from rtq_nb.worker.leases import HOST, Leases
+from rtq_nb.worker.payloads import admit_inputs, store_results
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 from rtq_nb.worker.streaming import StreamWriter
 
@@ -63,7 +65,9 @@ class Worker:
     ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
     ``shards``: a sharded queue's shard count (None: as recorded in Redis). ``tracing``:
-    OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``)."""
+    OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``). ``payloads``:
+    large inputs and results by reference (a :class:`~rtq_nb.payloads.PayloadStore` or its
+    URL; default ``RTQ_PAYLOAD_URL``; README, Large inputs and results)."""
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class Worker:
         replica_timeout: float = 1.0,
         shards: int | None = None,
         tracing: bool | None = None,
+        payloads: PayloadStore | str | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -111,6 +116,7 @@ class Worker:
         self.handler = handler
         self.security = coerce_security(security, "worker")
         self.tracer = make_tracing(tracing)  # None: off (opentelemetry is not imported)
+        self.payloads = payload_store(payloads)  # None: every value inline
         self.url = resolve_url(url)
         self.keys: Keys = self.opts.keys
         self.host = HOST
@@ -303,6 +309,7 @@ class Worker:
                     continue
                 if not batch:
                     continue
+            await admit_inputs(batch, self.payloads, fetcher.sealer)  # inputs by reference
             runnable, bad = batch, [p for p in batch if p.request is None]
             if bad:  # malformed: fail, never run
                 runnable = [p for p in batch if p.request is not None]
@@ -313,6 +320,10 @@ class Worker:
                 outcomes = [
                     invoke.Outcome(Status.FAILED, error=invoke.describe(exc)) for _ in runnable
                 ]
+            if self.payloads is not None:  # large results by reference
+                await store_results(
+                    runnable, outcomes, self.payloads, fetcher.sealer, self.opts.retention_s
+                )
             if bad:
                 runnable = [*runnable, *bad]
                 outcomes += [

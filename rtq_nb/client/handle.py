@@ -16,13 +16,12 @@ from rtq_nb.client.outcomes import (
     timeout_error,
     worker_lost,
 )
-from rtq_nb.client.payloads import load_result
+from rtq_nb.client.payloads import ByReference
 from rtq_nb.client.recipes import Recipes
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.defaults import MIN_BLOCK
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import Chunk, Status
-from rtq_nb.protocol.refs import payload_ref
 from rtq_nb.protocol.stream import EntryKind, StreamEntry, decode_entry
 from rtq_nb.security.results import UNVERIFIED, Forged
 from rtq_nb.transport.resp import Command
@@ -34,7 +33,7 @@ log = logging.getLogger("rtq_nb.client")
 XREAD_COUNT = 1024  # stream entries fetched per round trip
 
 
-class AsyncRequestHandle(Recipes):
+class AsyncRequestHandle(Recipes, ByReference):
     """A submitted request. ``await h.result()`` for a whole result, ``async for chunk in h``
     for a stream (each chunk is a ``str`` with ``.seq``/``.pieces`` metadata)."""
 
@@ -190,10 +189,7 @@ class AsyncRequestHandle(Recipes):
 
     def _finish_outcome(self) -> Any:
         if self._outcome is Status.COMPLETED:
-            ref = payload_ref(self._result)
-            if ref is not None:  # stored by reference: read it (raises PayloadError)
-                self._result = load_result(self.check, self._host.payloads, self.id, ref)
-            return self._result
+            return self.completed_value()  # (a result by reference is read: client/payloads)
         raise outcome_error(self.id, self._outcome, self._result)
 
     # ---- streams -------------------------------------------------------------------------

@@ -123,6 +123,8 @@ class PayloadStore:
         path = f"{root}/{object_key(folder, request_id, place)}"
         url = self._url(path)
         try:
+            if getattr(fs, "auto_mkdir", None) is False:  # a local filesystem: make folders
+                fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             fs.pipe_file(path, data)
         except Exception as exc:  # fsspec back ends raise OSError and their own errors
             raise PayloadError(

@@ -23,7 +23,7 @@ from rtq_nb.protocol.refs import PayloadRef, payload_ref
 from rtq_nb.security.results import seal_json, sealed_token
 from rtq_nb.security.sealing import Sealer, Unsealable
 from rtq_nb.worker.invoke import Outcome
-from rtq_nb.worker.state import Held
+from rtq_nb.worker.state import Held, WorkerOptions
 
 __all__ = ["admit_inputs", "store_results"]
 
@@ -35,10 +35,11 @@ _NO_STORE = (
 
 async def admit_inputs(
     batch: Sequence[Held], store: PayloadStore | None, sealer: Sealer | None
-) -> None:
+) -> list[Held]:
     """Replace each reference input of ``batch`` by its value; a request whose input cannot
-    be read is held with its ``problem`` (it fails, never running). One type check per
-    request when no input is by reference."""
+    be read is held with its ``problem``. Returns the requests that fail without running
+    (``request`` None: these, malformed and refused ones). One type check per request when
+    no input is by reference."""
     for p in batch:
         req = p.request
         ref = None if req is None else payload_ref(req.input)
@@ -57,6 +58,7 @@ async def admit_inputs(
             continue
         req.input = value
         p.sealed = p.sealed or sealed
+    return [p for p in batch if p.request is None]
 
 
 def _load(
@@ -86,17 +88,15 @@ def _load(
 
 
 async def store_results(
-    batch: Sequence[Held],
-    outcomes: Sequence[Outcome],
-    store: PayloadStore,
-    sealer: Sealer | None,
-    keep: float,
+    batch: Sequence[Held], outcomes: Sequence[Outcome], opts: WorkerOptions, sealer: Sealer | None
 ) -> None:
     """Encode each completed result as stored (``Outcome.stored``): sealed when its input
-    was, and by reference when over the threshold (kept ``keep`` seconds: the retention). A
-    result that cannot be written fails its request with a ``PayloadError:`` text."""
+    was, and by reference when over the threshold (kept for the retention). A result that
+    cannot be written fails its request with a ``PayloadError:`` text. Done once per outcome
+    (a retried delivery skips it)."""
+    store, keep = opts.payloads, opts.retention_s
     for p, o in zip(batch, outcomes):
-        if o.status is not Status.COMPLETED:
+        if o.status is not Status.COMPLETED or o.stored or store is None:
             continue
         try:
             text = dumps(o.value, "handler result")

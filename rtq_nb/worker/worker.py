@@ -39,7 +39,7 @@ from rtq_nb.worker.chunking import ChunkerSpec
 from rtq_nb.worker.delivery import Delivery
 from rtq_nb.worker.fetch import Fetcher
 from rtq_nb.worker.leases import HOST, Leases
-from rtq_nb.worker.payloads import admit_inputs, store_results
+from rtq_nb.worker.payloads import admit_inputs
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 from rtq_nb.worker.streaming import StreamWriter
 
@@ -66,8 +66,7 @@ class Worker:
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
     ``shards``: a sharded queue's shard count (None: as recorded in Redis). ``tracing``:
     OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``). ``payloads``:
-    large inputs and results by reference (a :class:`~rtq_nb.payloads.PayloadStore` or its
-    URL; default ``RTQ_PAYLOAD_URL``; README, Large inputs and results)."""
+    large values by reference (a PayloadStore, a URL; ``RTQ_PAYLOAD_URL``; README)."""
 
     def __init__(
         self,
@@ -112,11 +111,11 @@ class Worker:
             min_replicas=min_replicas,
             replica_timeout=replica_timeout,
             shards=shards,
+            payloads=payload_store(payloads),  # None: every value inline
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")
         self.tracer = make_tracing(tracing)  # None: off (opentelemetry is not imported)
-        self.payloads = payload_store(payloads)  # None: every value inline
         self.url = resolve_url(url)
         self.keys: Keys = self.opts.keys
         self.host = HOST
@@ -214,10 +213,8 @@ class Worker:
                 log.warning("worker %s could not deregister: %s", self.id, exc)
             await conn.aclose()
             self._stopped_evt.set()
-            log.info("worker %s stopped (%d processed, %d failed)", self.id, *self._counts())
-
-    def _counts(self) -> tuple[int, int]:
-        return self.state.processed, self.state.failed
+            n = (self.state.processed, self.state.failed)
+            log.info("worker %s stopped (%d processed, %d failed)", self.id, *n)
 
     async def astop(self, drain_timeout: float | None = None) -> None:
         """Stop taking work, finish what is in flight, deregister; returns when done.
@@ -309,8 +306,7 @@ class Worker:
                     continue
                 if not batch:
                     continue
-            await admit_inputs(batch, self.payloads, fetcher.sealer)  # inputs by reference
-            runnable, bad = batch, [p for p in batch if p.request is None]
+            runnable, bad = batch, await admit_inputs(batch, self.opts.payloads, fetcher.sealer)
             if bad:  # malformed: fail, never run
                 runnable = [p for p in batch if p.request is not None]
             try:
@@ -320,10 +316,6 @@ class Worker:
                 outcomes = [
                     invoke.Outcome(Status.FAILED, error=invoke.describe(exc)) for _ in runnable
                 ]
-            if self.payloads is not None:  # large results by reference
-                await store_results(
-                    runnable, outcomes, self.payloads, fetcher.sealer, self.opts.retention_s
-                )
             if bad:
                 runnable = [*runnable, *bad]
                 outcomes += [

@@ -213,10 +213,13 @@ class PayloadStore:
         return f"<PayloadStore {self.url} threshold={self.threshold}>"
 
 
-def payload_store(value: PayloadStore | str | None) -> PayloadStore | None:
+def payload_store(
+    value: PayloadStore | str | None, threshold: int | None = None
+) -> PayloadStore | None:
     """A client's or worker's ``payloads`` option: a store, a URL ('' = off), or None: from
     ``RTQ_PAYLOAD_URL`` (with ``RTQ_PAYLOAD_THRESHOLD`` bytes and ``RTQ_PAYLOAD_OPTIONS``, a
-    JSON object of fsspec storage options), off when unset."""
+    JSON object of fsspec storage options), off when unset. ``threshold`` (bytes) overrides
+    ``RTQ_PAYLOAD_THRESHOLD`` for a URL (``rtq-nb worker --payload-threshold``)."""
     if isinstance(value, PayloadStore):
         return value
     if value is None:
@@ -229,7 +232,7 @@ def payload_store(value: PayloadStore | str | None) -> PayloadStore | None:
         return None
     raw = os.environ.get(_ENV_THRESHOLD, "")
     try:
-        threshold = int(raw) if raw else DEFAULT_THRESHOLD
+        threshold = threshold or (int(raw) if raw else DEFAULT_THRESHOLD)
         options = json.loads(os.environ.get(_ENV_OPTIONS) or "{}")
     except ValueError as exc:
         raise ConfigurationError(

@@ -276,3 +276,5 @@ def test_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     s = payload_store(None)
     assert s is not None and s.threshold == 4096 and s.storage_options == {"auto_mkdir": True}
     assert payload_store("") is None  # explicitly off
+    s = payload_store("file:///tmp/rtq-payloads", 123)  # rtq-nb worker --payload-threshold
+    assert s is not None and s.threshold == 123

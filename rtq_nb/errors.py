@@ -11,6 +11,7 @@
     │   └── EmbeddedRedisError    no redis-server binary / it would not start
     ├── AccessDenied              the Redis ACL user lacks a permission (NOPERM)
     ├── EngineError               a model engine failed or is unreachable; names its URL
+    ├── PayloadError              a value stored by reference cannot be written or read
     ├── RequestError              something about one request
     │   ├── RequestTimeout        the wait ran out; carries what is known (status, worker, ages)
     │   ├── RequestFailed         the handler raised; carries the worker's error text
@@ -169,4 +170,14 @@ class UnknownQueue(ConfigurationError, LookupError):
     """No client or worker has ever used this queue under this prefix (a typo?)."""
 
 
-__all__ += ["RedisOutOfMemory", "UnknownQueue", "WorkerLost"]
+class PayloadError(RtqError):
+    """A large input or result stored by reference (object storage) cannot be written or
+    read: missing (deleted, or its retention ran out), unreadable, damaged, or no payload
+    store is configured. ``url`` names the object; the message says what to do."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+__all__ += ["PayloadError", "RedisOutOfMemory", "UnknownQueue", "WorkerLost"]

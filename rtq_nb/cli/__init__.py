@@ -27,8 +27,10 @@ from typing import Any
 
 from rtq_nb.cli import acl, keys, ops
 from rtq_nb.cli.backend import add_backend_args, backend_handler
+from rtq_nb.cli.runs import add_bench_args, cmd_bench, cmd_demo
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import run
+from rtq_nb.payloads import payload_store
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.transport.endpoint import safe_url
 
@@ -92,6 +94,7 @@ def cmd_worker(a: argparse.Namespace) -> int:
         replica_timeout=a.replica_timeout,
         shards=a.shards,
         tracing=a.tracing,
+        payloads=payload_store(a.payload_url, a.payload_threshold),
     )
 
     async def main(on_ready: Any) -> None:
@@ -103,85 +106,6 @@ def cmd_worker(a: argparse.Namespace) -> int:
     logging.getLogger("rtq_nb").info("worker for %s on %s", a.handler, safe_url(w.url))
     with ops.worker_ops(a, w) as on_ready:
         run(main(on_ready))
-    return 0
-
-
-def cmd_demo(a: argparse.Namespace) -> int:
-    from rtq_nb.client.sync import Client
-    from rtq_nb.demo import fake_llm
-    from rtq_nb.worker.worker import Worker
-
-    handler: Any = fake_llm
-    params: dict[str, Any] = {"tokens": a.tokens, "rate": a.rate}
-    short: dict[str, Any] = {"tokens": 8, "rate": 0}
-    if a.base_url or a.model:
-        from rtq_nb.cli.backend import engine_backend
-
-        handler, params, short = (
-            engine_backend(a.base_url, a.model),
-            {"max_tokens": a.tokens},
-            {"max_tokens": 8},
-        )
-    client = Client(a.url, queue=a.queue, timeout=a.timeout)
-    print(f"rtq-nb demo: Redis at {safe_url(client.url)}", file=sys.stderr)
-    with Worker(handler, client.url, queue=a.queue, concurrency=8):
-        print(f"prompt> {a.prompt}\n", file=sys.stderr)
-        s = client.stream(a.prompt, params=params)
-        for chunk in s:
-            print(chunk, end="", flush=True)
-        r = s.final()
-        print("\n", file=sys.stderr)
-        answer = client.call("What is 2+2?", params=short)
-        print(f"non-streaming call -> {answer!r}", file=sys.stderr)
-        usage = (
-            f"; usage {r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens" if r.usage else ""
-        )
-        print(
-            f"summary: {r.pieces} tokens, time to first token {1000 * (r.ttft_s or 0):.1f} ms, "
-            f"{r.tokens_per_s:.0f} tokens/s, total {r.duration_s:.2f} s{usage}; pending now "
-            f"{client.pending_count()}; workers {len(client.workers())}",
-            file=sys.stderr,
-        )
-    client.close()
-    return 0
-
-
-def cmd_bench(a: argparse.Namespace) -> int:
-    from rtq_nb.cli.bench import run_bench
-
-    result = run_bench(a.url, quick=a.quick)
-    if a.security:
-        from rtq_nb.cli.bench_security import run_security_bench
-
-        result["security"] = run_security_bench(result["url"], quick=a.quick)
-    if a.capacity:
-        from rtq_nb.cli.bench_capacity import run_capacity
-
-        result["capacity"] = [run_capacity(result["url"], flush_ms=f) for f in (20.0, 100.0)]
-    if a.cluster:
-        from rtq_nb.cli.bench_cluster import run_cluster_bench
-
-        result["cluster"] = run_cluster_bench(quick=a.quick)
-    if a.json:
-        print(json.dumps(result))
-    else:
-        from rtq_nb.cli.bench import format_table
-        from rtq_nb.cli.bench_security import format_security
-
-        print(format_table(result))
-        if a.security:
-            print(format_security(result["security"]))
-        if a.cluster:
-            from rtq_nb.cli.bench_cluster import format_cluster
-
-            print(format_cluster(result["cluster"]))
-        for cap in result.get("capacity", []):
-            print(
-                f"capacity (flush {cap['flush_ms']:g} ms): call "
-                f"{cap['call']['redis_cpu_us']:.0f} us Redis CPU, {cap['call']['commands']:.1f} "
-                f"commands; stream of {cap['tokens']} tokens at {cap['rate']:g}/s "
-                f"{cap['stream']['redis_cpu_us']:.0f} us, {cap['stream']['commands']:.1f} commands"
-            )
     return 0
 
 
@@ -321,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
         "provider; needs rtq-nb[tracing] (default: $RTQ_TRACING)",
     )
     add_backend_args(w)
+    w.add_argument(
+        "--payload-url",
+        default=None,
+        help="store inputs and results above --payload-threshold in object storage (fsspec: "
+        "s3://bucket/prefix, gs://..., file:///dir); default $RTQ_PAYLOAD_URL; needs "
+        "rtq-nb[payloads] (README, Large inputs and results)",
+    )
+    w.add_argument(
+        "--payload-threshold",
+        type=int,
+        default=None,
+        help="bytes of JSON above which a value goes by reference (default 1 MiB)",
+    )
     keys.add_security_args(w)
     ops.add_worker_ops_args(w)
     w.set_defaults(fn=cmd_worker)
@@ -334,27 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Compare the ratios, not absolute times.",
     )
     b.add_argument("--url", default=None, help=URL_HELP)
-    b.add_argument("--quick", action="store_true", help="about 30 s on 2 cores")
-    b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument(
-        "--security",
-        action="store_true",
-        help="also measure Ed25519-signed and signed+encrypted rtq_nb against unsigned "
-        "(latency 1x1, throughput 4x2; ratios in the same run)",
-    )
-    b.add_argument(
-        "--capacity",
-        action="store_true",
-        help="also measure Redis CPU and commands per call and per stream (flush 20 and "
-        "100 ms): what one shard carries (README, Capacity)",
-    )
-    b.add_argument(
-        "--cluster",
-        action="store_true",
-        help="also measure a 3-master Redis Cluster and sharded queues (1 and 3 shards) "
-        "against a single Redis: round trip, throughput, Redis CPU per request (private "
-        "servers started for it; README, Sharded queues)",
-    )
+    add_bench_args(b)
     b.set_defaults(fn=cmd_bench)
 
     r = sub.add_parser("redis", help="run an embedded redis-server until Ctrl-C")

@@ -32,9 +32,11 @@ from rtq_nb.client.options import (
     Prepared,
     SubmitOptions,
 )
+from rtq_nb.client.payloads import input_keep
 from rtq_nb.client.sending import Sending
 from rtq_nb.client.streams import AsyncStream, Started, started
 from rtq_nb.errors import ConfigurationError
+from rtq_nb.payloads import payload_store
 from rtq_nb.protocol import registry, scripts
 from rtq_nb.protocol.defaults import (
     CLIENT_HEARTBEAT,
@@ -104,6 +106,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         self.set_security(coerce_security(o.get("security"), "client"))
         self.replication = Replication(o.get("min_replicas", 0), o.get("replica_timeout", 1.0))
         self.tracer = tracing(o.get("tracing"))  # None: off (opentelemetry is not imported)
+        self.payloads = payload_store(o.get("payloads"))  # None: every value inline
         self.conn = connect(self.url)
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
@@ -194,6 +197,10 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         sec = self.security
         if sec.sealer is not None:
             input_json = seal_json(sec.sealer, rid, "in", input_json)
+        store = self.payloads
+        if store is not None and len(input_json) > store.threshold:  # by reference (blocks)
+            keep = input_keep(t, self.retention)
+            input_json = store.put(rid, "in", input_json.encode(), keep)
         sig = ""
         if sec.signing_key is not None:
             sig = sign_request(

@@ -16,6 +16,7 @@ from rtq_nb.client.outcomes import (
     timeout_error,
     worker_lost,
 )
+from rtq_nb.client.payloads import ByReference
 from rtq_nb.client.recipes import Recipes
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.defaults import MIN_BLOCK
@@ -32,7 +33,7 @@ log = logging.getLogger("rtq_nb.client")
 XREAD_COUNT = 1024  # stream entries fetched per round trip
 
 
-class AsyncRequestHandle(Recipes):
+class AsyncRequestHandle(Recipes, ByReference):
     """A submitted request. ``await h.result()`` for a whole result, ``async for chunk in h``
     for a stream (each chunk is a ``str`` with ``.seq``/``.pieces`` metadata)."""
 
@@ -188,7 +189,7 @@ class AsyncRequestHandle(Recipes):
 
     def _finish_outcome(self) -> Any:
         if self._outcome is Status.COMPLETED:
-            return self._result
+            return self.completed_value()  # (a result by reference is read: client/payloads)
         raise outcome_error(self.id, self._outcome, self._result)
 
     # ---- streams -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from typing_extensions import Unpack
 
 from rtq_nb.client.options import SubmitOptions
+from rtq_nb.payloads import PayloadStore
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import RequestRecord, Status
 from rtq_nb.security.results import ResultCheck
@@ -23,6 +24,7 @@ class HandleHost(Protocol):
 
     reap_interval: float
     check: ResultCheck  # verifies and opens results (security/results.py)
+    payloads: PayloadStore | None  # reads results stored by reference (None: none configured)
 
     async def exchange(
         self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool

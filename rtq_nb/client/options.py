@@ -6,6 +6,7 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
+from rtq_nb.payloads import PayloadStore
 from rtq_nb.security.settings import Security
 from rtq_nb.transport.resp import Command
 
@@ -49,6 +50,7 @@ class ClientOptions(TypedDict, total=False):
     min_replicas: int  # WAIT for this many replicas after each submission (default 0: off)
     replica_timeout: float  # s that WAIT may take (default 1.0)
     tracing: bool | None  # OpenTelemetry spans and context (default: RTQ_TRACING; see README)
+    payloads: PayloadStore | str | None  # large values by reference (default: RTQ_PAYLOAD_URL)
 
 
 class BatchOptions(TypedDict, total=False):

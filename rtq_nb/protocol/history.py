@@ -10,6 +10,7 @@ from typing import Any
 from rtq_nb.errors import MalformedRecord
 from rtq_nb.protocol.keys import WIRE_VERSION
 from rtq_nb.protocol.records import RequestRecord, Status
+from rtq_nb.protocol.refs import payload_ref
 from rtq_nb.protocol.signing import SEALED_FIELD
 
 __all__ = ["HISTORY_FIELDS", "PREVIEW", "STATUSES", "history_row", "lenient_int"]
@@ -53,6 +54,9 @@ def _preview(raw: str) -> tuple[str | None, str | None]:
         return raw[:PREVIEW], f"not valid JSON: {exc}"
     if type(value) is dict and list(value) == [SEALED_FIELD]:
         return "(encrypted)", None  # end-to-end encrypted: only its clients can read it
+    ref = payload_ref(value)
+    if ref is not None:  # stored by reference: the URL and size, never the bytes
+        return f"(by reference: {ref.url}, {ref.size} bytes)", None
     text = value if isinstance(value, str) else raw
     return (text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"), None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from rtq_nb.protocol.encoding import dumps
 from rtq_nb.protocol.history import HISTORY_FIELDS
+from rtq_nb.protocol.refs import is_ref_text, payload_ref
 from rtq_nb.protocol.signing import (
     SEALED_FIELD,
     ResultKind,
@@ -148,6 +149,8 @@ class ResultCheck:
         plaintext when this side encrypts: then only sealed results are accepted)."""
         token = sealed_token(value)
         if token is None:
+            if payload_ref(value) is not None:
+                return value  # by reference: opened once read (client/payloads.py)
             if self.sealer is not None:
                 raise Unsealable("the result is not encrypted, and this client encrypts")
             return value
@@ -208,7 +211,9 @@ class ResultCheck:
         """A stored input or result (JSON text) as shown: opened, or a marker."""
         sealed = raw.startswith(f'{{"{SEALED_FIELD}"')
         if not sealed:
-            return raw if self.sealer is None or raw == "" else dumps(NOT_SEALED, name)
+            if self.sealer is None or raw == "" or is_ref_text(raw):  # a reference is shown
+                return raw
+            return dumps(NOT_SEALED, name)
         try:
             token = sealed_token(json.loads(raw))
             if token is None:

@@ -21,6 +21,7 @@ from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker.chunking import ChunkData
 from rtq_nb.worker.fetch import Fetcher
 from rtq_nb.worker.invoke import Outcome
+from rtq_nb.worker.payloads import store_results
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 from rtq_nb.worker.streaming import SendFn
 
@@ -98,10 +99,10 @@ class Delivery:
         sg, sig, end_sig = self.signer, "", ""
         try:
             if status is Status.COMPLETED:
-                value, envelope = dumps(o.value, "handler result"), ""  # the script wraps it
+                value, envelope = o.stored or dumps(o.value, "handler result"), ""  # wrapped
                 if sg is not None:
                     run, n = self._run(p), o.pieces
-                    value = sg.value(p.id, value) if p.sealed else value
+                    value = sg.value(p.id, value) if p.sealed and not o.stored else value
                     sig = sg.sign(p.id, p.attempt, ResultKind.COMPLETED, value, run=run)
                     if p.stream:
                         end_sig = sg.sign(p.id, p.attempt, ResultKind.END, "", n, n, run)
@@ -142,6 +143,8 @@ class Delivery:
         being held (and renewed) only once delivered. Returns the next batch."""
         cmds: list[Command] = []
         completes: list[tuple[int, Outcome, Held]] = []
+        if self.opts.payloads is not None:  # large results by reference (once: retries skip)
+            await store_results(batch, outcomes, self.opts, self.fetcher.sealer)
         for p, o in zip(batch, outcomes):
             cmds += self._complete(p, o)
             if o.status is not Status.CANCELLED:

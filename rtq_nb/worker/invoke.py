@@ -40,6 +40,7 @@ class Outcome:
     lease: LeaseResult = LeaseResult.OK  # from the request's last stream write
     pieces: int = 0  # stream pieces produced
     counter: str = ""  # one more stats counter to count (a refused request: unauthenticated)
+    stored: str = ""  # the result's JSON text as stored (sealed, by reference), if made already
 
 
 def describe(exc: BaseException) -> str:

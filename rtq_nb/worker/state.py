@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtq_nb.errors import ConfigurationError
+from rtq_nb.payloads import PayloadStore
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.encoding import check_retention
 from rtq_nb.protocol.keys import Keys
@@ -38,6 +39,7 @@ class WorkerOptions:
     min_replicas: int = 0  # WAIT for this many replicas after completions (0: off)
     replica_timeout: float = 1.0
     shards: int | None = None  # a sharded queue's shard count (None: as the queue's config says)
+    payloads: PayloadStore | None = None  # large inputs and results by reference (None: inline)
     lease_ms: int = field(init=False)  # derived once: read on every request
     retention_s: int = field(init=False)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from rtq_nb.errors import ConfigurationError, RtqError
 from rtq_nb.loop import portal
+from rtq_nb.payloads import PayloadStore, payload_store
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.keys import Keys, check_name
 from rtq_nb.protocol.records import Status
@@ -38,6 +39,7 @@ from rtq_nb.worker.chunking import ChunkerSpec
 from rtq_nb.worker.delivery import Delivery
 from rtq_nb.worker.fetch import Fetcher
 from rtq_nb.worker.leases import HOST, Leases
+from rtq_nb.worker.payloads import admit_inputs
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 from rtq_nb.worker.streaming import StreamWriter
 
@@ -63,7 +65,8 @@ class Worker:
     ``min_replicas``: after each batch of completions, ``WAIT`` until that many replicas
     have them (at most ``replica_timeout`` s), so a delivered result survives a failover.
     ``shards``: a sharded queue's shard count (None: as recorded in Redis). ``tracing``:
-    OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``)."""
+    OpenTelemetry spans per request (:mod:`rtq_nb.tracing`; ``RTQ_TRACING``). ``payloads``:
+    large values by reference (a PayloadStore, a URL; ``RTQ_PAYLOAD_URL``; README)."""
 
     def __init__(
         self,
@@ -88,6 +91,7 @@ class Worker:
         replica_timeout: float = 1.0,
         shards: int | None = None,
         tracing: bool | None = None,
+        payloads: PayloadStore | str | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigurationError(f"handler must be callable, got {handler!r}")
@@ -107,6 +111,7 @@ class Worker:
             min_replicas=min_replicas,
             replica_timeout=replica_timeout,
             shards=shards,
+            payloads=payload_store(payloads),  # None: every value inline
         )
         self.handler = handler
         self.security = coerce_security(security, "worker")
@@ -208,10 +213,8 @@ class Worker:
                 log.warning("worker %s could not deregister: %s", self.id, exc)
             await conn.aclose()
             self._stopped_evt.set()
-            log.info("worker %s stopped (%d processed, %d failed)", self.id, *self._counts())
-
-    def _counts(self) -> tuple[int, int]:
-        return self.state.processed, self.state.failed
+            n = (self.state.processed, self.state.failed)
+            log.info("worker %s stopped (%d processed, %d failed)", self.id, *n)
 
     async def astop(self, drain_timeout: float | None = None) -> None:
         """Stop taking work, finish what is in flight, deregister; returns when done.
@@ -303,7 +306,7 @@ class Worker:
                     continue
                 if not batch:
                     continue
-            runnable, bad = batch, [p for p in batch if p.request is None]
+            runnable, bad = batch, await admit_inputs(batch, self.opts.payloads, fetcher.sealer)
             if bad:  # malformed: fail, never run
                 runnable = [p for p in batch if p.request is not None]
             try:

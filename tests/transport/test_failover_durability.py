@@ -12,7 +12,12 @@ After the switch, every acknowledged id is looked up on the new primary; a worke
 (``min_replicas`` as the client's) then serves them, and each present one must return its own
 value, run once. Asserted: with ``WAIT`` every lost request was counted unreplicated (so with
 a healthy replica none is lost); without ``WAIT`` the loss is measured and printed (run with
-``-s``), never asserted, since whether anything is lost depends on buffers and timing."""
+``-s``), never asserted, since whether anything is lost depends on buffers and timing.
+
+The ``WAIT`` variants are marked slow (CI runs them); the ``no-WAIT`` ones, which assert no
+loss bound, need ``--run-failover``. The sentinels use ``down-after-milliseconds 2000`` and the
+restarted old primary ``replica-priority 0``: see ``rejoin`` (a second failover, to that empty
+node, was the rare failure of this test)."""
 
 from __future__ import annotations
 
@@ -123,9 +128,14 @@ class Load:
         return sum(1 for a in self.acked if a[2])
 
 
-@pytest.mark.failover
 @pytest.mark.parametrize("lag", [False, True], ids=["replica-in-sync", "replica-lagging"])
-@pytest.mark.parametrize("wait", [True, False], ids=["WAIT", "no-WAIT"])
+@pytest.mark.parametrize(
+    "wait",
+    [  # WAIT's promise is asserted: in CI (~15 s each); without WAIT, only measured
+        pytest.param(True, id="WAIT", marks=pytest.mark.slow),
+        pytest.param(False, id="no-WAIT", marks=pytest.mark.failover),
+    ],
+)
 def test_acknowledged_requests_across_a_primary_kill(
     dep: Sentinels, prefix: str, wait: bool, lag: bool
 ) -> None:

@@ -21,7 +21,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--run-failover",
         action="store_true",
-        help="also run the failover stress tests (marked failover; not in CI: see the README)",
+        help="also run the failover measurements (marked failover; not in CI: see the README)",
     )
 
 

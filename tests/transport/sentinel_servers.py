@@ -43,9 +43,10 @@ SENTINEL_PASSWORD = "sentinel-secret"
 class Sentinels:
     """The running deployment: ports, URLs, admin connections, failover."""
 
-    def __init__(self, d: Path) -> None:
+    def __init__(self, d: Path, down_after_ms: int = 1000) -> None:
         self.dir = d
         self.service = SERVICE
+        self.down_after_ms = down_after_ms
         self.data_ports = [free_port(), free_port()]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -101,7 +102,7 @@ class Sentinels:
                 f"requirepass {SENTINEL_PASSWORD}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
                 f"sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 3000\n"
             )
         wait_for("the data nodes", lambda: all(self.node(p).ping() for p in self.data_ports))
@@ -176,11 +177,17 @@ def _pairs(flat: Any) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
-def sentinels(tmp: Path) -> Iterator[Sentinels]:
-    """Start the deployment in ``tmp`` (a module fixture's body); skip when not installed."""
+def sentinels(tmp: Path, down_after_ms: int = 1000) -> Iterator[Sentinels]:
+    """Start the deployment in ``tmp`` (a module fixture's body); skip when not installed.
+
+    ``down_after_ms``: the sentinels' ``down-after-milliseconds``. 1000 is fine for
+    ``SENTINEL FAILOVER``; after a primary is *killed*, keep it above 1000: a sentinel
+    reconnects at most once per second (its fixed ping period) and, right after it switches
+    to the new primary, counts that second against it, so at 1000 it can find the new
+    primary "down" before its first PONG (see test_failover_durability)."""
     if not Path(SERVER).exists():
         pytest.skip("needs Debian's redis-server 7 (apt-get install redis-server)")
-    dep = Sentinels(tmp)
+    dep = Sentinels(tmp, down_after_ms)
     try:
         dep.start()
         yield dep

@@ -12,7 +12,12 @@ After the switch, every acknowledged id is looked up on the new primary; a worke
 (``min_replicas`` as the client's) then serves them, and each present one must return its own
 value, run once. Asserted: with ``WAIT`` every lost request was counted unreplicated (so with
 a healthy replica none is lost); without ``WAIT`` the loss is measured and printed (run with
-``-s``), never asserted, since whether anything is lost depends on buffers and timing."""
+``-s``), never asserted, since whether anything is lost depends on buffers and timing.
+
+The ``WAIT`` variants are marked slow (CI runs them); the ``no-WAIT`` ones, which assert no
+loss bound, need ``--run-failover``. The sentinels use ``down-after-milliseconds 2000`` and the
+restarted old primary ``replica-priority 0``: see ``rejoin`` (a second failover, to that empty
+node, was the rare failure of this test)."""
 
 from __future__ import annotations
 
@@ -41,11 +46,14 @@ from tests.transport.sentinel_servers import (
 )
 
 REPLICA_TIMEOUT = 0.2  # s a submission's WAIT may take (a lagging replica: each one pays it)
+# Above Sentinel's fixed 1 s ping/reconnect period: at 1000, a sentinel that switched to the
+# new primary could count it down before its first PONG, and fail over again (see rejoin).
+DOWN_AFTER_MS = 2000
 
 
 @pytest.fixture
 def dep(tmp_path: Path) -> Iterator[Sentinels]:
-    yield from sentinels(tmp_path)  # fresh: the primary is killed
+    yield from sentinels(tmp_path, DOWN_AFTER_MS)  # fresh: the primary is killed
 
 
 def fill_kernel_buffers(dep: Sentinels, primary: int) -> None:
@@ -63,19 +71,35 @@ def fill_kernel_buffers(dep: Sentinels, primary: int) -> None:
 
 
 def rejoin(dep: Sentinels, port: int, primary: int) -> None:
-    """Restart the killed node on its port as a replica of ``primary``; until it is linked."""
+    """Restart the killed node on its port as a replica of ``primary``; until it is linked.
+
+    It comes back empty, and stays empty for seconds (a diskless full sync first waits
+    ``repl-diskless-sync-delay``, 5 s), so it must never be promoted: ``replica-priority 0``.
+    Without it, a sentinel that wrongly finds the new primary down just after the switch
+    (stale "down" votes of the first failover make that an instant quorum) fails over to
+    this empty node, and every request is lost: the rare failure of this test."""
     dep.procs.append(
         subprocess.Popen(
             [SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
              "no", "--dir", str(dep.dir), "--logfile", f"redis-{port}-again.log",
              "--requirepass", DATA_PASSWORD, "--masterauth", DATA_PASSWORD,
-             "--replicaof", "127.0.0.1", str(primary)],
+             "--replica-priority", "0", "--replicaof", "127.0.0.1", str(primary)],
             cwd=dep.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
     )  # fmt: skip
     wait_for(
         "the old primary to rejoin as a replica",
         lambda: dep.node(port).info("replication").get("master_link_status") == "up",
+    )
+
+
+def still_primary(dep: Sentinels, port: int) -> None:
+    """No second failover: every sentinel still names ``port`` and it is still a primary
+    (what is counted present or lost is read there)."""
+    named = [dep.primary_port(i) for i in range(len(dep.sentinel_ports))]
+    assert named == [port] * len(named) and dep.role(port) == "master", (
+        f"a second failover: the sentinels name {named}, {port} is a {dep.role(port)} "
+        f"(see the sentinel logs in {dep.dir})"
     )
 
 
@@ -104,9 +128,14 @@ class Load:
         return sum(1 for a in self.acked if a[2])
 
 
-@pytest.mark.failover
 @pytest.mark.parametrize("lag", [False, True], ids=["replica-in-sync", "replica-lagging"])
-@pytest.mark.parametrize("wait", [True, False], ids=["WAIT", "no-WAIT"])
+@pytest.mark.parametrize(
+    "wait",
+    [  # WAIT's promise is asserted: in CI (~15 s each); without WAIT, only measured
+        pytest.param(True, id="WAIT", marks=pytest.mark.slow),
+        pytest.param(False, id="no-WAIT", marks=pytest.mark.failover),
+    ],
+)
 def test_acknowledged_requests_across_a_primary_kill(
     dep: Sentinels, prefix: str, wait: bool, lag: bool
 ) -> None:
@@ -156,6 +185,8 @@ def test_acknowledged_requests_across_a_primary_kill(
         )
         load.stop.set()
         thread.join(30)
+        assert not thread.is_alive(), "the load did not stop"
+        still_primary(dep, new)
         with dep.node(new) as r:  # where the promoted replica's own history began
             taken_over = int(r.info("replication")["second_repl_offset"]) - 1
         assert not load.problems, load.problems
@@ -177,6 +208,7 @@ def test_acknowledged_requests_across_a_primary_kill(
         for i, rid, _, _ in served:
             assert client.handle(rid).result(timeout=30) == i  # its own value
         assert len(handler.runs) == len(served) and set(handler.runs.values()) == {1}
+        still_primary(dep, new)
         before_kill = sum(1 for a in load.acked[:n_at_kill] if a[2])
         print(
             f"\n[WAIT={'on' if wait else 'off'} lag={lag}] acknowledged {len(load.acked)} "

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from rtq_nb.errors import ConfigurationError
 from rtq_nb.transport.endpoint import safe_url
 
 __all__ = ["add_bench_args", "cmd_bench", "cmd_demo"]
@@ -68,6 +69,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_cluster import run_cluster_bench
 
         result["cluster"] = run_cluster_bench(quick=a.quick)
+    if a.backend_url:
+        from rtq_nb.cli.bench_backend import run_backend_bench
+
+        if not a.model:
+            raise ConfigurationError("--backend-url needs --model NAME (the engine's model)")
+        rounds = 6 if a.quick else 20
+        result["backend"] = run_backend_bench(a.backend_url, a.model, rounds=rounds)
     if a.payloads:
         from rtq_nb.cli.bench_payloads import run_payload_bench
 
@@ -85,6 +93,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
             from rtq_nb.cli.bench_cluster import format_cluster
 
             print(format_cluster(result["cluster"]))
+        if a.backend_url:
+            from rtq_nb.cli.bench_backend import format_backend
+
+            print(format_backend(result["backend"]))
         if a.payloads:
             from rtq_nb.cli.bench_payloads import format_payloads
 
@@ -121,6 +133,13 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
         "against a single Redis: round trip, throughput, Redis CPU per request (private "
         "servers started for it; README, Sharded queues)",
     )
+    b.add_argument(
+        "--backend-url",
+        default=None,
+        help="also stream from this OpenAI-compatible engine directly vs through rtq_nb "
+        "(TTFT added, tokens/s kept; needs --model and rtq-nb[openai])",
+    )
+    b.add_argument("--model", default=None, help="the engine's model (with --backend-url)")
     b.add_argument(
         "--payloads",
         action="store_true",

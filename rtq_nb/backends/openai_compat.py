@@ -12,7 +12,8 @@ No code: ``rtq-nb worker --backend openai --base-url http://127.0.0.1:8000/v1 --
   stream; engines abort a request whose client went away.
 - **Usage**: asks for it (``stream_options.include_usage``) and records it in the request
   record (``prompt_tokens``, ``completion_tokens``).
-- **Deadline and priority**: the request's remaining deadline bounds every HTTP wait; with
+- **Deadline and priority**: the request's remaining deadline bounds every HTTP wait and is
+  sent as the ``X-Request-Timeout`` header (seconds); with
   ``send_priority`` the request's priority goes to engines that schedule by it (vLLM's
   ``priority``, lower first there: sent negated).
 - **Busy or down engine**: 429, 502, 503, 504 and refused connections are retried with backoff
@@ -38,10 +39,11 @@ from typing import Any, Literal
 from rtq_nb.errors import ConfigurationError, EngineError
 from rtq_nb.protocol.records import Request, Usage
 
-__all__ = ["EngineOptions", "OpenAIBackend", "body_for", "retry_after"]
+__all__ = ["DEADLINE_HEADER", "EngineOptions", "OpenAIBackend", "body_for", "retry_after"]
 
 log = logging.getLogger("rtq_nb.backends")
 RETRY_STATUS = frozenset({429, 502, 503, 504})
+DEADLINE_HEADER = "x-request-timeout"  # seconds left of the request's deadline, per attempt
 Api = Literal["chat", "completions"]
 _OWN = frozenset({"stream", "stream_options"})  # body fields the backend sets itself
 
@@ -178,8 +180,9 @@ class OpenAIBackend:
             timeout = httpx.Timeout(left, connect=min(self.opts.connect_timeout, left))
             started = False
             try:
+                headers = {DEADLINE_HEADER: f"{left:.3f}"}  # for engines and proxies that read it
                 async with self._http().stream(
-                    "POST", self.opts.url, json=body, timeout=timeout
+                    "POST", self.opts.url, json=body, timeout=timeout, headers=headers
                 ) as resp:
                     if resp.status_code in RETRY_STATUS:
                         wait = retry_after(resp.headers.get("retry-after")) or delay

@@ -72,7 +72,11 @@ def test_priority_params_and_deadline_reach_the_engine(
     engine_proxy: RecordingProxy, client: Client, start_worker: Callable[..., Worker]
 ) -> None:
     start_worker(OpenAIBackend(engine_proxy.base_url, "tiny-llama", send_priority=True))
-    client.call("x", priority=7, params={"max_tokens": 5, "temperature": 0.3, "seed": 9})
+    client.call(
+        "x", priority=7, timeout=20, params={"max_tokens": 5, "temperature": 0.3, "seed": 9}
+    )
+    sent = [r for r in engine_proxy.requests if r.path.endswith("/chat/completions")][-1]
+    assert 0 < float(sent.headers["x-request-timeout"]) <= 20  # what is left of the deadline
     body = engine_proxy.bodies("/chat/completions")[-1]
     assert body["priority"] == -7 and body["max_tokens"] == 5 and body["seed"] == 9
     assert body["temperature"] == 0.3 and body["stream"] is True

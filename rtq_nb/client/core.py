@@ -260,7 +260,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         [-1000, 1000] (higher first, FIFO among equals); ``timeout`` in seconds counts from
         now, queueing included (None = no deadline)."""
         await self.layout(o.get("queue"))
-        p = self.prepare(input, stream=stream, **o)
+        p = await self._prepare(input, stream=stream, **o)
         await self.send([p])
         return p.handle
 
@@ -275,7 +275,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         """Queue many requests, pipelined ``chunk_size`` per round trip. Every input is
         encoded before anything is sent, so a bad one leaves the queue untouched."""
         await self.layout(o.get("queue"))
-        prepared = [self.prepare(x, stream=stream, **o) for x in inputs]
+        prepared = [await self._prepare(x, stream=stream, **o) for x in inputs]
         for i in range(0, len(prepared), chunk_size):
             await self.send(prepared[i : i + chunk_size])
         return [p.handle for p in prepared]
@@ -284,7 +284,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         """Submit and wait for the result in one round trip (the common case; two on a
         sharded queue of a cluster: README, Sharded queues)."""
         await self.layout(o.get("queue"))
-        return await self.call_prepared(self.prepare(input, stream=False, **o))
+        return await self.call_prepared(await self._prepare(input, stream=False, **o))
 
     async def call_prepared(self, p: Prepared) -> Any:
         """Send a prepared request and wait for its result (the sync facade's path too)."""
@@ -315,7 +315,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
 
     async def _start_stream(self, input: Any, o: SubmitOptions) -> Started:
         await self.layout(o.get("queue"))
-        p = self.prepare(input, stream=True, **o)
+        p = await self._prepare(input, stream=True, **o)
         return p.handle, self.batches_prepared(p)
 
     async def stream_batches(
@@ -323,7 +323,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
     ) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`stream`, one list of chunks per Redis read."""
         await self.layout(o.get("queue"))
-        async for batch in self.batches_prepared(self.prepare(input, stream=True, **o)):
+        async for batch in self.batches_prepared(await self._prepare(input, stream=True, **o)):
             yield batch
 
     async def batches_prepared(self, p: Prepared) -> AsyncIterator[list[Chunk]]:

@@ -4,13 +4,18 @@ without sending one twice, and waking workers of a sharded queue."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Unpack
+
 from rtq_nb.client.durability import Replication
-from rtq_nb.client.options import Prepared
+from rtq_nb.client.options import Prepared, SubmitOptions
 from rtq_nb.errors import RedisUnavailable
+from rtq_nb.payloads import PayloadStore
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.shards import CONFIG_SHARDS, Layout, parse_config
 from rtq_nb.transport.base import Transport
@@ -26,6 +31,12 @@ log = logging.getLogger("rtq_nb.client")
 
 
 class Sending:
+    payloads: PayloadStore | None
+
+    if TYPE_CHECKING:
+
+        def prepare(self, input: Any, *, stream: bool, **o: Unpack[SubmitOptions]) -> Prepared: ...
+
     conn: Transport
     reads: Transport  # rides out outages within reconnect_timeout
     prefix: str
@@ -61,6 +72,13 @@ class Sending:
     async def keys_for(self, queue: str | None, request_id: str) -> Keys:
         """The keys of the shard a request of ``queue`` lives in."""
         return (await self.layout(queue)).for_id(request_id)
+
+    async def _prepare(self, input: Any, *, stream: bool, **o: Unpack[SubmitOptions]) -> Prepared:
+        """:meth:`prepare`, in a thread when a payload store may upload (the loop never
+        blocks on object storage)."""
+        if self.payloads is None:
+            return self.prepare(input, stream=stream, **o)
+        return await asyncio.to_thread(functools.partial(self.prepare, input, stream=stream, **o))
 
     async def send(self, part: list[Prepared], *, after: bool = True) -> None:
         """Submit prepared requests in one round trip, riding out a dropped connection or a

@@ -28,14 +28,15 @@ from rtq_nb.payloads import PayloadStore
 from rtq_nb.transport.embedded import EmbeddedRedis
 from rtq_nb.worker.worker import Worker
 
-__all__ = ["format_payloads", "run_payload_bench"]
+__all__ = ["format_payloads", "moto_s3", "run_payload_bench"]
 
 MB = 1024 * 1024
 
 
 @contextlib.contextmanager
-def _moto() -> Iterator[dict[str, Any] | None]:
-    """Storage options of a moto S3 server process with bucket ``rtq-bench`` (None: no moto)."""
+def moto_s3(bucket: str = "rtq-bench") -> Iterator[dict[str, Any] | None]:
+    """fsspec storage options of a moto S3 server process (an S3-compatible server on a free
+    loopback port) with ``bucket`` made (None: moto is not installed). Bench and tests."""
     try:
         import boto3
         import moto.server  # noqa: F401  (only checks that it is there)
@@ -60,7 +61,7 @@ def _moto() -> Iterator[dict[str, Any] | None]:
                 time.sleep(0.1)
         creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds).create_bucket(
-            Bucket="rtq-bench"
+            Bucket=bucket
         )
         yield {
             "key": "bench",
@@ -117,7 +118,7 @@ def run_payload_bench(
             "inline": None,
             "file": PayloadStore(f"file://{tmp}/p", threshold=threshold, sweep_interval=0),
         }
-        s3 = stack.enter_context(_moto())
+        s3 = stack.enter_context(moto_s3())
         if s3 is not None:
             stores["s3"] = PayloadStore(
                 f"s3://rtq-bench/{uuid.uuid4().hex[:8]}",

@@ -7,9 +7,6 @@ reference."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 import pytest
 
 from rtq_nb import Client, RequestFailed, SealKey, Security, views
+from rtq_nb.cli.bench_payloads import moto_s3
 from rtq_nb.errors import PayloadError
 from rtq_nb.payloads import PayloadStore, payload_store
 from rtq_nb.protocol.keys import Keys
@@ -32,52 +30,12 @@ MB50 = 50 * 1024 * 1024
 BUCKET = "rtq-payloads"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server process on a free loopback port, with one bucket."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > end or proc.poll() is not None:
-                    raise RuntimeError("the moto server did not start") from None
-                time.sleep(0.1)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _s3_options(endpoint: str) -> dict[str, Any]:
-    return {
-        "key": "test",
-        "secret": "test",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
+def s3_options() -> Iterator[dict[str, Any]]:
+    """Storage options of a moto S3 server process (rtq_nb.cli.bench_payloads.moto_s3)."""
+    with moto_s3(BUCKET) as options:
+        assert options is not None, "moto[server] is in the test extra"
+        yield options
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -88,10 +46,8 @@ def make_store(
 
     def make(**kw: Any) -> PayloadStore:
         if request.param == "s3":
-            endpoint = request.getfixturevalue("s3_endpoint")
-            return PayloadStore(
-                f"s3://{BUCKET}/{prefix}", storage_options=_s3_options(endpoint), **kw
-            )
+            options = request.getfixturevalue("s3_options")
+            return PayloadStore(f"s3://{BUCKET}/{prefix}", storage_options=options, **kw)
         return PayloadStore(f"file://{tmp_path}/{prefix}", **kw)
 
     return make

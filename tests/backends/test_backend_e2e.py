@@ -176,3 +176,12 @@ def test_cli_worker_without_an_engine_exits_5_or_waits(
 
 def test_usage_type_is_public() -> None:
     assert Usage(2, 3).total_tokens == 5
+
+
+def test_demo_streams_from_the_engine(engine: Engine, url: str) -> None:
+    cmd = [sys.executable, "-m", "rtq_nb.cli", "demo", "--url", url, "--tokens", "24"]
+    cmd += ["--base-url", engine.base_url, "--model", engine.model, "--queue", "demo-engine"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()  # the streamed text
+    assert "summary: " in done.stderr and "usage " in done.stderr and "tokens" in done.stderr

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rtq_nb.cli.bench_raw import raw_client, raw_worker
 from rtq_nb.cli.bench_sides import (
     floor_client,
     floor_redis,
@@ -36,7 +37,8 @@ _ctx = mp.get_context("spawn")
 
 
 # ---- orchestration --------------------------------------------------------------------------
-KINDS = ("floor", "rtq")
+KINDS = ("floor", "raw", "rtq")  # redis-py floor, raw hiredis floor (bench_raw), rtq_nb
+FLOORS = ("floor", "raw")
 
 
 class _Workers:
@@ -52,8 +54,9 @@ class _Workers:
         """Start more workers, up to ``count`` in all; returns once all of them are serving."""
         target: Callable[[str, str, str], None] = rtq_worker
         args = (self.url, self.ns, self.handler)
-        if self.kind == "floor":
-            target, args = floor_worker, (self.url, self.ns, self.stop_key)
+        if self.kind in FLOORS:
+            target = floor_worker if self.kind == "floor" else raw_worker
+            args = (self.url, self.ns, self.stop_key)
         new = [_ctx.Process(target=target, args=args) for _ in range(count - len(self.procs))]
         self.procs += new
         for p in new:
@@ -67,7 +70,7 @@ class _Workers:
     def _wait_ready(self, new: int, timeout: float = 120.0) -> None:
         r = floor_redis(self.url)
         try:
-            if self.kind == "floor":
+            if self.kind in FLOORS:
                 for _ in range(new):
                     if not r.blpop([f"{self.ns}:ready"], timeout):
                         raise RuntimeError("floor workers did not start")
@@ -83,7 +86,7 @@ class _Workers:
             r.close()
 
     def stop(self) -> None:
-        if self.kind == "floor":
+        if self.kind in FLOORS:
             r = floor_redis(self.url)
             for _ in self.procs:
                 r.zadd(self.stop_key, {uuid.uuid4().hex: 1})
@@ -109,7 +112,7 @@ class _Clients:
     """Client processes of one kind, kept alive across measurement rounds."""
 
     def __init__(self, kind: str, url: str, ns: str, count: int) -> None:
-        target = floor_client if kind == "floor" else rtq_client
+        target = {"floor": floor_client, "raw": raw_client}.get(kind, rtq_client)
         self.pipes, self.procs = [], []
         for _ in range(count):
             mine, theirs = _ctx.Pipe()
@@ -142,9 +145,45 @@ class _Clients:
             p.join(30)
 
 
-def _alternate(rounds: int) -> list[tuple[str, str]]:
+def _alternate(rounds: int) -> list[tuple[str, ...]]:
     """ABBA order, so that a drifting machine favours neither side."""
-    return [KINDS if i % 2 == 0 else (KINDS[1], KINDS[0]) for i in range(rounds)]
+    return [KINDS if i % 2 == 0 else KINDS[::-1] for i in range(rounds)]
+
+
+def _totals(r: Any) -> tuple[float, int]:
+    """(Redis CPU seconds, commands run, scripts' inner commands included) so far."""
+    cpu = r.info("cpu")
+    calls = sum(int(v.get("calls", 0)) for v in r.info("commandstats").values())
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls
+
+
+class _Cost:
+    """Redis CPU and commands per request of each side, over its measured rounds (only one
+    side runs at a time; the others' workers are blocked, costing nothing)."""
+
+    def __init__(self, url: str) -> None:
+        self.r = floor_redis(url)
+        self.cpu = {k: 0.0 for k in KINDS}
+        self.cmds = {k: 0 for k in KINDS}
+        self.reqs = {k: 0 for k in KINDS}
+
+    def round(self, kind: str, clients: _Clients, **kw: Any) -> list[list[float]]:
+        cpu0, n0 = _totals(self.r)
+        got = clients.round(**kw)
+        cpu1, n1 = _totals(self.r)
+        self.cpu[kind] += cpu1 - cpu0
+        self.cmds[kind] += n1 - n0 - 2  # the two INFO calls of this accounting
+        self.reqs[kind] += sum(len(x) for x in got)
+        return got
+
+    def result(self) -> dict[str, dict[str, float]]:
+        return {
+            k: {
+                "redis_cpu_us": round(self.cpu[k] / max(1, self.reqs[k]) * 1e6, 1),
+                "commands": round(self.cmds[k] / max(1, self.reqs[k]), 2),
+            }
+            for k in KINDS
+        }
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -182,11 +221,12 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
     tokens = 2000
     res: dict[str, Any] = {"url": url, "quick": quick}
 
+    cost = _Cost(url)
     ws, cs = _setup(url, tag, 1, 1, "rtq_nb.demo:aecho")
     lat: dict[str, list[float]] = {k: [] for k in KINDS}
     for order in _alternate(lat_rounds):
         for k in order:
-            lat[k] += cs[k].round(n=lat_n)[0]
+            lat[k] += cost.round(k, cs[k], n=lat_n)[0]
     _teardown(ws, cs)
     res["latency_1x1"] = {
         "requests": len(lat["rtq"]),
@@ -194,10 +234,12 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         "rtq_p99_us": round(_pct(lat["rtq"], 0.99) * 1e6, 1),
         "floor_p50_us": round(statistics.median(lat["floor"]) * 1e6, 1),
         "floor_p99_us": round(_pct(lat["floor"], 0.99) * 1e6, 1),
+        "raw_p50_us": round(statistics.median(lat["raw"]) * 1e6, 1),
+        "raw_p99_us": round(_pct(lat["raw"], 0.99) * 1e6, 1),
     }
-    res["latency_1x1"]["p50_ratio"] = round(
-        res["latency_1x1"]["rtq_p50_us"] / res["latency_1x1"]["floor_p50_us"], 3
-    )
+    lt = res["latency_1x1"]
+    lt["p50_ratio"] = round(lt["rtq_p50_us"] / lt["floor_p50_us"], 3)
+    lt["raw_p50_ratio"] = round(lt["rtq_p50_us"] / lt["raw_p50_us"], 3)
 
     rows = []
     for clients, workers in combos:
@@ -205,31 +247,35 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         done = {k: 0 for k in KINDS}
         for order in _alternate(tp_rounds):
             for k in order:
-                done[k] += sum(len(x) for x in cs[k].round(duration=tp_dur))
+                done[k] += sum(len(x) for x in cost.round(k, cs[k], duration=tp_dur))
         _teardown(ws, cs)
         row: dict[str, Any] = {"clients": clients, "workers": workers}
         for k in KINDS:
             row[f"{k}_rps"] = round(done[k] / (tp_rounds * tp_dur), 1)
         row["ratio"] = round(row["rtq_rps"] / row["floor_rps"], 3)
+        row["raw_ratio"] = round(row["rtq_rps"] / row["raw_rps"], 3)
         rows.append(row)
     res["throughput"] = rows
+    res["redis_per_request"] = cost.result()
+    cost.r.close()
 
-    st: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
-    sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in KINDS}
+    sk = ("floor", "rtq")  # the raw floor has no stream side
+    st: dict[str, list[tuple[float, float]]] = {k: [] for k in sk}
+    sw = {k: _Workers(k, url, f"b{tag}{k}st", 1, "rtq_nb.demo:tokens") for k in sk}
     from rtq_nb.client.sync import Client
 
     fns = {"floor": floor_stream, "rtq": rtq_stream}
     conns = {"floor": floor_redis(url), "rtq": Client(url, queue=sw["rtq"].ns)}
-    for k in KINDS:
+    for k in sk:
         fns[k](conns[k], sw[k].ns, 10)  # warm-up: connections open, scripts loaded
-    for order in _alternate(5 if quick else 9):
-        for k in order:
+    for i in range(5 if quick else 9):
+        for k in sk if i % 2 == 0 else sk[::-1]:
             st[k].append(fns[k](conns[k], sw[k].ns, tokens))
     conns["rtq"].close()
     for w in sw.values():
         w.stop()
-    ttft = {k: statistics.median(r[0] for r in st[k]) for k in KINDS}
-    rate = {k: statistics.median(r[1] for r in st[k]) for k in KINDS}
+    ttft = {k: statistics.median(r[0] for r in st[k]) for k in sk}
+    rate = {k: statistics.median(r[1] for r in st[k]) for k in sk}
     res["stream"] = {
         "tokens": tokens,
         "rtq_ttft_us": round(ttft["rtq"] * 1e6, 1),
@@ -297,18 +343,29 @@ def format_table(r: dict[str, Any]) -> str:
         "latency, 1 client x 1 worker, 100-byte echo (sync client)",
         f"  rtq   p50 {lt['rtq_p50_us']:>8.0f} us   p99 {lt['rtq_p99_us']:>8.0f} us",
         f"  floor p50 {lt['floor_p50_us']:>8.0f} us   p99 {lt['floor_p99_us']:>8.0f} us",
-        f"  ratio p50 {lt['p50_ratio']:.2f}x   (target <= 1.5x)",
+        f"  raw   p50 {lt['raw_p50_us']:>8.0f} us   p99 {lt['raw_p99_us']:>8.0f} us",
+        f"  ratio p50 {lt['p50_ratio']:.2f}x the redis-py floor (target <= 1.5x), "
+        f"{lt['raw_p50_ratio']:.2f}x the raw floor (target <= 1.25x)",
         "",
         "throughput, requests/s (clients x worker processes)",
-        f"  {'clients':>7} {'workers':>7} {'rtq':>9} {'floor':>9} {'ratio':>6}",
+        f"  {'clients':>7} {'workers':>7} {'rtq':>9} {'floor':>9} {'raw':>9} {'ratio':>6} "
+        f"{'/raw':>6}",
     ]
     for row in r["throughput"]:
         lines.append(
             f"  {row['clients']:>7} {row['workers']:>7} {row['rtq_rps']:>9.0f} "
-            f"{row['floor_rps']:>9.0f} {row['ratio']:>6.2f}"
+            f"{row['floor_rps']:>9.0f} {row['raw_rps']:>9.0f} {row['ratio']:>6.2f} "
+            f"{row['raw_ratio']:>6.2f}"
+        )
+    lines.append("  (target ratio >= 0.8 of the redis-py floor, >= 0.9 of the raw floor)")
+    per = r["redis_per_request"]
+    lines += ["", "Redis per request (server counters over the measured rounds)"]
+    for k, name in (("rtq", "rtq"), ("floor", "floor"), ("raw", "raw")):
+        lines.append(
+            f"  {name:<5} {per[k]['redis_cpu_us']:>7.1f} us CPU   "
+            f"{per[k]['commands']:>6.2f} commands"
         )
     lines += [
-        "  (target ratio >= 0.8)",
         "",
         f"streaming, {s['tokens']} tiny tokens",
         f"  rtq   ttft {s['rtq_ttft_us']:>8.0f} us   {s['rtq_tokens_per_s']:>9} tokens/s",

@@ -1,0 +1,145 @@
+"""PromptLab: parameter grids, the lab's layout, its results' metrics (checked against the
+stored records and a model's known rate), exports, and running past requests again.
+Real Redis, in-process workers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rtq_nb import Client, RtqError, Worker, demo, views
+from rtq_nb.notebook import PromptLab, StreamView
+from rtq_nb.notebook.lab_results import (
+    RESULT_COLUMNS,
+    RunResult,
+    export_results,
+    load_results,
+    param_grid,
+    results_frame,
+)
+
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+RATE = 200  # the fake model's tokens/s
+
+
+def answer(prompt: str, tokens: int) -> str:
+    return "".join(demo.fake_answer(prompt, tokens))
+
+
+# ---- pure ----------------------------------------------------------------------------------
+
+
+def test_param_grid() -> None:
+    assert param_grid({"t": [0, 0.7], "n": [64, 128]}) == [
+        {"t": 0, "n": 64},
+        {"t": 0, "n": 128},
+        {"t": 0.7, "n": 64},
+        {"t": 0.7, "n": 128},
+    ]
+    assert param_grid({"n": [1, 2]}, {"rate": 0, "n": 9}) == [
+        {"rate": 0, "n": 1},
+        {"rate": 0, "n": 2},
+    ]
+    assert param_grid({}) == [{}] and param_grid(None, {"a": 1}) == [{"a": 1}]
+    assert param_grid({"a": range(3)}) == [{"a": 0}, {"a": 1}, {"a": 2}]
+    with pytest.raises(ValueError, match="no values"):
+        param_grid({"a": []})
+    with pytest.raises(TypeError, match="list of values"):
+        param_grid({"a": "abc"})
+
+
+def test_results_frame_types_and_empty() -> None:
+    empty = results_frame([])
+    assert list(empty.columns) == list(RESULT_COLUMNS) and len(empty) == 0
+    df = results_frame([RunResult("p", "{}", "id1", "queued", "")])
+    assert {c: str(t) for c, t in df.dtypes.items()} == RESULT_COLUMNS
+    assert df["tokens"].isna().all()
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path) -> None:
+    if HAS_PYARROW:
+        pytest.skip("pyarrow is installed: the parquet round trip is tested instead")
+    df = results_frame([RunResult("p", "{}", "id1", "done", "x", tokens=1)])
+    with pytest.raises(RtqError, match="pip install pyarrow"):
+        export_results(df, tmp_path / "r.parquet")
+    with pytest.raises(ValueError, match="unknown extension"):
+        export_results(df, tmp_path / "r.xlsx")
+
+
+# ---- with Redis and a worker ---------------------------------------------------------------
+
+
+def test_lab_sweep_layout_metrics_and_exports(
+    client: Client, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    start_worker(demo.fake_llm, concurrency=8)
+    prompts = ["first <prompt>", "second"]
+    sweep = {"tokens": [40, 60], "temperature": [0, 0.7]}
+    lab = PromptLab(client, prompts, {"rate": RATE}, sweep=sweep)
+    assert len(lab.runs) == 8 and len(lab.columns) == 4 and len(lab.rows) == 2
+    assert lab.runs[1] == ("first <prompt>", {"rate": RATE, "tokens": 40, "temperature": 0.7})
+    # header row (corner + 4 parameter sets), then per prompt: its label + 4 cells
+    assert len(lab.grid.children) == 5 + 2 * 5
+    assert "first &lt;prompt&gt;" in lab.grid.children[5].value
+    assert "rtq-lab-head" in lab.grid.children[1]._dom_classes
+    lab.run(block=True)
+    cells = [c for c in lab.grid.children if "rtq-lab-cell" in c._dom_classes]
+    assert len(cells) == 8
+    for cell in cells:
+        scroll = cell.children[1]
+        assert scroll.layout.height == lab.cell_height and scroll.layout.overflow == "auto"
+        assert isinstance(scroll.children[0], StreamView)
+    df = lab.results()
+    assert list(df.columns) == list(RESULT_COLUMNS)
+    assert {c: str(t) for c, t in df.dtypes.items()} == RESULT_COLUMNS
+    assert len(df) == 8 and set(df.status) == {"done"}
+    for row in df.itertuples():
+        params = json.loads(row.params)
+        assert row.text == answer(row.prompt, params["tokens"])
+        assert row.tokens == params["tokens"]
+        rec = client.get(row.request_id)
+        assert row.ttft_ms == rec.ttfc_ms and row.queue_wait_ms == rec.queue_wait_ms
+        assert row.duration_ms == rec.duration_ms
+        # the model's rate, from the chunks' server entry times (not the kernel's arrivals)
+        assert abs(row.tokens_per_s - RATE) / RATE < 0.2, (row.tokens_per_s, params)
+    assert set(df.request_id) <= set(views.history(client).id)
+
+    back = {}
+    for ext in ["csv", "json", *(["parquet"] if HAS_PYARROW else [])]:
+        path = lab.export(tmp_path / f"results.{ext}")
+        back[ext] = load_results(path)
+        pd.testing.assert_frame_equal(back[ext], df, check_exact=False)
+    assert json.loads(lab.to_json())[0]["request_id"] == df.request_id[0]
+
+
+def test_rerun_from_history(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm, concurrency=4)
+    lab = PromptLab(client, ["a b", "c"], [{"tokens": 3, "rate": 0}, {"tokens": 5, "rate": 0}])
+    lab.run(block=True)
+    first = lab.results()
+    again = PromptLab.from_history(client, list(first.request_id))
+    assert again.runs == lab.runs and len(again.columns) == 2
+    again.run(block=True)
+    second = again.results()
+    assert list(second.text) == list(first.text) and list(second.params) == list(first.params)
+    assert not set(second.request_id) & set(first.request_id)
+    one = lab.rerun(str(first.request_id[1]))
+    assert one.runs == [lab.runs[1]]
+    with pytest.raises(RtqError, match="not a run"):
+        lab.rerun("nope")
+
+
+def test_cancel_all(client: Client, start_worker: Callable[..., Worker]) -> None:
+    start_worker(demo.fake_llm, concurrency=4)
+    lab = PromptLab(client, ["x", "y"], {"tokens": 2000, "rate": 50})
+    lab.run()
+    lab.cancel_all()
+    lab.wait(30)
+    df = lab.results()
+    assert set(df.status) == {"cancelled"}
+    assert all(client.get(r).status.value == "cancelled" for r in df.request_id)

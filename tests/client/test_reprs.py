@@ -23,7 +23,7 @@ def test_handle_reprs_show_the_true_status(
     assert "rtq-status-cancelled" in queued._repr_html_()
     with pytest.raises(RequestCancelled):
         queued.result(timeout=5)
-    assert repr(queued).endswith(" cancelled>")
+    assert repr(queued).endswith(" cancelled>") and queued.state == "cancelled"
 
     other = client.handle(queued.id)  # a second handle learns it from the record
     assert "submitted" in repr(other)

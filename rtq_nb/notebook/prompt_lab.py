@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from rtq_nb.errors import RequestTimeout, RtqError
+from rtq_nb.errors import RequestTimeout, RtqError, WorkerLost
 from rtq_nb.notebook._display import ShowOnce
 from rtq_nb.notebook.lab_results import (
     RESULT_COLUMNS,
@@ -267,11 +267,16 @@ class PromptLab(ShowOnce, widgets.VBox):  # type: ignore[misc]
         except RtqError:
             return None, []
         chunks: list[Chunk] = []
-        try:
-            for c in self.client.handle(rid, stream=True).chunks(timeout=CHUNK_READ_S):
-                chunks.append(c)
-        except RtqError:
-            pass  # failed / cancelled (its chunks so far are kept), or the stream expired
+        handle = self.client.handle(rid, stream=True)
+        for _attempt in range(1 + max(0, rec.attempts)):
+            try:
+                chunks.extend(handle.chunks(timeout=CHUNK_READ_S))
+            except WorkerLost:
+                chunks.clear()  # a worker died mid-stream: the metrics are the retry's
+                continue
+            except RtqError:
+                pass  # failed / cancelled (its chunks so far are kept), or the stream expired
+            break
         return rec, chunks
 
     def _result(self, i: int) -> RunResult:

@@ -136,10 +136,15 @@ def test_rerun_from_history(client: Client, start_worker: Callable[..., Worker])
 
 def test_cancel_all(client: Client, start_worker: Callable[..., Worker]) -> None:
     start_worker(demo.fake_llm, concurrency=4)
-    lab = PromptLab(client, ["x", "y"], {"tokens": 2000, "rate": 50})
+    lab = PromptLab(client, ["x", "y", "z"], {"tokens": 2000, "rate": 50})
     lab.run()
-    lab.cancel_all()
+    cells = [c for c in lab.grid.children if "rtq-lab-cell" in c._dom_classes]
+    cells[0].children[0].children[0].click()  # the first cell's own Cancel button
+    lab.views[0].wait(30)
+    assert lab.views[0].status == "cancelled" and lab.views[1].status != "cancelled"
+    lab.cancel_all_button.click()
     lab.wait(30)
     df = lab.results()
     assert set(df.status) == {"cancelled"}
+    assert "3 finished" in lab.summary.value
     assert all(client.get(r).status.value == "cancelled" for r in df.request_id)

@@ -21,7 +21,9 @@ from rtq_nb.notebook.lab_results import (
     load_results,
     param_grid,
     results_frame,
+    run_result,
 )
+from rtq_nb.protocol.records import Chunk, RequestRecord, Status
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 RATE = 200  # the fake model's tokens/s
@@ -59,6 +61,37 @@ def test_results_frame_types_and_empty() -> None:
     df = results_frame([RunResult("p", "{}", "id1", "queued", "")])
     assert {c: str(t) for c, t in df.dtypes.items()} == RESULT_COLUMNS
     assert df["tokens"].isna().all()
+
+
+def test_run_result_definitions() -> None:
+    rec = RequestRecord(
+        id="r1",
+        client="c",
+        queue="q",
+        priority=0,
+        status=Status.COMPLETED,
+        created_ms=1000,
+        started_ms=1010,
+        first_chunk_ms=1050,
+        finished_ms=1250,
+        queue_wait_ms=10,
+        ttfc_ms=50,
+        duration_ms=240,
+        chunks=3,
+        prompt_tokens=7,
+        completion_tokens=None,
+    )
+    # 1 + 2 + 2 pieces written at 1050, 1150, 1250 (server entry times): 4 tokens in 200 ms
+    chunks = [Chunk("a", 0, 1, "1050-0"), Chunk("bc", 1, 2, "1150-0"), Chunk("de", 3, 2, "1250-0")]
+    r = run_result({"role": "user"}, {"b": 1, "a": 2}, "r1", "done", "abcde", rec, chunks)
+    assert (r.prompt, r.params) == ('{"role": "user"}', '{"a": 2, "b": 1}')
+    assert (r.tokens, r.ttft_ms, r.tokens_per_s) == (5, 50, 20.0)
+    assert (r.duration_ms, r.queue_wait_ms, r.prompt_tokens) == (240, 10, 7)
+    # the stream expired: from the record, (tokens - 1) over first chunk -> finished
+    used = rec.model_copy(update={"completion_tokens": 5})
+    assert run_result("p", {}, "r1", "done", "", used).tokens_per_s == 20.0
+    assert run_result("p", {}, "r1", "done", "", rec).tokens is None
+    assert run_result("p", {}, "r1", "running", "ab", None).ttft_ms is None
 
 
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path) -> None:

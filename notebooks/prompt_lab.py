@@ -16,21 +16,28 @@
 # %% [markdown]
 # # Prompt lab: prompts x parameter sets
 #
-# `PromptLab` submits every prompt with every parameter set, shows their progress while they
-# run on the queue's workers, and collects the outcomes (text, timings) into a pandas
-# `DataFrame`. Afterwards `views.history` shows the same requests as Redis recorded them
-# (status, queue wait, time to first chunk, duration).
+# `PromptLab` submits every prompt with every parameter set (given, or a `sweep` over a grid of
+# parameters), shows them side by side while they run on the queue's workers (one row per
+# prompt, one column per parameter set, each cell scrolling on its own, with per-cell and
+# Cancel-all buttons), and collects the outcomes into a typed pandas `DataFrame`: text,
+# tokens, time to first token, tokens/s, duration, queue wait and usage, measured on the Redis
+# server's clock (the same numbers as the request records). Afterwards `views.history` shows
+# the same requests as Redis recorded them, and `PromptLab.from_history` runs them again.
 #
 # Here an in-process worker serving the fake model stands in for a GPU; the parameter sets vary
 # the answer length (`tokens`) and the model's speed (`rate`, tokens/s).
 
 # %%
+import json
+import tempfile
+from pathlib import Path
+
 from rtq_nb import Client, Worker, views
 from rtq_nb.demo import fake_llm
 from rtq_nb.notebook import PromptLab
 
 client = Client(queue="prompt-lab")  # $RTQ_REDIS_URL if set, else an embedded redis-server
-worker = Worker(fake_llm, client.url, queue="prompt-lab", concurrency=4).start()
+worker = Worker(fake_llm, client.url, queue="prompt-lab", concurrency=6).start()
 client
 
 # %%
@@ -39,26 +46,38 @@ prompts = [
     "Why do workers pull work instead of being pushed it?",
     "What happens when a worker dies mid-answer?",
 ]
-param_sets = [
-    {"tokens": 10, "rate": 200},
-    {"tokens": 30, "rate": 200},
-    {"tokens": 30, "rate": 60},
-]
-lab = PromptLab(client, prompts, param_sets)
+# a sweep: the cartesian product of these values (4 parameter sets)
+lab = PromptLab(client, prompts, sweep={"tokens": [10, 30], "rate": [200, 60]})
 lab.run()  # returns at once; the widget shows progress
 lab.wait()
 
 # %%
 results = lab.results()
-assert len(results) == len(prompts) * len(param_sets), results
+assert len(results) == len(prompts) * 4, results
 results
 
 # %% [markdown]
-# Per parameter set: the answer length and the model's pace set the elapsed time.
+# Per parameter set: the answer length and the model's pace set the duration; tokens/s is the
+# model's pace (from when the worker wrote the chunks, not when they reached this kernel).
 
 # %%
-param_set = results.params.map(lambda p: f"{p['tokens']} tokens @ {p['rate']}/s")
-results.groupby(param_set)[["tokens", "ttft_ms", "elapsed_s"]].mean().round(3)
+param_set = results.params.map(lambda p: "{tokens} tokens @ {rate}/s".format(**json.loads(p)))
+results.groupby(param_set)[["tokens", "ttft_ms", "tokens_per_s", "duration_ms"]].mean().round(1)
+
+# %% [markdown]
+# Export by extension: `.csv`, `.json`, or `.parquet` (needs pyarrow).
+
+# %%
+out = lab.export(Path(tempfile.mkdtemp()) / "prompt_lab.csv")
+out, out.stat().st_size
+
+# %% [markdown]
+# Run two of those requests again, from their records (their input and parameters):
+
+# %%
+again = PromptLab.from_history(client, list(results.request_id[:2]))
+again.run(block=True)
+again.results()[["prompt", "params", "status", "tokens"]]
 
 # %% [markdown]
 # ## What Redis recorded
@@ -68,7 +87,7 @@ results.groupby(param_set)[["tokens", "ttft_ms", "elapsed_s"]].mean().round(3)
 
 # %%
 history = views.history(client)
-assert len(history) >= len(prompts) * len(param_sets), history
+assert len(history) >= len(prompts) * 4, history
 history
 
 # %%

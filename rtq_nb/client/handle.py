@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -314,22 +313,8 @@ class AsyncRequestHandle(Recipes, ByReference):
         if expired_while_pending(rec, now_ms):  # no worker will start it any more
             self._set_outcome(Status.EXPIRED, None, "deadline passed while pending")
             return self._finish_outcome()
+        self.seen, self.waited_out = rec.status, True  # (for the repr)
         ahead = None
         if rec.status is Status.PENDING:
             ahead = await self._host.ahead_of(self.keys, rec.score)
         raise timeout_error(rec, now_ms, waited, ahead, list(self._parts))
-
-    def __repr__(self) -> str:
-        state = self._outcome.value if self._outcome else "submitted"
-        kind = "stream" if self.stream else "request"
-        return f"<{type(self).__name__} {kind} {self.id} queue={self.queue!r} {state}>"
-
-    def _repr_html_(self) -> str:
-        state = self._outcome.value if self._outcome else "submitted"
-        preview = html.escape(self.text[-300:]) if self.stream else ""
-        return (
-            f"<div class='rtq-handle'><b>rtq request</b> <code>{html.escape(self.id)}</code> "
-            f"&middot; queue <code>{html.escape(self.queue)}</code> &middot; {state}"
-            + (f"<pre style='white-space:pre-wrap'>{preview}</pre>" if preview else "")
-            + "</div>"
-        )

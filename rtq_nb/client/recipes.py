@@ -4,11 +4,13 @@ resubmit, cancel), and reading its record: mixed into
 
 from __future__ import annotations
 
+import html
 import time
 from typing import TYPE_CHECKING, Any
 
 from rtq_nb.client.host import HandleHost
 from rtq_nb.protocol.records import RequestRecord, Status
+from rtq_nb.protocol.reprs import card
 
 if TYPE_CHECKING:
     from rtq_nb.client.handle import AsyncRequestHandle
@@ -28,6 +30,13 @@ class Recipes:
     stream: bool
     timeout: float | None
     deadline: float | None
+    _outcome: Status | None
+    seen: Status | None = None  # the newest status read from its record or set by cancel()
+    waited_out = False  # a wait for it timed out (it was still pending / running then)
+
+    @property
+    def text(self) -> str:
+        raise NotImplementedError  # AsyncRequestHandle.text
 
     async def result(self, timeout: float | None = None) -> Any:
         raise NotImplementedError  # AsyncRequestHandle.result
@@ -58,11 +67,44 @@ class Recipes:
     async def cancel(self, reason: str = "cancelled by client") -> Status | None:
         """Give up (recipe 3): a pending request leaves the queue, a running one is told to
         stop. Returns the status it had (None when no record exists)."""
-        return await self._host.cancel(self.id, reason=reason, queue=self.queue)
+        had = await self._host.cancel(self.id, reason=reason, queue=self.queue)
+        if had is not None:
+            self.seen = had if had.terminal else Status.CANCELLED
+        return had
 
     async def record(self) -> RequestRecord:
         """The stored record (status, timestamps, metrics)."""
-        return await self._host.get(self.id, queue=self.queue)
+        rec = await self._host.get(self.id, queue=self.queue)
+        self.seen = rec.status
+        return rec
 
     async def status(self) -> Status:
         return (await self.record()).status
+
+    # ---- reprs: the truest status known without I/O ---------------------------------------
+    @property
+    def state(self) -> str:
+        """Its outcome once this handle saw it end (completed, failed, cancelled, expired);
+        else the newest status read (``record()``, ``status()``, ``cancel()``, a wait that
+        timed out: "running, wait timed out"); else "submitted". No I/O."""
+        if self._outcome is not None:
+            return self._outcome.value
+        if self.seen is None:
+            return "timeout" if self.waited_out else "submitted"
+        return self.seen.value + (", wait timed out" if self.waited_out else "")
+
+    def __repr__(self) -> str:
+        kind = "stream" if self.stream else "request"
+        return f"<{type(self).__name__} {kind} {self.id} queue={self.queue!r} {self.state}>"
+
+    def _repr_html_(self) -> str:
+        preview = html.escape(self.text[-300:]) if self.stream else ""
+        pre = "<pre style='white-space:pre-wrap;margin:4px 0 0'>{}</pre>"
+        return card(
+            "rtq-handle",
+            "rtq stream" if self.stream else "rtq request",
+            self.id,
+            self.state,
+            [f"queue {self.queue}", f"priority {self.priority}"],
+            pre.format(preview) if preview else "",
+        )

@@ -77,6 +77,11 @@ class RequestHandle:
         return self._async.done
 
     @property
+    def state(self) -> str:
+        """The truest status known without I/O (see ``AsyncRequestHandle.state``)."""
+        return self._async.state
+
+    @property
     def async_handle(self) -> AsyncRequestHandle:
         return self._async
 

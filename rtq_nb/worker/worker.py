@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import html
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from rtq_nb.payloads import PayloadStore, payload_store
 from rtq_nb.protocol.defaults import DEFAULT_RETENTION
 from rtq_nb.protocol.keys import Keys, check_name
 from rtq_nb.protocol.records import Status
+from rtq_nb.protocol.reprs import card
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import ResultSigner
 from rtq_nb.security.settings import Security, coerce_security
@@ -337,16 +337,25 @@ class Worker:
         return [await invoke.run_single(self.handler, writers[0], executor, batch[0].trace)]
 
     def __repr__(self) -> str:
-        state = (
-            "running"
-            if self.running or (self._stopped_evt and not self._stopped_evt.is_set())
-            else "stopped"
-        )
-        return (
-            f"<Worker {self.id or '(not started)'} queue={self.keys.queue!r} "
-            f"concurrency={self.concurrency} {state} processed={self.processed}>"
-        )
+        return _worker_repr(self)
 
     def _repr_html_(self) -> str:
-        body = html.escape(repr(self))
-        return f"<div class='rtq-worker'><b>rtq worker</b> <code>{body}</code></div>"
+        return _worker_repr(self, rich=True)
+
+
+def _worker_repr(w: Worker, rich: bool = False) -> str:
+    busy = w._stopped_evt is not None and not w._stopped_evt.is_set()
+    state = "running" if w.running or busy else "stopped"
+    ident, n = w.id or "(not started)", w.concurrency
+    if not rich:
+        return (
+            f"<Worker {ident} queue={w.keys.queue!r} concurrency={n} {state} "
+            f"processed={w.processed}>"
+        )
+    details = [
+        f"queue {w.keys.queue}",
+        f"{len(w.state.in_flight)}/{n} in flight",
+        f"{w.processed} processed",
+        f"{w.failed} failed",
+    ]
+    return card("rtq-worker", "rtq worker", ident, state, details)

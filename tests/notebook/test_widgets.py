@@ -17,8 +17,8 @@ import comm
 import pytest
 from comm.base_comm import BaseComm
 
-from rtq_nb import Client, Request, RequestFailed, Status, Worker, demo, views
-from rtq_nb.notebook import PromptLab, QueueMonitor, StreamView, progress, stream_view
+from rtq_nb import Client, Request, RequestFailed, Status, Worker, demo
+from rtq_nb.notebook import QueueMonitor, StreamView, progress, stream_view
 from rtq_nb.notebook._throttle import Throttle
 from rtq_nb.notebook.streamview import render_markdown
 from tests.notebook.helpers import on_status
@@ -249,35 +249,6 @@ def test_stream_view_shows_the_models_usage(
 
 
 # ---- PromptLab, QueueMonitor, progress ----------------------------------------------------
-
-
-def test_prompt_lab(client: Client, start_worker: Callable[..., Worker]) -> None:
-    start_worker(demo.fake_llm, concurrency=4)
-    prompts = ["first <prompt>", "second"]
-    sets = [{"tokens": 5, "rate": 0}, {"tokens": 12, "rate": 200}]
-    lab = PromptLab(client, prompts, sets)
-    assert len(lab.children) == 4 and lab.columns == 2
-    lab.run(block=True)
-    assert all(isinstance(cell.children[1], StreamView) for cell in lab.children)
-    assert "first &lt;prompt&gt;" in lab.children[0].children[0].value
-    df = lab.results()
-    assert list(df.columns[:8]) == [
-        "request_id",
-        "prompt",
-        "params",
-        "text",
-        "status",
-        "ttft_ms",
-        "tokens",
-        "tokens_per_s",
-    ]
-    assert len(df) == 4 and set(df.status) == {"done"}
-    for row in df.itertuples():
-        assert row.text == answer(row.prompt, row.params["tokens"])
-        assert row.tokens == row.params["tokens"]
-    assert str(df["ttft_ms"].dtype) == "Int64"
-    hist = views.history(client)
-    assert set(df.request_id) <= set(hist.id)
 
 
 def test_queue_monitor_refresh(client: Client, start_worker: Callable[..., Worker]) -> None:

@@ -15,7 +15,7 @@ __all__ = ["PALETTE", "chart"]
 #: Line colors (colorblind-friendly, readable on light and dark backgrounds).
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948")
 W, H = 280, 96  # the chart's size in px
-LEFT, RIGHT, TOP, BOTTOM = 6, 6, 6, 16  # plot margins (labels sit inside them)
+LEFT, RIGHT, TOP, BOTTOM = 6, 6, 14, 16  # plot margins (labels sit inside them)
 AXIS = "var(--jp-ui-font-color2, #777)"
 GRID = "var(--jp-border-color2, #ddd)"
 
@@ -52,7 +52,7 @@ def chart(
             top = vals
         tops.append(top)
     peak = max((v for t in tops for v in t if v is not None), default=0.0)
-    ymax = peak * 1.1 if peak > 0 else 1.0
+    ymax = peak * 1.05 if peak > 0 else 1.0
     t0 = min(times, default=0.0)
     span = (0.0 - t0) or 1.0
 
@@ -97,7 +97,7 @@ def chart(
         "stroke-dasharray='2,3'/>"
         f"<line x1='{LEFT}' y1='{axis_y}' x2='{W - RIGHT}' y2='{axis_y}' stroke='{AXIS}'/>"
         + "".join(shapes)
-        + f"<text x='{LEFT}' y='{TOP + 9}' font-size='9' fill='{AXIS}'>max {e(fmt(peak))}"
+        + f"<text x='{LEFT}' y='{TOP - 4}' font-size='9' fill='{AXIS}'>max {e(fmt(peak))}"
         "</text>"
         f"<text x='{LEFT}' y='{H - 3}' font-size='9' fill='{AXIS}'>"
         f"{e(f'-{-t0:.0f} s' if n > 1 else '')}</text>"

@@ -56,7 +56,7 @@ STYLE = """<style>
 .rtq-dash .rtq-key i{display:inline-block;width:9px;height:9px;margin-right:3px;
  border-radius:2px}
 .rtq-dash h4{margin:10px 0 4px;font-size:12px}
-.rtq-dash .rtq-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+.rtq-dash .rtq-table{border-collapse:collapse;font-size:inherit;font-variant-numeric:tabular-nums}
 .rtq-dash .rtq-table th,.rtq-dash .rtq-table td{padding:2px 10px;text-align:right;
  border-bottom:1px solid var(--jp-border-color2,#e0e0e0)}
 .rtq-dash .rtq-table th{background:var(--jp-layout-color2,#f3f3f3);font-weight:600}

@@ -104,7 +104,7 @@ class Point:
     busy: int  # workers with in_flight > 0
     idle: int
     finished: int  # completed + failed, all time (the queue's counters)
-    throughput: float | None  # finished per second since the previous point
+    throughput: float | None  # finished per second over the last rate_s seconds
     wait_p50: float | None
     wait_p95: float | None
     duration_p50: float | None
@@ -118,10 +118,14 @@ class Point:
 
 @dataclass
 class MonitorSeries:
-    """The last ``maxlen`` points (a ring buffer); ``window_s``: the percentiles' window."""
+    """The last ``maxlen`` points (a ring buffer); ``window_s``: the percentiles' window;
+    ``rate_s``: throughput is the finished counters' growth over the points of the last
+    ``rate_s`` seconds (at least the previous point's), so short refresh intervals do not
+    turn whole requests into a saw-tooth."""
 
     maxlen: int = 120
     window_s: float = 60.0
+    rate_s: float = 5.0
     points: deque[Point] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,10 +145,12 @@ class MonitorSeries:
             prev = None
         finished = sum(snap.counters.get(name, 0) for name in FINISHED)
         summary = summarize(snap.now_ms, snap.recent, self.window_s, snap.truncated)
-        if prev is None or finished < prev.finished:
+        since = snap.now_ms - int(self.rate_s * 1000)
+        base = next((p for p in self.points if p.t_ms >= since), prev)
+        if base is None or finished < base.finished:
             throughput = (summary["completed"] + summary["failed"]) / summary["span_s"]
         else:
-            throughput = (finished - prev.finished) * 1000 / (snap.now_ms - prev.t_ms)
+            throughput = (finished - base.finished) * 1000 / (snap.now_ms - base.t_ms)
         busy = sum(1 for w in snap.workers if w.in_flight > 0)
         point = Point(
             t_ms=snap.now_ms,

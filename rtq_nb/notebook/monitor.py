@@ -138,7 +138,7 @@ def charts(series: MonitorSeries) -> str:
             [
                 chart("pending by priority", t, pending, stacked=True),
                 chart(
-                    "throughput (finished/s)",
+                    f"throughput (finished/s over {fmt_span(series.rate_s)})",
                     t,
                     [("finished/s", series.column("throughput"))],
                     fmt=lambda v: f"{v:.1f}",

@@ -85,7 +85,7 @@ def test_series_points_throughput_percentiles_and_workers() -> None:
     s.add(snap(T0 + 6000, finished=20))
     assert len(s.points) == 3  # the ring buffer keeps the last maxlen
     assert s.times() == [-4.0, -2.0, 0.0]
-    assert s.column("throughput") == [3.0, 0.0, 2.0]
+    assert s.column("throughput") == [3.0, 1.5, 1.0]  # over the last 5 s of points
     assert s.priorities() == []
 
 

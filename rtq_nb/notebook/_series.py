@@ -110,6 +110,7 @@ class Point:
     duration_p50: float | None
     duration_p95: float | None
     dead: int
+    workers: dict[str, int] = field(default_factory=dict)  # live worker id -> in flight
 
     @property
     def pending_total(self) -> int:
@@ -166,6 +167,7 @@ class MonitorSeries:
             duration_p50=summary["p50_duration_ms"],
             duration_p95=summary["p95_duration_ms"],
             dead=snap.dead,
+            workers={w.id: w.in_flight for w in snap.workers},
         )
         self.points.append(point)
         return point
@@ -185,6 +187,20 @@ class MonitorSeries:
 
     def pending_of(self, priority: int) -> list[float | None]:
         return [float(pt.pending.get(priority, 0)) for pt in self.points]
+
+    def vanished(self) -> dict[str, int]:
+        """Workers seen within the last ``window_s`` seconds of points but not in the last
+        one (their registry entry expired: stopped, crashed or stalled for 3 heartbeats), with
+        their in flight when last seen."""
+        if not self.points:
+            return {}
+        last = self.points[-1]
+        since = last.t_ms - int(self.window_s * 1000)
+        seen: dict[str, int] = {}
+        for p in self.points:
+            if p.t_ms >= since and p is not last:
+                seen.update(p.workers)
+        return {w: n for w, n in seen.items() if w not in last.workers}
 
     def dead_growth(self) -> int:
         """Dead letters added within the last ``window_s`` seconds of points."""
@@ -216,10 +232,10 @@ def alerts(
     *,
     max_pending_age_s: float = 30.0,
 ) -> list[Alert]:
-    """What needs attention now: busy workers silent for ``STALL_BEATS`` heartbeats, dead
-    letters growing within the series' window, the oldest pending request (its created_ms)
-    waiting longer than ``max_pending_age_s``, pending work with no live worker, refused
-    connections."""
+    """What needs attention now: busy workers silent for ``STALL_BEATS`` heartbeats or gone
+    from the registry while busy, dead letters growing (both within the series' window), the
+    oldest pending request (its created_ms) waiting longer than ``max_pending_age_s``,
+    pending work with no live worker, refused connections."""
     out: list[Alert] = []
     now = snap.now_ms
     for w in snap.workers:
@@ -230,6 +246,15 @@ def alerts(
                     "error",
                     f"worker {w.id} stalled: busy with {w.in_flight} request(s), no heartbeat "
                     f"for {silent_ms / 1000:.0f} s (every {w.heartbeat_s:g} s expected)",
+                )
+            )
+    for wid, held in series.vanished().items():
+        if held:
+            out.append(
+                Alert(
+                    "error",
+                    f"worker {wid} vanished while busy with {held} request(s): no heartbeat "
+                    "(crashed or stalled); its requests are retried when their leases expire",
                 )
             )
     grown = series.dead_growth()

@@ -230,12 +230,14 @@ def render(snap: dict[str, Any]) -> str:
     )
     at = datetime.fromtimestamp(now / 1000, tz=timezone.utc).strftime("%H:%M:%S UTC")
     running, in_flight = snap["running"], snap["in_flight"]
+    beat = max((w.heartbeat_s for w in snap["workers"]), default=0.0)
+    every = f" (every {beat:g} s)" if beat else ""
     note = (
         ""
         if running == in_flight
         else "<p class='rtq-note'>running = requests leased by workers now; in flight = what "
-        "the workers reported at their last heartbeat, so the two differ until the next "
-        "heartbeats (or while a dead worker's leases wait to be requeued)</p>"
+        f"the workers reported at their last heartbeat{every}, so the two differ until the "
+        "next heartbeats (or while a dead worker's leases wait to be requeued)</p>"
     )
     return (
         f"{STYLE}<div class='rtq-dash rtq-monitor-body'><p class='rtq-head'>queue "

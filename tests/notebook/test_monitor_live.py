@@ -4,11 +4,14 @@ under load, and the header's counts agree with the workers' rows of the same ref
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 
 from rtq_nb import Client, Worker, demo
 from rtq_nb.notebook import QueueMonitor
+from tests.conftest import wait_until
 
 
 def _text(page: str) -> str:
@@ -72,3 +75,28 @@ def test_dashboard_alerts_on_old_pending_without_workers(client: Client) -> None
     assert "1 pending and no live worker" in texts
     assert view["oldest_pending_ms"] is not None
     assert "rtq-alert-warning" in mon.body_widget.value
+
+
+def test_dashboard_alerts_when_a_busy_worker_is_killed(
+    client: Client, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    proc = worker_process("rtq_nb.demo:fake_llm", "--heartbeat", "0.5")
+    client.submit("long", params={"tokens": 200, "rate": 10})  # ~20 s of work
+    mon = QueueMonitor(client, interval=0.2)
+
+    def busy() -> bool:
+        view = mon.refresh()
+        return view["busy"] == 1 and view["running"] == 1
+
+    wait_until(busy, timeout=30, what="the worker reports its request in flight")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    def vanished() -> list[str]:
+        texts = [a.text for a in mon.refresh()["alerts"]]
+        return [t for t in texts if "vanished while busy with 1 request(s)" in t]
+
+    assert wait_until(vanished, timeout=30, what="the vanished-while-busy alert")
+    view = mon.last
+    assert view is not None and view["workers"] == [] and view["running"] == 1
+    assert "rtq-alert-error" in mon.body_widget.value

@@ -117,6 +117,10 @@ def test_alerts_stalled_dead_growing_old_pending_no_worker() -> None:
     assert "dead letters growing: +2 in the last 60 s (3 in total)" in texts[1]
     assert "oldest pending request waiting 45 s" in texts[2]
     assert not alerts(cur, s, now - 5_000, max_pending_age_s=30)[2:]  # young enough
+    gone = snap(now + 1000, pending=[(0, 4)], workers=[idle_silent, fresh], dead=3)
+    s.add(gone)  # "slow" left the registry while busy; "idle" and "ok" stay
+    texts = [a.text for a in alerts(gone, s, None)]
+    assert texts[0].startswith("worker slow vanished while busy with 1 request(s)"), texts
     later = snap(now + 120_000, pending=[(0, 4)], dead=3)
     s.add(later)  # no growth within the last 60 s; pending with no worker
     assert [a.text for a in alerts(later, s, None)] == ["4 pending and no live worker"]

@@ -50,6 +50,10 @@ views.pending(client, by_priority=False)
 
 # %% [markdown]
 # ## A live monitor
+#
+# Charts over time (pending by priority, throughput, queue wait and duration p50/p95, workers
+# busy and idle), the tables behind them and alerts (stalled workers, dead letters growing, an
+# old pending request). It refreshes on rtq_nb's own thread: the next cells run meanwhile.
 
 # %%
 monitor = QueueMonitor(client, interval=0.5)

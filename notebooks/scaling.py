@@ -64,11 +64,13 @@ table
 # %%
 try:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 except ImportError:
     print("matplotlib is not installed (pip install matplotlib): the table above is the result")
 else:
     ax = table.plot(marker="o", title="rtq_nb throughput (echo, 100-byte requests)")
     ax.set_xlabel("client processes")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # process counts are whole numbers
     ax.set_ylabel("requests/s")
     ax.legend(title="worker processes")
     plt.show()

@@ -286,7 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
         "an embedded redis-server that lives as long as JupyterLab.",
     )
     lab.add_argument("--url", default=None, help=URL_HELP)
-    lab.add_argument("--dir", default="notebooks", help="notebook folder (default: %(default)s)")
+    lab.add_argument(
+        "--notebooks",
+        "--dir",
+        dest="dir",
+        metavar="DIR",
+        default=None,
+        help="notebook folder (default: the sample notebooks shipped with rtq_nb, from any "
+        "directory)",
+    )
     lab.add_argument("--port", type=int, default=None, help="JupyterLab port (default: free)")
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser")
     lab.set_defaults(fn=cmd_lab)

@@ -26,6 +26,34 @@ from rtq_nb.errors import ConfigurationError
 from rtq_nb.transport.endpoint import configured_url
 
 
+def bundled_notebooks() -> Path | None:
+    """The sample notebooks' folder shipped with rtq_nb: ``notebooks/`` next to the ``rtq_nb``
+    package (a source checkout or an editable install), whatever the current directory; None
+    when this install has none (a wheel does not ship them)."""
+    folder = Path(__file__).resolve().parents[2] / "notebooks"
+    return folder if any(folder.glob("*.ipynb")) else None
+
+
+def notebook_folder(given: str | None) -> Path:
+    """The folder ``rtq-nb lab`` opens: ``given`` (relative to the current directory) if set,
+    else :func:`bundled_notebooks`; raises ConfigurationError naming ``--notebooks DIR`` when
+    there is none."""
+    if given is None:
+        found = bundled_notebooks()
+        if found is None:
+            raise ConfigurationError(
+                "this rtq_nb install has no sample notebooks folder: pass one with "
+                "`rtq-nb lab --notebooks DIR`"
+            )
+        return found
+    root = Path(given).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigurationError(
+            f"notebook folder {str(root)!r} does not exist (`rtq-nb lab --notebooks DIR`)"
+        )
+    return root
+
+
 def lab_command(notebook_dir: str, port: int | None, open_browser: bool) -> list[str]:
     """The ``python -m jupyterlab`` command line :func:`run_lab` runs."""
     cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebook_dir}"]
@@ -38,8 +66,11 @@ def lab_command(notebook_dir: str, port: int | None, open_browser: bool) -> list
     return cmd
 
 
-def run_lab(url: str | None, notebook_dir: str, port: int | None, open_browser: bool) -> int:
+def run_lab(url: str | None, notebook_dir: str | None, port: int | None, open_browser: bool) -> int:
     """Run JupyterLab on ``notebook_dir`` with ``RTQ_REDIS_URL`` set for its kernels.
+
+    ``notebook_dir``: the folder to open; None: the bundled sample notebooks
+    (:func:`notebook_folder`), so the command works from any directory.
 
     ``url``: a Redis URL; None means ``$RTQ_REDIS_URL`` / ``$REDIS_URL``, else an embedded
     redis-server (TCP, free port) owned by this call and stopped when JupyterLab exits.
@@ -47,9 +78,7 @@ def run_lab(url: str | None, notebook_dir: str, port: int | None, open_browser: 
     ``open_browser``: let JupyterLab open a browser tab.
     Returns JupyterLab's exit code (0 after a normal shutdown).
     """
-    root = Path(notebook_dir).expanduser().resolve()
-    if not root.is_dir():
-        raise ConfigurationError(f"notebook folder {str(root)!r} does not exist")
+    root = notebook_folder(notebook_dir)
     if importlib.util.find_spec("jupyterlab") is None:
         raise ConfigurationError("JupyterLab is not installed: pip install 'rtq-nb[notebook]'")
 
@@ -101,4 +130,4 @@ def run_lab(url: str | None, notebook_dir: str, port: int | None, open_browser: 
                 server.cleanup()
 
 
-__all__ = ["lab_command", "run_lab"]
+__all__ = ["bundled_notebooks", "lab_command", "notebook_folder", "run_lab"]

@@ -38,6 +38,22 @@ def _info(c: Client, section: str) -> dict[str, str]:
     return out
 
 
+def _retained(c: Client, records: list[str]) -> float:
+    """Redis memory a finished call keeps for its retention, per request (``MEMORY USAGE`` of
+    its record, plus its history entry: the history zset's usage over its members). The
+    result list is taken by the caller (BLPOP), so nothing else is left behind."""
+    from rtq_nb.loop import portal
+
+    reads = c.async_client.reads
+    cmds: list[tuple[Any, ...]] = [("MEMORY", "USAGE", k, "SAMPLES", 0) for k in records]
+    hist = c.async_client.keys().history
+    cmds += [("MEMORY", "USAGE", hist, "SAMPLES", 0), ("ZCARD", hist)]
+    got = portal().call(reads.pipeline(cmds))
+    per_record = sum(int(x or 0) for x in got[: len(records)]) / max(1, len(records))
+    history = int(got[-2] or 0) / max(1, int(got[-1] or 1))
+    return round(per_record + history, 1)
+
+
 def _worker(url: str, handler: str, queue: str, flush_ms: float) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "rtq_nb.cli", "worker", handler, "--url", url, "--queue", queue]
     cmd += ["--concurrency", "8", "--flush-ms", str(flush_ms)]
@@ -64,12 +80,16 @@ def run_capacity(
             for h in c.submit_many(["x" * 100] * 200):  # warm-up
                 h.result()
             cpu0, n0 = _totals(c)
-            for h in c.submit_many(["x" * 100] * calls):
+            handles = c.submit_many(["x" * 100] * calls)
+            for h in handles:
                 h.result()
             cpu1, n1 = _totals(c)
             out["call"] = {
                 "redis_cpu_us": (cpu1 - cpu0) / calls * 1e6,
                 "commands": (n1 - n0) / calls,
+                "retained_bytes": _retained(
+                    c, [h.async_handle.keys.request(h.id) for h in handles[:200]]
+                ),
             }
             params = {"tokens": tokens, "rate": rate}
 

@@ -105,7 +105,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
             print(
                 f"capacity (flush {cap['flush_ms']:g} ms): call "
                 f"{cap['call']['redis_cpu_us']:.0f} us Redis CPU, {cap['call']['commands']:.1f} "
-                f"commands; stream of {cap['tokens']} tokens at {cap['rate']:g}/s "
+                f"commands, {cap['call']['retained_bytes']:.0f} bytes retained; "
+                f"stream of {cap['tokens']} tokens at {cap['rate']:g}/s "
                 f"{cap['stream']['redis_cpu_us']:.0f} us, {cap['stream']['commands']:.1f} commands"
             )
     return 0

@@ -79,12 +79,6 @@ class AsyncRequestHandle(Recipes, ByReference):
         """Stream text received so far (no I/O)."""
         return "".join(self._parts)
 
-    async def server_ms(self) -> int:
-        """The Redis server's clock (ms since the epoch): what records' and chunks' times are
-        in (live metrics from one clock: see ``rtq_nb.notebook.live_metrics``)."""
-        await self._place()
-        return await self._host.server_ms()
-
     @property
     def done(self) -> bool:
         """True once this handle has seen the request end (no I/O)."""

@@ -129,8 +129,10 @@ class StreamView(ShowOnce, DeltaWidget):
     @property
     def metrics(self) -> dict[str, Any]:
         """queue_wait_ms, ttft_ms (from submission), tokens, tokens_per_s (the model's, over
-        its generation time), elapsed_ms, usage: all from the Redis server's clock."""
-        return self._live.snapshot().as_dict()
+        its generation time), elapsed_ms (and elapsed_s), usage: from the Redis server's clock."""
+        m = self._live.snapshot().as_dict()
+        m["elapsed_s"] = None if m["elapsed_ms"] is None else m["elapsed_ms"] / 1000
+        return m
 
     @property
     def status_text(self) -> str:
@@ -299,6 +301,7 @@ class StreamView(ShowOnce, DeltaWidget):
 
     def _stats(self) -> dict[str, Any]:
         m = self.metrics
+        del m["elapsed_s"]
         u = m.pop("usage")
         if u is not None:
             m["usage"] = {

@@ -1,6 +1,7 @@
 // StreamView's front end (an anywidget ES module). The kernel sends the text as custom
-// messages: {t: "append", text} (a delta), {t: "reset"} (a retry starts over) and
-// {t: "sync", text} (the whole text, the answer to this view's {t: "hello"}). State traits:
+// messages: {t: "append", text, at} (a delta starting at offset `at`), {t: "reset"} (a retry
+// starts over) and {t: "sync", text} (the whole text, the answer to {t: "hello"}, which a
+// view sends only when it lacks text: see rtq_nb/notebook/_stream_widget.py). State traits:
 // status, reason, stats (metrics), markdown, stall_s. The view sends {t: "cancel"} from its button.
 const LABELS = {
   queued: "queued", running: "running", retrying: "retrying", done: "done", failed: "failed",
@@ -191,14 +192,23 @@ function render({ model, el: root }) {
     box.dataset.status = st;
     badge.className = `rtq-sv-badge rtq-status rtq-status-${st}`;
     reason.textContent = model.get("reason") || "";
-    metrics.textContent = metricsText(model.get("stats") || {});
+    const stats = model.get("stats") || {};
+    metrics.textContent = metricsText(stats);
+    if ((stats.chars || 0) > text.length) hello();
     if (TERMINAL.has(st)) { cancel.disabled = true; cancel.textContent = "Cancel"; stall.textContent = ""; }
+  }
+  let asked = false;  // a hello is on its way: the sync brings the whole text
+  function hello() {
+    if (!asked) { asked = true; model.send({ t: "hello" }); }
   }
   function onMsg(msg) {
     if (!msg || typeof msg !== "object") return;
-    if (msg.t === "append") { text += msg.text; lastToken = Date.now(); }
-    else if (msg.t === "reset") { text = ""; }
-    else if (msg.t === "sync") { text = msg.text; if (text) lastToken = Date.now(); }
+    if (msg.t === "append") {
+      if (msg.at > text.length) { hello(); return; }  // missed a delta: the sync has it
+      text = text.slice(0, msg.at) + msg.text;
+      lastToken = Date.now();
+    } else if (msg.t === "reset") { text = ""; }
+    else if (msg.t === "sync") { text = msg.text; asked = false; if (text) lastToken = Date.now(); }
     else return;
     stall.textContent = "";
     schedule();
@@ -216,7 +226,7 @@ function render({ model, el: root }) {
   model.on("change:stats", state);
   model.on("change:markdown", schedule);
   state();
-  model.send({ t: "hello" });  // this view's whole text so far (e.g. after a page reload)
+  if (model.get("status") !== "queued") hello();  // text was sent before this view existed
   return () => {
     clearInterval(tick);
     model.off("msg:custom", onMsg);

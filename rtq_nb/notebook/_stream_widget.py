@@ -5,12 +5,15 @@ that re-renders the whole text (the fallback: it works everywhere, it is just no
 
 Messages, kernel -> front end (``content`` of an ipywidgets ``custom`` message):
 
-- ``{"t": "append", "text": delta}``: text to add at the end;
+- ``{"t": "append", "text": delta, "at": n}``: text to add at the end; ``n`` is where it
+  starts (in UTF-16 code units, JavaScript's string length), so a view sees a gap;
 - ``{"t": "reset"}``: a retry starts the text over;
-- ``{"t": "sync", "text": whole}``: the whole text sent so far, the answer to a view's hello.
+- ``{"t": "sync", "text": whole}``: the whole text sent so far, the answer to a hello.
 
-Front end -> kernel: ``{"t": "hello"}`` (a view rendered: after a page reload it has nothing)
-and ``{"t": "cancel"}`` (its Cancel button).
+Front end -> kernel: ``{"t": "hello"}`` when a view lacks text: it was rendered after text
+was sent (a page reload, a second display), an append starts past its end, or the ``chars``
+in the ``stats`` trait (the text length sent so far) exceed its text; and ``{"t": "cancel"}``
+(its Cancel button). A view rendered while queued never says hello: deltas only.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ def status_line(status: str, reason: str, m: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _units(text: str) -> int:
+    """Length in UTF-16 code units (a JavaScript string's length)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 class DeltaWidget(_Base):  # type: ignore[misc]
     """The widget half of a StreamView: ``_emit`` sends text deltas, the traits sync state."""
 
@@ -74,6 +82,7 @@ class DeltaWidget(_Base):  # type: ignore[misc]
         super().__init__(**kwargs)
         self._send_lock = threading.RLock()
         self._sent_parts: list[str] = []  # the text the front ends have (sent so far)
+        self.sent_units = 0  # its length in UTF-16 code units (the front end's string length)
         self.messages_sent = 0  # comm messages: custom messages and trait syncs
         self.text_bytes_sent = 0  # UTF-8 bytes of text in custom messages (sync included)
         self.add_class("rtq-stream-view")
@@ -87,15 +96,17 @@ class DeltaWidget(_Base):  # type: ignore[misc]
             return 0
         with self._send_lock:
             self._sent_parts.append(delta)
+            at, self.sent_units = self.sent_units, self.sent_units + _units(delta)
             if not HAVE_ANYWIDGET:
                 self._render_fallback()
                 return 1
-            self._send_custom({"t": "append", "text": delta}, len(delta.encode()))
+            self._send_custom({"t": "append", "text": delta, "at": at}, len(delta.encode()))
         return 1
 
     def _emit_reset(self) -> int:
         with self._send_lock:
             self._sent_parts.clear()
+            self.sent_units = 0
             if not HAVE_ANYWIDGET:
                 self._render_fallback()
             else:

@@ -70,8 +70,11 @@ class StreamView(ShowOnce, DeltaWidget):
 
     The front end gets the text as deltas (see ``_stream_widget``): at most
     ``max_updates_per_s`` comm messages per second (``update_count`` counts them), each
-    carrying only the text that arrived since the previous one. The metrics come from the
-    Redis server's clock (:class:`LiveMetrics`), the same live and at the end.
+    carrying only the text that arrived since the previous one; a delta goes at once when it
+    is the first text or holds ``min_delta_chars``, else at most ``max_delay_s`` later (so a
+    fast stream sends few, large deltas and a slow one still updates ~4 times a second). The
+    metrics come from the Redis server's clock (:class:`LiveMetrics`), the same live and at
+    the end.
 
     Where it runs: a sync handle (and an ``AsyncRequestHandle`` when no other event loop runs in
     the calling thread) is consumed on rtq_nb's loop thread; an ``AsyncRequestHandle`` started
@@ -84,6 +87,8 @@ class StreamView(ShowOnce, DeltaWidget):
         *,
         markdown: bool = False,
         max_updates_per_s: float = 20,
+        min_delta_chars: int = 4096,
+        max_delay_s: float = 0.25,
     ) -> None:
         ah = getattr(handle, "async_handle", handle)
         if not isinstance(ah, StreamSource):
@@ -97,6 +102,9 @@ class StreamView(ShowOnce, DeltaWidget):
         self._throttle = Throttle(max_updates_per_s)
         self._lock = threading.Lock()
         self._pending: list[str] = []  # text received, not yet sent to the front end
+        self._pending_chars = 0
+        self._text_at = float("-inf")  # when text was last sent
+        self.min_delta_chars, self.max_delay_s = min_delta_chars, max_delay_s
         self._live = LiveMetrics()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._future: concurrent.futures.Future[None] | None = None
@@ -207,10 +215,12 @@ class StreamView(ShowOnce, DeltaWidget):
                         if self.status in ("queued", "retrying"):
                             self._set_status("running")
                         self._pending.append(chunk.text if isinstance(chunk, Chunk) else chunk)
+                        self._pending_chars += len(chunk)
                         self._dirty()
                     break
                 except WorkerLost as exc:  # its worker died; the retry streams from the start
                     self._pending.clear()
+                    self._pending_chars, self._text_at = 0, float("-inf")
                     self._live.reset()
                     self._emit_reset()
                     self._set_status("retrying", _short(exc))
@@ -270,10 +280,25 @@ class StreamView(ShowOnce, DeltaWidget):
             self._count(1)
             self._state_due = True
 
+    def _text_wait(self, now: float) -> float:
+        """Seconds before the pending text is worth a message: at once for the first text or
+        ``min_delta_chars`` of it, else after ``max_delay_s`` (a message's envelope is ~1.5 KB
+        on the websocket, so small deltas are batched while a stream is fast)."""
+        if not self._pending:
+            return float("inf")
+        if self._text_at < 0 or self._pending_chars >= self.min_delta_chars:
+            return 0.0
+        return max(0.0, self._text_at + self.max_delay_s - now)
+
     def _dirty(self) -> None:
         if self._flush_handle is not None:
             return
-        delay = self._throttle.delay(2)  # a flush sends at most 2 messages (text, metrics)
+        now = time.monotonic()
+        due = 0.0 if self._state_due else max(0.0, self._state_at + STATUS_EVERY - now)
+        due = min(due, self._text_wait(now))
+        if due == float("inf"):
+            return
+        delay = max(due, self._throttle.delay(2))  # a flush sends at most 2 messages
         if delay <= 0:
             self._flush()
         else:
@@ -286,8 +311,11 @@ class StreamView(ShowOnce, DeltaWidget):
 
     def _flush(self, final: bool = False) -> None:
         now = time.monotonic()
-        delta, self._pending = "".join(self._pending), []
-        sent = self._emit(delta)
+        sent = 0
+        if final or self._text_wait(now) <= 0:
+            delta, self._pending, self._pending_chars = "".join(self._pending), [], 0
+            sent = self._emit(delta)
+            self._text_at = now
         if final or self._state_due or now - self._state_at >= STATUS_EVERY:
             self._state_due, self._state_at = False, now
             stats = self._stats()
@@ -298,9 +326,12 @@ class StreamView(ShowOnce, DeltaWidget):
                 if not HAVE_ANYWIDGET:
                     self._render_fallback()
         self._throttle.spent(sent)
+        if not final and self._pending:
+            self._dirty()  # the rest of the text, when it is due
 
     def _stats(self) -> dict[str, Any]:
         m = self.metrics
+        m["chars"] = self.sent_units  # a front end that missed a delta sees it
         del m["elapsed_s"]
         u = m.pop("usage")
         if u is not None:

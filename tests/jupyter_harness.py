@@ -466,6 +466,16 @@ class LabPage:
         self.session, self.probe_css_class = session, probe_css_class
         self.console: list[str] = []
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        #: every websocket frame the page received: (time.monotonic(), socket number, payload);
+        #: ``ws_urls[n]`` is socket n's URL (JupyterLab may open more than one per kernel)
+        self.ws_frames: list[tuple[float, int, str | bytes]] = []
+        self.ws_urls: list[str] = []
+        page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, ws: Any) -> None:
+        n = len(self.ws_urls)
+        self.ws_urls.append(str(ws.url))
+        ws.on("framereceived", lambda data: self.ws_frames.append((time.monotonic(), n, data)))
 
     def run_all_cells(self) -> None:
         """Start running every cell (JupyterLab command registry) and return at once.

@@ -41,6 +41,11 @@ class Recipes:
     async def result(self, timeout: float | None = None) -> Any:
         raise NotImplementedError  # AsyncRequestHandle.result
 
+    async def server_ms(self) -> int:
+        """The Redis server's clock (ms since the epoch): what the record's and the chunks'
+        times are in (a notebook's live metrics use one clock: rtq_nb.notebook.live_metrics)."""
+        return await self._host.server_ms()
+
     async def wait(self, timeout: float) -> Any:
         """Wait ``timeout`` more seconds, moving the request's deadline so that a queued
         request is still started (recipe 1). Returns the result (streams: the full text)."""

@@ -1,20 +1,17 @@
 """StreamView: a streaming request's text growing as chunks arrive, with status, metrics and a
-Cancel button. Updates are coalesced (see ``_throttle``): a 10,000-token answer sends tens of
-comm messages per second, not one per token."""
+Cancel button. The text goes to the front end as coalesced deltas (see ``_stream_widget`` and
+``_throttle``): a 10,000-token answer sends tens of small comm messages per second, not one
+per token, and never the whole text again."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import html
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-import ipywidgets as widgets
-import traitlets
 
 from rtq_nb.errors import (
     RequestCancelled,
@@ -26,11 +23,14 @@ from rtq_nb.errors import (
 )
 from rtq_nb.loop import portal
 from rtq_nb.notebook._display import ShowOnce, render_markdown
-from rtq_nb.notebook._throttle import Throttle, fmt_ms
+from rtq_nb.notebook._stream_widget import HAVE_ANYWIDGET, DeltaWidget, status_line
+from rtq_nb.notebook._throttle import Throttle
+from rtq_nb.notebook.live_metrics import LiveMetrics
+from rtq_nb.protocol.records import Chunk
 
 if TYPE_CHECKING:
     from rtq_nb.client import Client, RequestHandle
-    from rtq_nb.protocol.records import Chunk, RequestRecord, Status, Usage
+    from rtq_nb.protocol.records import RequestRecord, Status
 
 
 @runtime_checkable
@@ -56,26 +56,30 @@ class StreamSource(Protocol):
 
 log = logging.getLogger("rtq_nb.notebook")
 
-STATUS_EVERY = 0.25  # s between status-line refreshes while text streams (transitions: at once)
+STATUS_EVERY = 0.25  # s between metrics refreshes while text streams (transitions: at once)
 TERMINAL = frozenset({"done", "failed", "cancelled", "timeout", "expired", "error"})
-_PRE = "<pre style='white-space:pre-wrap;margin:0'>{}</pre>"
 
 
-class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
+class StreamView(ShowOnce, DeltaWidget):
     """Widget for one streaming request (a sync ``RequestHandle`` or an ``AsyncRequestHandle``).
 
     ``start()`` consumes the stream in the background and returns at once; ``wait()`` blocks
     until the request ends and returns the final text. ``status`` is one of queued, running,
-    done, failed, cancelled, timeout, expired, error (an observable, unsynced trait:
-    ``view.observe(fn, names="status")``). At most ``max_updates_per_s`` comm messages per
-    second are sent (``update_count`` counts them), plus one final update with the full text.
+    retrying (``reason`` says why), done, failed, cancelled, timeout, expired (its deadline
+    passed while queued), error; an observable trait: ``view.observe(fn, names="status")``.
+
+    The front end gets the text as deltas (see ``_stream_widget``): at most
+    ``max_updates_per_s`` comm messages per second (``update_count`` counts them), each
+    carrying only the text that arrived since the previous one; a delta goes at once when it
+    is the first text or holds ``min_delta_chars``, else at most ``max_delay_s`` later (so a
+    fast stream sends few, large deltas and a slow one still updates ~4 times a second). The
+    metrics come from the Redis server's clock (:class:`LiveMetrics`), the same live and at
+    the end.
 
     Where it runs: a sync handle (and an ``AsyncRequestHandle`` when no other event loop runs in
     the calling thread) is consumed on rtq_nb's loop thread; an ``AsyncRequestHandle`` started
     from code running on another event loop (an ``AsyncClient`` in a notebook) is consumed as a
     task of that loop: use ``await view.finished()`` there rather than ``wait()``."""
-
-    status = traitlets.Unicode("queued")
 
     def __init__(
         self,
@@ -83,49 +87,33 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         *,
         markdown: bool = False,
         max_updates_per_s: float = 20,
+        min_delta_chars: int = 4096,
+        max_delay_s: float = 0.25,
     ) -> None:
         ah = getattr(handle, "async_handle", handle)
         if not isinstance(ah, StreamSource):
             raise TypeError(f"StreamView needs a request handle, got {type(handle).__name__}")
         if not ah.stream:
             raise RtqError(f"request {ah.id} is not a stream: submit it with stream=True")
+        super().__init__(markdown=markdown)
         self.handle = handle
         self._ah = ah
         self._portal_loop = getattr(handle, "loop", None) if ah is not handle else None
-        self.markdown = markdown
         self._throttle = Throttle(max_updates_per_s)
         self._lock = threading.Lock()
-        self._updates = 0
-        self._escaped: list[str] = []
+        self._pending: list[str] = []  # text received, not yet sent to the front end
+        self._pending_chars = 0
+        self._text_at = float("-inf")  # when text was last sent
+        self.min_delta_chars, self.max_delay_s = min_delta_chars, max_delay_s
+        self._live = LiveMetrics()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._future: concurrent.futures.Future[None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._status_due = True
-        self._line_at = float("-inf")
+        self._state_due = True
+        self._state_at = float("-inf")
         self._done = threading.Event()
-        self._end: float | None = None
         self.error: str | None = None
-        self._queue_wait_ms: int | None = None
-        self._ttft_ms: int | None = None
-        self._usage: Usage | None = None  # the model's, from the record once done
-        self._text = widgets.HTML(value=_PRE.format(""))
-        self._text.add_class("rtq-stream-text")
-        self._line = widgets.HTML(value=self._status_html())
-        self._line.add_class("rtq-stream-status")
-        self._button = widgets.Button(
-            description="Cancel",
-            icon="stop",
-            tooltip="Cancel this request",
-            layout=widgets.Layout(width="auto"),
-        )
-        self._button.add_class("rtq-stream-cancel")
-        self._button.on_click(lambda _b: self.cancel())
-        super().__init__([widgets.HBox([self._line, self._button]), self._text])
-        self.add_class("rtq-stream-view")
-        # the parts, for tests and layouts: the text (CSS class rtq-stream-text), the status
-        # line (rtq-stream-status) and the Cancel button (rtq-stream-cancel)
-        self.text_widget, self.status_widget = self._text, self._line
-        self.cancel_button = self._button
+        self.stats = self._stats()
 
     # ---- public ---------------------------------------------------------------------------
     @property
@@ -139,8 +127,8 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     @property
     def update_count(self) -> int:
-        """Comm messages (trait syncs) this view has sent since it was created."""
-        return self._updates
+        """Comm messages (deltas and state syncs) this view has sent since it was created."""
+        return self.messages_sent
 
     @property
     def done(self) -> bool:
@@ -148,23 +136,16 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """queue_wait_ms, ttft_ms (from submission), tokens, tokens_per_s, elapsed_s, usage."""
-        h = self._ah
-        now = self._end or time.monotonic()
-        ttft = self._ttft_ms
-        if ttft is None and h.first_chunk_at is not None:
-            ttft = round((h.first_chunk_at - h.submitted_at) * 1000)
-        tps = None
-        if h.first_chunk_at is not None and h.piece_count > 1 and now > h.first_chunk_at:
-            tps = h.piece_count / (now - h.first_chunk_at)
-        return {
-            "queue_wait_ms": self._queue_wait_ms,
-            "ttft_ms": ttft,
-            "tokens": h.piece_count,
-            "tokens_per_s": tps,
-            "elapsed_s": now - h.submitted_at,
-            "usage": self._usage,
-        }
+        """queue_wait_ms, ttft_ms (from submission), tokens, tokens_per_s (the model's, over
+        its generation time), elapsed_ms (and elapsed_s), usage: from the Redis server's clock."""
+        m = self._live.snapshot().as_dict()
+        m["elapsed_s"] = None if m["elapsed_ms"] is None else m["elapsed_ms"] / 1000
+        return m
+
+    @property
+    def status_text(self) -> str:
+        """The status line the front end shows, as text."""
+        return status_line(self.status, self.reason, self.stats)
 
     def start(self) -> None:
         """Consume the stream in the background; returns at once (idempotent)."""
@@ -218,10 +199,6 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
         ``cancelled`` when the worker/queue confirms it on the stream."""
         if self._done.is_set():
             return
-        with self._button.hold_sync():
-            self._button.disabled = True
-            self._button.description = "Cancelling…"
-        self._count(1)
         self.start()  # the consumer sees the cancel marker and finishes the view
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._ah.cancel("cancelled from StreamView"), self._loop)
@@ -229,75 +206,99 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
     # ---- on the consumer's loop -----------------------------------------------------------
     async def _consume(self) -> None:
         ticker = asyncio.ensure_future(self._tick())
-        final = "done"
+        final, reason = "done", ""
         try:
             while True:
                 try:
                     async for chunk in self._ah.chunks():
+                        self._live.on_chunk(chunk)
                         if self.status in ("queued", "retrying"):
                             self._set_status("running")
-                        self._escaped.append(html.escape(chunk))
+                        self._pending.append(chunk.text if isinstance(chunk, Chunk) else chunk)
+                        self._pending_chars += len(chunk)
                         self._dirty()
                     break
-                except WorkerLost:  # its worker died; the retry streams again from the start
-                    self._escaped.clear()
-                    self._set_status("retrying")
+                except WorkerLost as exc:  # its worker died; the retry streams from the start
+                    self._pending.clear()
+                    self._pending_chars, self._text_at = 0, float("-inf")
+                    self._live.reset()
+                    self._emit_reset()
+                    self._set_status("retrying", _short(exc))
                     self._dirty()
         except RequestCancelled as exc:
-            final, self.error = "cancelled", str(exc)
+            final, reason = "cancelled", str(exc)
         except RequestFailed as exc:
-            final, self.error = "failed", exc.error
+            final, reason = "failed", exc.error or str(exc)
         except RequestTimeout as exc:
-            final, self.error = "timeout", str(exc).split(". Recipes")[0]
+            final, reason = "timeout", str(exc).split(". Recipes")[0]
+            if str(getattr(exc.status, "value", exc.status)) in ("pending", "expired"):
+                final, reason = "expired", "its deadline passed while it was queued"
         except RequestExpired as exc:
-            final, self.error = "expired", str(exc)
+            final, reason = "expired", str(exc)
         except Exception as exc:  # Redis down, malformed data, bugs: show, never hide
             log.warning("stream view of %s ended with an error", self.request_id, exc_info=True)
-            final, self.error = "error", f"{type(exc).__name__}: {exc}"
+            final, reason = "error", f"{type(exc).__name__}: {exc}"
         finally:
-            self._end = time.monotonic()
             ticker.cancel()
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush_handle = None
-        try:
-            rec = await self._ah.record()
-            if rec.queue_wait_ms is not None:
-                self._queue_wait_ms = rec.queue_wait_ms
-            self._ttft_ms, self._usage = rec.ttft_ms, rec.usage
-        except RtqError:
-            pass  # metrics stay client-side estimates
-        self._set_status(final)
+        await self._read_record()
+        self.error = reason if final != "done" else None
+        self._set_status(final, reason[:300])
         try:
             self._flush(final=True)
         finally:
             self._done.set()
 
+    async def _read_record(self) -> None:
+        """Feed the record (and the server's clock) to the metrics."""
+        now_ms = None
+        server_ms = getattr(self._ah, "server_ms", None)
+        try:
+            if server_ms is not None:
+                now_ms = await server_ms()
+            rec = await self._ah.record()
+        except RtqError:
+            return  # the metrics keep what they have
+        self._live.on_record(rec, now_ms)
+        if rec.status.value == "running" and self.status == "queued":
+            self._set_status("running")
+
     async def _tick(self) -> None:
-        """Read the record while queued (running + queue wait); refresh the elapsed time."""
+        """Read the record while queued or running: the status and the live metrics."""
         while True:
-            if self._queue_wait_ms is None:
-                try:
-                    rec = await self._ah.record()
-                    if rec.created_ms and rec.started_ms:
-                        self._queue_wait_ms = rec.started_ms - rec.created_ms
-                    if rec.status.value == "running" and self.status == "queued":
-                        self._set_status("running")
-                except RtqError:
-                    pass
-            self._status_due = True
+            await self._read_record()
+            self._state_due = True
             self._dirty()
             await asyncio.sleep(0.25 if self.status == "queued" else 0.5)
 
-    def _set_status(self, status: str) -> None:
-        if status != self.status:
-            self.status = status
-            self._status_due = True
+    def _set_status(self, status: str, reason: str = "") -> None:
+        if status != self.status or reason != self.reason:
+            with self.hold_sync():
+                self.reason, self.status = reason, status
+            self._count(1)
+            self._state_due = True
+
+    def _text_wait(self, now: float) -> float:
+        """Seconds before the pending text is worth a message: at once for the first text or
+        ``min_delta_chars`` of it, else after ``max_delay_s`` (a message's envelope is ~1.5 KB
+        on the websocket, so small deltas are batched while a stream is fast)."""
+        if not self._pending:
+            return float("inf")
+        if self._text_at < 0 or self._pending_chars >= self.min_delta_chars:
+            return 0.0
+        return max(0.0, self._text_at + self.max_delay_s - now)
 
     def _dirty(self) -> None:
         if self._flush_handle is not None:
             return
-        delay = self._throttle.delay(2)  # a flush sends at most 2 messages (text, status)
+        now = time.monotonic()
+        due = 0.0 if self._state_due else max(0.0, self._state_at + STATUS_EVERY - now)
+        due = min(due, self._text_wait(now))
+        if due == float("inf"):
+            return
+        delay = max(due, self._throttle.delay(2))  # a flush sends at most 2 messages
         if delay <= 0:
             self._flush()
         else:
@@ -310,54 +311,45 @@ class StreamView(ShowOnce, widgets.VBox):  # type: ignore[misc]
 
     def _flush(self, final: bool = False) -> None:
         now = time.monotonic()
-        if len(self._escaped) > 1:
-            self._escaped = ["".join(self._escaped)]
-        body = self._escaped[0] if self._escaped else ""
-        text = _PRE.format(body)
-        if final and self.markdown and self.status == "done":
-            rendered = render_markdown(self.text)
-            if rendered is not None:
-                text = f"<div class='rtq-markdown'>{rendered}</div>"
-        line = None
-        if final or self._status_due or now - self._line_at >= STATUS_EVERY:
-            line = self._status_html()
         sent = 0
-        with self._text.hold_sync(), self._line.hold_sync(), self._button.hold_sync():
-            if text != self._text.value:
-                self._text.value = text
+        if final or self._text_wait(now) <= 0:
+            delta, self._pending, self._pending_chars = "".join(self._pending), [], 0
+            sent = self._emit(delta)
+            self._text_at = now
+        if final or self._state_due or now - self._state_at >= STATUS_EVERY:
+            self._state_due, self._state_at = False, now
+            stats = self._stats()
+            if stats != self.stats:
+                self.stats = stats
+                self._count(1)
                 sent += 1
-            if line is not None:
-                self._status_due, self._line_at = False, now
-                if line != self._line.value:
-                    self._line.value = line
-                    sent += 1
-            if final and (not self._button.disabled or self._button.description != "Cancel"):
-                self._button.disabled, self._button.description = True, "Cancel"
-                sent += 1
-        self._count(sent)
+                if not HAVE_ANYWIDGET:
+                    self._render_fallback()
         self._throttle.spent(sent)
+        if not final and self._pending:
+            self._dirty()  # the rest of the text, when it is due
+
+    def _stats(self) -> dict[str, Any]:
+        m = self.metrics
+        m["chars"] = self.sent_units  # a front end that missed a delta sees it
+        del m["elapsed_s"]
+        u = m.pop("usage")
+        if u is not None:
+            m["usage"] = {
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+            }
+        return m
 
     def _count(self, n: int) -> None:
-        with self._lock:
-            self._updates += n
+        """Trait syncs outside ``_emit`` (status, reason) count as messages too."""
+        if n:
+            with self._send_lock:
+                self.messages_sent += n
 
-    def _status_html(self) -> str:
-        m = self.metrics
-        st = self.status
-        parts = [
-            f"<b class='rtq-status rtq-status-{st}'>{st}</b>",
-            f"queue wait {fmt_ms(m['queue_wait_ms'])}",
-            f"TTFT {fmt_ms(m['ttft_ms'])}",
-            f"{m['tokens']} tokens",
-        ]
-        if m["tokens_per_s"] is not None:
-            parts.append(f"{m['tokens_per_s']:.1f} tok/s")
-        parts.append(f"elapsed {fmt_ms(m['elapsed_s'] * 1000)}")
-        if (u := m["usage"]) is not None:
-            parts.append(f"usage {u.prompt_tokens} + {u.completion_tokens} tokens")
-        if self.error and st in TERMINAL:
-            parts.append(f"<span class='rtq-error'>{html.escape(self.error[:300])}</span>")
-        return "<span class='rtq-stream-line'>" + " &middot; ".join(parts) + "</span>"
+
+def _short(exc: BaseException) -> str:
+    return str(exc).split("\n")[0][:200]
 
 
 def stream_view(

@@ -18,6 +18,7 @@ import os
 import shutil
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_harness import (
@@ -120,3 +121,111 @@ def _stream_requests(client: Client) -> list[str]:
     df = views.history(client)
     df = df[(df.input_preview == PROMPT) & (df.chunks > 0)].sort_values("created")
     return [str(x) for x in df.id]
+
+
+# --------------------------------------------------------------------------- 10,000 tokens
+LONG_TOKENS, LONG_RATE = 10_000, 2500  # ~4 s of streaming
+LONG_CELLS = [
+    "from rtq_nb import Client, Worker\n"
+    "from rtq_nb.demo import fake_llm\n"
+    "from rtq_nb.notebook import stream_view\n"
+    "client = Client()\n"
+    "worker = Worker(fake_llm, client.url).start()",
+    f"view = stream_view(client, 'long answer', params={{'tokens': {LONG_TOKENS}, "
+    f"'rate': {LONG_RATE}}}, timeout=120, block=True)\n"
+    "print('LONG-DONE', view.status, len(view.text), view.update_count)",
+    "worker.stop()",
+]
+_SCROLL_JS = """() => {
+  const s = document.querySelector('.rtq-sv-scroll');
+  if (!s) return null;
+  return {top: s.scrollTop, height: s.scrollHeight, client: s.clientHeight,
+          len: (document.querySelector('.rtq-stream-text')?.textContent || '').length};
+}"""
+
+
+def _text_frames(frames: list[tuple[float, int, str | bytes]]) -> dict[int, list[Any]]:
+    """The websocket frames that carry the stream widget's text (append/sync messages), by
+    socket: ``{socket number: [(time, frame bytes), ...]}``."""
+    out: dict[int, list[Any]] = {}
+    for t, n, payload in frames:
+        raw = payload.encode() if isinstance(payload, str) else payload
+        if b'"t": "append"' in raw or b'"t":"append"' in raw or b'"t": "sync"' in raw:
+            out.setdefault(n, []).append((t, raw))
+    return out
+
+
+def test_10k_token_answer_streams_as_deltas(tmp_path: Path) -> None:
+    """A 10,000-token answer in JupyterLab: the text grows live to the exact answer, the
+    scroll box follows the tail, the badge says done, and the websocket carries the text's
+    bytes about once (deltas, never the whole text again)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from jupyter_harness import write_notebook
+
+    expected = "".join(fake_answer("long answer", LONG_TOKENS))
+    root = tmp_path / "root"
+    write_notebook(root / "long.ipynb", LONG_CELLS)
+    artifacts = Path(os.environ.get("RTQ_ARTIFACTS") or tmp_path / "artifacts")
+
+    with EmbeddedRedis(tcp=True) as redis_srv:
+        env = isolated_jupyter_env(tmp_path / "lab" / "env")
+        env.pop("REDIS_URL", None)
+        env["RTQ_REDIS_URL"] = redis_srv.url
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        with (
+            JupyterLabSession(root, tmp_path / "lab", env=env) as lab,
+            open_lab_page(lab, "long.ipynb", STREAM_CLASS) as page,
+        ):
+            page.run_all_cells()
+            page.wait_for(_text_len_js(len(expected) // 5), timeout_s=90)
+            scrolls = []
+            for _ in range(6):  # mid-stream: the box follows the tail
+                scrolls.append(page.page.evaluate(_SCROLL_JS))
+                page.page.wait_for_timeout(150)
+            mid_shot = page.screenshot(artifacts / "stream-10k-mid.png")
+            page.wait_for_probe_text(expected[-60:], timeout_s=90)
+            page.wait_for(
+                "document.querySelector('.rtq-sv-badge')?.textContent === 'done'", timeout_s=30
+            )
+            page.page.wait_for_timeout(300)
+            final_shot = page.screenshot(artifacts / "stream-10k-done.png")
+            badge_bg = page.page.evaluate(
+                "getComputedStyle(document.querySelector('.rtq-sv-badge')).backgroundColor"
+            )
+            final_scroll = page.page.evaluate(_SCROLL_JS)
+            samples = page.samples()
+            final_text = page.probe_text() or ""
+            frames, urls = list(page.ws_frames), list(page.ws_urls)
+
+    assert final_text == expected
+    report = check_monotonic_growth(samples, expected[-60:], min_intermediate=8)
+    mid = [s for s in scrolls if s and s["len"] < len(expected)]
+    assert mid, f"no mid-stream scroll sample: {scrolls}"
+    for s in mid:
+        assert s["height"] > s["client"] > 0, s  # a scroll box, not a page-long output
+        assert s["height"] - s["top"] - s["client"] < 60, f"not following the tail: {s}"
+    assert final_scroll["height"] - final_scroll["top"] - final_scroll["client"] < 60
+    assert badge_bg not in ("", "rgba(0, 0, 0, 0)"), badge_bg
+    by_socket = _text_frames(frames)
+    assert by_socket, f"no text frames on {urls}"
+    text_bytes = len(expected.encode())
+    dom_span = report.span_s or 1.0
+    for n, text_frames in sorted(by_socket.items()):
+        frame_bytes = sum(len(raw) for _, raw in text_frames)
+        span = text_frames[-1][0] - text_frames[0][0] if len(text_frames) > 1 else 0.0
+        print(
+            f"\n[browser 10k] socket {n} ({urls[n].split('?')[0][-60:]}): {len(expected)} chars; "
+            f"{len(text_frames)} text frames over {span:.2f} s "
+            f"({len(text_frames) / max(span, 1e-9):.1f}/s), {frame_bytes} B = "
+            f"{frame_bytes / text_bytes:.2f}x the text (Jupyter message envelopes included)"
+        )
+        assert len(text_frames) >= 8
+        # each kernel socket carries the text about once: deltas, never the whole text again
+        assert frame_bytes <= 1.5 * text_bytes, f"{frame_bytes} B for {text_bytes} B of text"
+    print(
+        f"[browser 10k] {len(by_socket)} kernel socket(s) carried the text; "
+        f"{report.states} DOM states over {report.span_s:.2f} s "
+        f"({report.states / dom_span:.1f}/s); screenshots {mid_shot}, {final_shot}"
+    )

@@ -4,6 +4,7 @@ handle's public surface (chunks, record, cancel), so a scripted handle drives ev
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import time
 from collections.abc import AsyncIterator
@@ -11,16 +12,26 @@ from typing import Any
 
 import pytest
 
-from rtq_nb.errors import RequestCancelled, RequestFailed, WorkerLost
+from rtq_nb.errors import (
+    RequestCancelled,
+    RequestExpired,
+    RequestFailed,
+    RequestTimeout,
+    WorkerLost,
+)
+from rtq_nb.notebook import _stream_widget, streamview
 from rtq_nb.notebook.streamview import StreamSource, StreamView
 from rtq_nb.protocol.records import Chunk, RequestRecord, Status
 from tests.notebook.helpers import on_status
 
 END = object()
+T0 = 1_000_000
 
 
 class FakeHandle:
-    """A streaming handle whose chunks and errors are fed by the test (thread-safe)."""
+    """A streaming handle whose chunks and errors are fed by the test (thread-safe). Its
+    server clock starts at 1,000,000 ms; the record says created at 1,000,000 and started at
+    1,000,005 (queue wait 5 ms)."""
 
     def __init__(self) -> None:
         self.id, self.stream = "fake-1", True
@@ -30,6 +41,11 @@ class FakeHandle:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.parts: list[str] = []
         self.cancelled_with: str | None = None
+        self.now_ms = T0
+        self.rec = RequestRecord(
+            id=self.id, client="c", queue="q", priority=0, status=Status.RUNNING,
+            created_ms=T0, started_ms=T0 + 5,
+        )  # fmt: skip
 
     @property
     def text(self) -> str:
@@ -51,11 +67,11 @@ class FakeHandle:
             self.piece_count += item.pieces
             yield item
 
+    async def server_ms(self) -> int:
+        return self.now_ms
+
     async def record(self) -> RequestRecord:
-        return RequestRecord(
-            id=self.id, client="c", queue="q", priority=0, status=Status.COMPLETED,
-            queue_wait_ms=5, ttfc_ms=7,
-        )  # fmt: skip
+        return self.rec
 
     async def cancel(self, reason: str = "cancelled by client") -> Status | None:
         self.cancelled_with = reason
@@ -63,9 +79,36 @@ class FakeHandle:
         return Status.RUNNING
 
 
+def chunk(text: str, seq: int, pieces: int = 1, at_ms: int = 0) -> Chunk:
+    """A chunk whose Redis entry time is T0 + at_ms."""
+    return Chunk(text, seq, pieces, f"{T0 + at_ms}-{seq}")
+
+
 @pytest.fixture
 def fake() -> FakeHandle:
     return FakeHandle()
+
+
+class Sent(list[dict[str, Any]]):
+    """The custom messages a view sent (its ``send`` replaced)."""
+
+    def text(self) -> str:
+        """What a front end that saw every message shows."""
+        out = ""
+        for m in self:
+            if m["t"] == "append":
+                out += m["text"]
+            elif m["t"] == "reset":
+                out = ""
+            elif m["t"] == "sync":
+                out = m["text"]
+        return out
+
+
+def recording(view: StreamView) -> Sent:
+    sent = Sent()
+    view.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    return sent
 
 
 def test_fake_handle_is_a_stream_source(fake: FakeHandle) -> None:
@@ -74,51 +117,167 @@ def test_fake_handle_is_a_stream_source(fake: FakeHandle) -> None:
         StreamView(object())  # type: ignore[arg-type]
 
 
-def test_chunks_render_escaped_then_done_with_server_metrics(fake: FakeHandle) -> None:
+def test_chunks_go_as_deltas_then_done_with_server_metrics(fake: FakeHandle) -> None:
     view = StreamView(fake)
+    sent = recording(view)
     running = on_status(view, "running")
     view.start()
-    fake.inbox.put(Chunk("<b>one</b> ", 0, 1, "1-0"))
+    fake.inbox.put(chunk("<b>one</b> ", 0, 1, at_ms=100))
     assert running.wait(10)
-    fake.inbox.put(Chunk("two three", 1, 2, "2-0"))
+    fake.inbox.put(chunk("two three", 1, 2, at_ms=300))
     fake.inbox.put(END)
     assert view.wait(10) == "<b>one</b> two three"
-    assert view.status == "done" and view.error is None
-    assert "&lt;b&gt;one&lt;/b&gt; two three" in view.text_widget.value
+    assert view.status == "done" and view.error is None and view.reason == ""
+    assert all(m["t"] == "append" for m in sent)
+    assert sent.text() == view.sent_text == view.text  # raw text: the front end escapes it
     m = view.metrics
-    assert m["tokens"] == 3 and m["queue_wait_ms"] == 5 and m["ttft_ms"] == 7
-    assert "done" in view.status_widget.value and view.cancel_button.disabled
+    # queue wait and TTFT from the server clock; tokens/s: 2 tokens after the first over 0.2 s
+    assert m["queue_wait_ms"] == 5 and m["ttft_ms"] == 100 and m["tokens"] == 3
+    assert m["tokens_per_s"] == pytest.approx(10.0)
+    assert view.stats["ttft_ms"] == 100 and view.stats["tokens_per_s"] == pytest.approx(10.0)
+    assert view.status_text.startswith("done · queue wait 5 ms · TTFT 100 ms · 3 tokens")
+
+
+def test_a_burst_read_late_does_not_inflate_tokens_per_s(fake: FakeHandle) -> None:
+    """200 tokens the model made at 200 tok/s (entry times 5 ms apart) reach the view in one
+    burst: tokens/s is the model's, not the burst's."""
+    view = StreamView(fake)
+    view.start()
+    for i in range(200):
+        fake.inbox.put(chunk("x", i, 1, at_ms=50 + 5 * i))
+    fake.inbox.put(END)
+    view.wait(10)
+    assert view.metrics["tokens_per_s"] == pytest.approx(199 / 0.995)
+
+
+def test_queue_wait_grows_while_queued(fake: FakeHandle) -> None:
+    fake.rec = RequestRecord(
+        id=fake.id, client="c", queue="q", priority=0, status=Status.PENDING, created_ms=T0
+    )
+    fake.now_ms = T0 + 1500
+    view = StreamView(fake)
+    view.start()
+    deadline = time.monotonic() + 5
+    while view.stats.get("queue_wait_ms") != 1500 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert view.status == "queued" and view.stats["queue_wait_ms"] == 1500
+    fake.inbox.put(END)
+    view.wait(10)
+
+
+def test_hello_gets_one_full_sync(fake: FakeHandle) -> None:
+    view = StreamView(fake)
+    sent = recording(view)
+    view.start()
+    for i, word in enumerate(["alpha ", "beta ", "gamma"]):
+        fake.inbox.put(chunk(word, i, 1, at_ms=10 * i))
+    fake.inbox.put(END)
+    view.wait(10)
+    before = len(sent)
+    view._on_front_msg(view, {"t": "hello"}, [])  # a re-rendered view (page reload) asks
+    assert sent[before:] == [{"t": "sync", "text": "alpha beta gamma"}]
+    view._on_front_msg(view, {"t": "nonsense"}, [])
+    view._on_front_msg(view, "not a dict", [])
+    assert len(sent) == before + 1
+
+
+def test_a_10k_token_stream_sends_each_byte_once(fake: FakeHandle) -> None:
+    words = [f"w{i} " for i in range(10_000)]
+    view = StreamView(fake, max_updates_per_s=20)
+    sent = recording(view)
+    view.start()
+    for i, w in enumerate(words):
+        fake.inbox.put(chunk(w, i, 1, at_ms=i))
+    fake.inbox.put(END)
+    view.wait(60)
+    text = "".join(words)
+    assert sent.text() == text and view.text == text
+    payload = sum(len(json.dumps(m).encode()) for m in sent)
+    assert view.text_bytes_sent == len(text.encode())
+    assert payload <= 1.5 * len(text.encode()), (payload, len(text))
+    assert view.metrics["tokens"] == 10_000
 
 
 def test_failure_shows_the_worker_error(fake: FakeHandle) -> None:
     view = StreamView(fake)
     view.start()
-    fake.inbox.put(Chunk("partial", 0, 1, "1-0"))
+    fake.inbox.put(chunk("partial", 0, 1))
     fake.inbox.put(RequestFailed("failed", request_id=fake.id, error="ValueError: boom"))
     view.wait(10)
     assert view.status == "failed" and view.error == "ValueError: boom"
-    assert "ValueError: boom" in view.status_widget.value and view.text == "partial"
+    assert view.reason == "ValueError: boom" and "ValueError: boom" in view.status_text
+    assert view.text == "partial"
 
 
-def test_cancel_button_cancels_through_the_handle(fake: FakeHandle) -> None:
+@pytest.mark.parametrize(
+    ("exc", "status", "reason"),
+    [
+        (RequestTimeout("timed out. Recipes: ...", request_id="fake-1", status="running"),
+         "timeout", "timed out"),
+        (RequestTimeout("timed out. Recipes: ...", request_id="fake-1", status="pending"),
+         "expired", "its deadline passed while it was queued"),
+        (RequestExpired("never started", request_id="fake-1"), "expired", "never started"),
+        (ConnectionError("redis down"), "error", "ConnectionError: redis down"),
+    ],
+)  # fmt: skip
+def test_terminal_states(fake: FakeHandle, exc: Exception, status: str, reason: str) -> None:
     view = StreamView(fake)
     view.start()
-    fake.inbox.put(Chunk("a", 0, 1, "1-0"))
-    view.cancel_button.click()
+    fake.inbox.put(exc)
+    view.wait(10)
+    assert view.status == status and view.reason == reason and view.done
+
+
+def test_cancel_message_cancels_through_the_handle(fake: FakeHandle) -> None:
+    view = StreamView(fake)
+    view.start()
+    fake.inbox.put(chunk("a", 0, 1))
+    view._on_front_msg(view, {"t": "cancel"}, [])  # the front end's Cancel button
     view.wait(10)
     assert fake.cancelled_with == "cancelled from StreamView"
-    assert view.status == "cancelled" and view.cancel_button.disabled
+    assert view.status == "cancelled" and "cancelled" in view.reason
 
 
-def test_a_lost_worker_shows_retrying_then_the_retry(fake: FakeHandle) -> None:
+def test_a_lost_worker_shows_retrying_with_its_reason_then_the_retry(fake: FakeHandle) -> None:
     view = StreamView(fake)
+    sent = recording(view)
+    seen: list[tuple[str, str]] = []
+    view.observe(lambda ch: seen.append((ch["new"], view.reason)), names="status")
     retrying = on_status(view, "retrying")
     view.start()
-    fake.inbox.put(Chunk("lost attempt", 0, 1, "1-0"))
-    lost = WorkerLost("lost", request_id=fake.id, chunks=["lost attempt"], requeued=True)
+    fake.inbox.put(chunk("lost attempt", 0, 1))
+    lost = WorkerLost("worker w1 died", request_id=fake.id, chunks=["lost attempt"], requeued=True)
     fake.inbox.put(lost)
     assert retrying.wait(10)
-    fake.inbox.put(Chunk("second try", 0, 1, "3-0"))
+    fake.inbox.put(chunk("second try", 0, 1, at_ms=50))
     fake.inbox.put(END)
     assert view.wait(10) == "second try"
-    assert "lost attempt" not in view.text_widget.value and view.status == "done"
+    assert {"t": "reset"} in sent and sent.text() == "second try"
+    assert ("retrying", "worker w1 died") in [(s, r[:14]) for s, r in seen]
+    assert view.status == "done" and view.metrics["tokens"] == 1
+
+
+def test_fallback_without_anywidget(fake: FakeHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No anywidget: a plain HTML widget with the whole (escaped) text and the status line."""
+    monkeypatch.setattr(_stream_widget, "HAVE_ANYWIDGET", False)
+    monkeypatch.setattr(streamview, "HAVE_ANYWIDGET", False)
+    rendered: list[str] = []
+    monkeypatch.setattr(
+        _stream_widget.DeltaWidget,
+        "_render_fallback",
+        lambda self: rendered.append(_fallback_html(self)),
+    )
+    view = StreamView(fake)
+    view.start()
+    fake.inbox.put(chunk("<b>x</b>", 0, 1))
+    fake.inbox.put(END)
+    view.wait(10)
+    assert "&lt;b&gt;x&lt;/b&gt;" in rendered[-1] and "done" in rendered[-1]
+
+
+def _fallback_html(view: Any) -> str:
+    import html
+
+    return html.escape(_stream_widget.status_line(view.status, view.reason, view.stats)) + (
+        html.escape(view.sent_text)
+    )

@@ -6,7 +6,8 @@ a drift test fails when the two differ. Every notebook in ``notebooks/`` is exec
 nbclient (tests/jupyter_harness.py) in an isolated Jupyter environment, against the embedded
 Redis its kernel starts (no URL), except ``queue_inspection.ipynb``, which also runs against a
 Redis given by ``RTQ_REDIS_URL``. The comm traffic of the ``rtq-stream-text`` widget is
-checked message by message, and a 10,000-token stream measures how many widget updates per
+checked message by message (its text goes as custom messages with deltas: append, reset, sync),
+and a 10,000-token stream measures how many widget updates per
 second the kernel sends (``-s`` prints the numbers). ``rtq-nb lab`` (rtq_nb.cli.lab.run_lab)
 is started and stopped once.
 """
@@ -52,7 +53,7 @@ SOURCES = sorted(p.name for p in NOTEBOOK_DIR.glob("*.py"))
 #: ``--update`` keeps the .ipynb's cell ids and metadata.
 RESYNC = "jupytext --to ipynb --update notebooks/*.py"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-STREAM_CLASS = "rtq-stream-text"
+STREAM_CLASS = "rtq-stream-view"
 QUICKSTART_PROMPT = "Explain how a Redis queue serves real-time inference."
 QUICKSTART_TOKENS = 60
 _TAG = re.compile(r"<[^>]*>")
@@ -98,9 +99,31 @@ def outputs_text(run: NotebookRun) -> str:
     return "\n".join(parts)
 
 
+def text_messages(run: NotebookRun, model_id: str) -> list[Any]:
+    """The custom messages (text deltas) the kernel sent to the stream widget ``model_id``."""
+    return [
+        m
+        for m in run.comm_messages
+        if m.comm_id == model_id and m.msg_type == "comm_msg" and m.method == "custom"
+    ]
+
+
+def stream_texts(run: NotebookRun, model_id: str) -> list[str]:
+    """The text a front end that got every message shows, after each message."""
+    text, out = "", []
+    for m in text_messages(run, model_id):
+        c = m.data["content"]
+        if c["t"] == "append":
+            text += c["text"]
+        elif c["t"] in ("reset", "sync"):
+            text = c.get("text", "")
+        out.append(text)
+    return out
+
+
 def stream_states(run: NotebookRun, model_id: str) -> list[str]:
-    """Distinct visible texts the widget was sent, in order (consecutive repeats dropped)."""
-    texts = [visible_text(m.state["value"]) for m in run.updates(model_id, key="value")]
+    """Distinct texts the widget showed, in order (consecutive repeats dropped)."""
+    texts = stream_texts(run, model_id)
     return [t for i, t in enumerate(texts) if t.strip() and (i == 0 or t != texts[i - 1])]
 
 
@@ -213,15 +236,16 @@ def test_quickstart_stream_widget_streams(run_of: Any) -> None:
     assert_strict_growth(states)
     assert states[0] != expected, "the first update already held the whole answer"
     assert states[-1].strip() == expected
-    assert visible_text(run.widget_states()[model_id]["value"]).strip() == expected
+    assert stream_texts(run, model_id)[-1].strip() == expected
+    assert run.widget_states()[model_id]["status"] == "done"
     # the sync and async API cells assert they got the same answer; the last cell says DONE
     text = outputs_text(run)
     assert expected in text
     assert "[DONE] quickstart finished" in text
     print(
-        f"\n[quickstart] {len(run.updates(model_id, 'value'))} value updates, "
+        f"\n[quickstart] {len(text_messages(run, model_id))} text deltas, "
         f"{len(states)} distinct states, peak "
-        f"{run.peak_updates_per_second(model_id, 'value')} updates/s"
+        f"{peak_per_second([m.kernel_time for m in text_messages(run, model_id)])} deltas/s"
     )
 
 
@@ -271,18 +295,20 @@ def test_long_stream_update_rate_is_bounded(tmp_path: Path) -> None:
     expected = {name: "".join(fake_answer(f"long {name}", LONG_TOKENS)) for name in timings}
     by_text: dict[str, str] = {}
     for mid in run.model_ids_with_class(STREAM_CLASS):
-        final = visible_text(run.widget_states()[mid]["value"]).strip()
+        texts = stream_texts(run, mid)
+        final = texts[-1].strip() if texts else ""
         by_text.update({name: mid for name, text in expected.items() if text == final})
     assert set(by_text) == {"paced", "burst"}, "a widget's final text is not the full answer"
 
     for name, mid in by_text.items():
-        msgs = run.updates(mid, "value")
+        msgs = text_messages(run, mid)
         states = stream_states(run, mid)
         assert_strict_growth(states)
-        mean = run.updates_per_second(mid, "value")
-        peak = run.peak_updates_per_second(mid, "value")
-        payload = sum(len(json.dumps(m.data)) for m in msgs)
         span = (msgs[-1].kernel_time - msgs[0].kernel_time).total_seconds() if msgs else 0.0
+        mean = (len(msgs) - 1) / span if span > 0 else 0.0
+        peak = peak_per_second([m.kernel_time for m in msgs])
+        payload = sum(len(json.dumps(m.data)) for m in msgs)
+        text_bytes = len(expected[name].encode())
         # every comm message the kernel sent while this stream ran (text, status line, button)
         during = [
             m
@@ -295,8 +321,10 @@ def test_long_stream_update_rate_is_bounded(tmp_path: Path) -> None:
             f"\n[update rate] {name}: {LONG_TOKENS} tokens in {timings[name]['seconds']:.2f} s; "
             f"{len(msgs)} text updates over {span:.2f} s = {mean:.1f}/s mean, "
             f"peak {peak} in any 1 s window; all comm messages: {len(during)}, peak "
-            f"{all_peak}/s; {payload / 1e6:.2f} MB of text-update payload"
+            f"{all_peak}/s; {payload / 1e6:.3f} MB of text-delta payload for "
+            f"{text_bytes / 1e6:.3f} MB of text ({payload / text_bytes:.2f}x)"
         )
+        assert payload <= 1.5 * text_bytes, f"{name}: {payload} B sent for {text_bytes} B"
         assert peak <= 60, f"{name}: {peak} widget updates in one second (a few tens at most)"
         assert all_peak <= 80, f"{name}: {all_peak} comm messages in one second"
         if name == "paced":  # ~4 s of streaming must show up as a live, growing widget

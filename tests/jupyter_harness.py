@@ -625,3 +625,13 @@ def check_monotonic_growth(
         )
     span = (float(kept[-1]["t"]) - float(kept[0]["t"])) / 1000.0
     return GrowthReport(states=len(texts), intermediate=intermediate, span_s=span)
+
+
+def rtq_lab_env(base: Path, redis_url: str, root: Path) -> dict[str, str]:
+    """The isolated Jupyter environment of a browser test whose kernels reach ``redis_url``
+    (``RTQ_REDIS_URL``; any ``REDIS_URL`` dropped) and import rtq_nb from ``root``."""
+    env = isolated_jupyter_env(base)
+    env.pop("REDIS_URL", None)
+    env["RTQ_REDIS_URL"] = redis_url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return env

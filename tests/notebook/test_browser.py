@@ -24,8 +24,8 @@ import pytest
 from jupyter_harness import (
     JupyterLabSession,
     check_monotonic_growth,
-    isolated_jupyter_env,
     open_lab_page,
+    rtq_lab_env,
     skip_reason,
 )
 
@@ -59,10 +59,7 @@ def test_quickstart_streams_in_jupyterlab(tmp_path: Path) -> None:
     artifacts = Path(os.environ.get("RTQ_ARTIFACTS") or tmp_path / "artifacts")
 
     with EmbeddedRedis(tcp=True) as redis_srv:
-        env = isolated_jupyter_env(tmp_path / "lab" / "env")
-        env.pop("REDIS_URL", None)
-        env["RTQ_REDIS_URL"] = redis_srv.url
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = rtq_lab_env(tmp_path / "lab" / "env", redis_srv.url, ROOT)
 
         with (
             JupyterLabSession(root, tmp_path / "lab", env=env) as lab,
@@ -170,10 +167,7 @@ def test_10k_token_answer_streams_as_deltas(tmp_path: Path) -> None:
     artifacts = Path(os.environ.get("RTQ_ARTIFACTS") or tmp_path / "artifacts")
 
     with EmbeddedRedis(tcp=True) as redis_srv:
-        env = isolated_jupyter_env(tmp_path / "lab" / "env")
-        env.pop("REDIS_URL", None)
-        env["RTQ_REDIS_URL"] = redis_srv.url
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = rtq_lab_env(tmp_path / "lab" / "env", redis_srv.url, ROOT)
         with (
             JupyterLabSession(root, tmp_path / "lab", env=env) as lab,
             open_lab_page(lab, "long.ipynb", STREAM_CLASS) as page,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from jupyter_harness import (
     JupyterLabSession,
-    isolated_jupyter_env,
     open_lab_page,
+    rtq_lab_env,
     skip_reason,
     write_notebook,
 )
@@ -52,10 +52,7 @@ def test_monitor_dashboard_in_jupyterlab(tmp_path: Path) -> None:
     artifacts = Path(os.environ.get("RTQ_ARTIFACTS") or tmp_path / "artifacts")
     charts = "document.querySelectorAll('.rtq-monitor .rtq-chart-svg')"
     with EmbeddedRedis(tcp=True) as redis_srv:
-        env = isolated_jupyter_env(tmp_path / "lab" / "env")
-        env.pop("REDIS_URL", None)
-        env["RTQ_REDIS_URL"] = redis_srv.url
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = rtq_lab_env(tmp_path / "lab" / "env", redis_srv.url, ROOT)
         with (
             JupyterLabSession(root, tmp_path / "lab", env=env) as lab,
             open_lab_page(lab, "dash.ipynb", BODY) as page,

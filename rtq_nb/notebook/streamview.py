@@ -362,12 +362,15 @@ def stream_view(
     block: bool = False,
     markdown: bool = False,
     display: bool = True,
+    max_delay_s: float = 0.25,
 ) -> StreamView:
     """Submit a streaming request with the sync ``client``, show a :class:`StreamView` of it and
     start it (non-blocking unless ``block=True``). ``timeout`` in seconds, None = no deadline
-    (as in ``Client.submit``). Shown once per cell even when it is also the cell's result."""
+    (as in ``Client.submit``). Shown once per cell even when it is also the cell's result.
+    ``max_delay_s``: how long text may wait before it is sent to the page (lower: livelier, more
+    bytes: each message carries a ~550-byte envelope)."""
     handle = client.submit(prompt, stream=True, params=params, priority=priority, timeout=timeout)
-    view = StreamView(handle, markdown=markdown)
+    view = StreamView(handle, markdown=markdown, max_delay_s=max_delay_s)
     if display:
         view.show()
     view.start()

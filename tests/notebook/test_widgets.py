@@ -269,6 +269,16 @@ def test_stream_view_shows_the_models_usage(
     assert view.stats["tokens"] == 2  # the engine's count
 
 
+def test_stream_view_pacing_is_a_choice(
+    client: Client, start_worker: Callable[..., Worker]
+) -> None:
+    start_worker(demo.fake_llm)
+    view = stream_view(
+        client, "p", params={"tokens": 5, "rate": 0}, display=False, max_delay_s=0.03
+    )
+    assert view.max_delay_s == 0.03 and view.wait(30) == answer("p", 5)
+
+
 # ---- PromptLab, QueueMonitor, progress ----------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from rtq_nb.client.sync import Client
 
-__all__ = ["run_capacity"]
+__all__ = ["run_capacity", "run_idle_workers"]
 
 
 def _totals(c: Client) -> tuple[float, int]:
@@ -117,3 +117,41 @@ def run_capacity(
             if p.stdout is not None:
                 p.stdout.close()
     return out
+
+
+def run_idle_workers(url: str, *, idle: int = 1000, calls: int = 300) -> dict[str, Any]:
+    """Redis commands and CPU per call while ``idle`` fetchers (one worker process of
+    concurrency ``idle``) are blocked on the queue: one submission must wake one of them, not
+    all (no thundering herd), so the cost should equal a lone worker's."""
+    tag = f"herd{int(time.time() * 1000) % 10**8}"
+    cmd = [sys.executable, "-m", "rtq_nb.cli", "worker", "rtq_nb.demo:aecho", "--url", url]
+    cmd += ["--queue", tag, "--concurrency", str(idle)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        if not proc.stdout.readline().startswith(b"READY"):
+            raise RuntimeError("the idle workers did not start")
+        with Client(url, queue=tag) as c:
+            c.call("warm-up")
+            end = time.monotonic() + 60
+            while int(_info(c, "clients").get("blocked_clients", 0)) < idle:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{idle} fetchers did not all block within 60 s")
+                time.sleep(0.05)  # they block as their slots start: nothing to wait on
+            cpu0, n0 = _totals(c)
+            for _ in range(calls):
+                c.call("x" * 100)
+            cpu1, n1 = _totals(c)
+            blocked = int(_info(c, "clients").get("blocked_clients", 0))
+        return {
+            "idle": idle,
+            "calls": calls,
+            "commands": (n1 - n0) / calls,
+            "redis_cpu_us": (cpu1 - cpu0) / calls * 1e6,
+            "blocked_after": blocked,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -65,6 +65,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_capacity import run_capacity
 
         result["capacity"] = [run_capacity(result["url"], flush_ms=f) for f in (20.0, 100.0)]
+        from rtq_nb.cli.bench_capacity import run_idle_workers
+
+        result["idle_workers"] = run_idle_workers(result["url"], idle=200 if a.quick else 1000)
     if a.cluster:
         from rtq_nb.cli.bench_cluster import run_cluster_bench
 
@@ -101,6 +104,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
             from rtq_nb.cli.bench_payloads import format_payloads
 
             print(format_payloads(result["payloads"]))
+        if "idle_workers" in result:
+            h = result["idle_workers"]
+            print(
+                f"with {h['idle']} idle fetchers blocked on the queue: {h['commands']:.1f} "
+                f"commands and {h['redis_cpu_us']:.0f} us Redis CPU per call (no herd)"
+            )
         for cap in result.get("capacity", []):
             print(
                 f"capacity (flush {cap['flush_ms']:g} ms): call "

@@ -4,7 +4,9 @@ widget, PromptLab, the views and the record agree, live and at the end:
 - **queue wait**: ``started_ms - created_ms`` once a worker took it; while it is queued,
   ``now - created_ms`` (``now`` from the server: the newest chunk's or the record read's time);
 - **time to first token**: the first chunk's stream entry time (set by Redis when the worker's
-  write landed) minus ``created_ms``: the record's ``ttfc_ms`` is the same quantity;
+  write landed) minus ``created_ms``, replaced by the record's ``first_chunk_ms`` (the same
+  moment, from the script's clock; it can differ from the entry id by a millisecond) once a
+  record read has it, so the value at the end is the record's ``ttfc_ms`` exactly;
 - **tokens/s**: the model's tokens after the first chunk over the time between the first and
   the newest chunk (entry times: when the worker wrote them, not when they reached the
   kernel, so a burst read late does not inflate it); the tokens are the chunks' pieces, or the
@@ -74,16 +76,18 @@ class LiveMetrics:
         self._now(ts)
 
     def on_record(self, rec: RequestRecord, server_now_ms: int | None = None) -> None:
-        self.created_ms = rec.created_ms or self.created_ms
-        self.started_ms = rec.started_ms or self.started_ms
-        self.finished_ms = rec.finished_ms or self.finished_ms
-        if rec.first_chunk_ms and self.first_ms is None:
-            self.first_ms = rec.first_chunk_ms
+        for name in ("created_ms", "started_ms", "finished_ms"):
+            if (value := getattr(rec, name)) is not None:
+                setattr(self, name, value)
+        if (
+            rec.first_chunk_ms is not None
+        ):  # the record's first-chunk time wins: the stream entry's id can
+            self.first_ms = rec.first_chunk_ms  # differ from it by a millisecond
         if rec.usage is not None:
             self.usage = rec.usage
         if server_now_ms is not None:
             self._now(server_now_ms)
-        if rec.finished_ms:
+        if rec.finished_ms is not None:
             self._now(rec.finished_ms)
 
     def reset(self) -> None:

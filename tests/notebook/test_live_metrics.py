@@ -56,3 +56,12 @@ def test_reset_for_a_retry() -> None:
     m.reset()
     m.on_chunk(chunk(500, 2, seq=0))
     assert m.snapshot().tokens == 2 and m.snapshot().ttft_ms == 500
+
+
+def test_the_records_first_chunk_time_wins() -> None:
+    m = LiveMetrics()
+    m.on_record(rec(created_ms=0, started_ms=10), server_now_ms=20)
+    m.on_chunk(chunk(101, 1))  # the entry id's millisecond
+    assert m.snapshot().ttft_ms == 101
+    m.on_record(rec(created_ms=0, started_ms=10, first_chunk_ms=100))
+    assert m.snapshot().ttft_ms == 100  # = the record's ttfc_ms, exactly

@@ -26,6 +26,7 @@ from rtq_nb.cli.bench_sides import (
     floor_redis,
     floor_stream,
     floor_worker,
+    redis_totals,
     rtq_client,
     rtq_stream,
     rtq_worker,
@@ -150,13 +151,6 @@ def _alternate(rounds: int) -> list[tuple[str, ...]]:
     return [KINDS if i % 2 == 0 else KINDS[::-1] for i in range(rounds)]
 
 
-def _totals(r: Any) -> tuple[float, int]:
-    """(Redis CPU seconds, commands run, scripts' inner commands included) so far."""
-    cpu = r.info("cpu")
-    calls = sum(int(v.get("calls", 0)) for v in r.info("commandstats").values())
-    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls
-
-
 class _Cost:
     """Redis CPU and commands per request of each side, over its measured rounds (only one
     side runs at a time; the others' workers are blocked, costing nothing)."""
@@ -168,9 +162,9 @@ class _Cost:
         self.reqs = {k: 0 for k in KINDS}
 
     def round(self, kind: str, clients: _Clients, **kw: Any) -> list[list[float]]:
-        cpu0, n0 = _totals(self.r)
+        cpu0, n0 = redis_totals(self.r)
         got = clients.round(**kw)
-        cpu1, n1 = _totals(self.r)
+        cpu1, n1 = redis_totals(self.r)
         self.cpu[kind] += cpu1 - cpu0
         self.cmds[kind] += n1 - n0 - 2  # the two INFO calls of this accounting
         self.reqs[kind] += sum(len(x) for x in got)

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from rtq_nb.cli.bench_sides import floor_redis, redis_totals
 from rtq_nb.client.sync import Client
 
 __all__ = ["run_capacity", "run_idle_workers"]
@@ -19,23 +20,20 @@ __all__ = ["run_capacity", "run_idle_workers"]
 
 def _totals(c: Client) -> tuple[float, int]:
     """(Redis CPU seconds, commands run) so far, from the server's counters."""
-    info = _info(c, "cpu")
-    stats = _info(c, "commandstats")
-    calls = sum(int(v.split("calls=")[1].split(",")[0]) for v in stats.values())
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), calls
+    r = floor_redis(c.url)
+    try:
+        return redis_totals(r)
+    finally:
+        r.close()
 
 
-def _info(c: Client, section: str) -> dict[str, str]:
-    from rtq_nb.loop import portal
-
-    raw = portal().call(c.async_client.reads.call("INFO", section))
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    out = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and not line.startswith("#"):
-            out[name] = value
-    return out
+def _blocked(c: Client) -> int:
+    """Clients blocked in Redis now (``INFO clients``)."""
+    r = floor_redis(c.url)
+    try:
+        return int(r.info("clients").get("blocked_clients", 0))
+    finally:
+        r.close()
 
 
 def _retained(c: Client, records: list[str]) -> float:
@@ -134,7 +132,7 @@ def run_idle_workers(url: str, *, idle: int = 1000, calls: int = 300) -> dict[st
         with Client(url, queue=tag) as c:
             c.call("warm-up")
             end = time.monotonic() + 60
-            while int(_info(c, "clients").get("blocked_clients", 0)) < idle:
+            while _blocked(c) < idle:
                 if time.monotonic() > end:
                     raise RuntimeError(f"{idle} fetchers did not all block within 60 s")
                 time.sleep(0.05)  # they block as their slots start: nothing to wait on
@@ -142,7 +140,7 @@ def run_idle_workers(url: str, *, idle: int = 1000, calls: int = 300) -> dict[st
             for _ in range(calls):
                 c.call("x" * 100)
             cpu1, n1 = _totals(c)
-            blocked = int(_info(c, "clients").get("blocked_clients", 0))
+            blocked = _blocked(c)
         return {
             "idle": idle,
             "calls": calls,

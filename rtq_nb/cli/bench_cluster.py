@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from rtq_nb.cli.bench_sides import redis_totals
 from rtq_nb.client.core import AsyncClient
 from rtq_nb.transport.embedded import EmbeddedRedis, free_port
 
@@ -86,8 +87,7 @@ def _cpu(urls: list[str]) -> float:
     total = 0.0
     for u in urls:
         r = redis.Redis.from_url(u)
-        info = r.info("cpu")
-        total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        total += redis_totals(r)[0]
         r.close()
     return total
 

@@ -16,6 +16,7 @@ __all__ = [
     "floor_redis",
     "floor_stream",
     "floor_worker",
+    "redis_totals",
     "rtq_client",
     "rtq_stream",
     "rtq_worker",
@@ -30,6 +31,14 @@ def floor_redis(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=None)
+
+
+def redis_totals(r: Any) -> tuple[float, int]:
+    """(Redis CPU seconds, commands run, scripts' inner commands included) so far, from the
+    server's own counters (``INFO cpu``, ``INFO commandstats``) via a redis-py client ``r``."""
+    cpu = r.info("cpu")
+    calls = sum(int(v.get("calls", 0)) for v in r.info("commandstats").values())
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), calls
 
 
 def floor_worker(url: str, ns: str, stop_key: str) -> None:

@@ -25,11 +25,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -321,8 +322,10 @@ class JupyterLabSession:
     """A ``jupyter lab`` server on a free 127.0.0.1 port, serving ``root_dir``.
 
     Workspaces, user settings (with the news toast disabled), the server log and the Jupyter
-    environment all live under ``work_dir``. Use as a context manager; on exit the server is
-    stopped through its own process handle (terminate, then kill after ``stop_timeout``).
+    environment all live under ``work_dir``. ``websocket_compression`` (default on, as in
+    ``rtq-nb lab``) turns on permessage-deflate for the kernel websockets. Use as a context
+    manager; on exit the server is stopped through its own process handle (terminate, then
+    kill after ``stop_timeout``).
     """
 
     def __init__(
@@ -332,6 +335,7 @@ class JupyterLabSession:
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 60,
         stop_timeout: float = 15,
+        websocket_compression: bool = True,
     ) -> None:
         self.root_dir, self.work_dir = Path(root_dir).resolve(), Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -340,6 +344,7 @@ class JupyterLabSession:
         self.port = 0
         self.log_path = self.work_dir / "jupyter-lab.log"
         self.startup_timeout, self.stop_timeout = startup_timeout, stop_timeout
+        self.websocket_compression = websocket_compression
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -382,6 +387,8 @@ class JupyterLabSession:
             f"--LabApp.workspaces_dir={self.work_dir / 'workspaces'}",
             f"--LabApp.user_settings_dir={settings}",
         ]
+        if self.websocket_compression:  # permessage-deflate on the kernel websockets
+            cmd.append("--ServerApp.websocket_compression_options={}")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             cmd,
@@ -583,6 +590,230 @@ def open_lab_page(
         finally:
             ctx.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- wire bytes
+_KERNEL_WS = re.compile(rb"^GET (/[^ ]*?)?/api/kernels/[^/ ]+/channels[ ?]")
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """One websocket message the server sent on a kernel socket, as :class:`CountingProxy`
+    saw it: ``wire`` bytes on the TCP stream (frame headers + the payload as sent, deflated
+    when permessage-deflate is on) and ``payload``, the message itself (inflated: what the
+    browser, and CDP's frame events, see)."""
+
+    t: float  # time.monotonic() when its last byte passed the proxy
+    wire: int
+    payload: bytes
+    compressed: bool
+
+
+@dataclass
+class ProxiedConnection:
+    """One browser connection through a :class:`CountingProxy`: its first request line, bytes
+    each way (``up``: browser -> server, ``down``: server -> browser) and, for a kernel
+    websocket, the ``extensions`` the server agreed to and every message it sent."""
+
+    request: str
+    kernel_ws: bool
+    up: int = 0
+    down: int = 0
+    extensions: str = ""
+    messages: list[WireMessage] = field(default_factory=list)
+
+
+class _DownParser:
+    """Server -> browser stream of a kernel websocket: the HTTP 101 head, then frames
+    (RFC 6455; unmasked), fragments joined, permessage-deflate inflated (RFC 7692)."""
+
+    def __init__(self, conn: ProxiedConnection) -> None:
+        self.conn, self.buf, self.head_done = conn, bytearray(), False
+        self.parts: list[bytes] = []
+        self.part_wire, self.part_rsv1 = 0, False
+        self.inflater: Any = None
+        self.reset_each = False
+
+    def feed(self, data: bytes) -> None:
+        import zlib
+
+        self.buf += data
+        if not self.head_done:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            del self.buf[: end + 4]
+            self.head_done = True
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "sec-websocket-extensions":
+                    self.conn.extensions = value.strip()
+            self.reset_each = "server_no_context_takeover" in self.conn.extensions
+            self.inflater = zlib.decompressobj(-15)
+        while len(self.buf) >= 2:
+            b0, b1 = self.buf[0], self.buf[1]
+            size, at = b1 & 0x7F, 2
+            if size == 126:
+                if len(self.buf) < 4:
+                    return
+                size, at = int.from_bytes(self.buf[2:4], "big"), 4
+            elif size == 127:
+                if len(self.buf) < 10:
+                    return
+                size, at = int.from_bytes(self.buf[2:10], "big"), 10
+            if b1 & 0x80:
+                at += 4  # a masked frame (not from a server, but parse it anyway)
+            if len(self.buf) < at + size:
+                return
+            payload = bytes(self.buf[at : at + size])
+            del self.buf[: at + size]
+            opcode = b0 & 0x0F
+            if opcode >= 8:  # control frames: close, ping, pong
+                continue
+            if opcode != 0:
+                self.part_rsv1 = bool(b0 & 0x40)
+            self.parts.append(payload)
+            self.part_wire += at + size
+            if b0 & 0x80:  # FIN
+                self._message()
+
+    def _message(self) -> None:
+        import zlib
+
+        body = b"".join(self.parts)
+        if self.part_rsv1:
+            if self.reset_each:
+                self.inflater = zlib.decompressobj(-15)
+            body = self.inflater.decompress(body + b"\x00\x00\xff\xff")
+        self.conn.messages.append(
+            WireMessage(time.monotonic(), self.part_wire, body, self.part_rsv1)
+        )
+        self.parts, self.part_wire = [], 0
+
+
+class CountingProxy:
+    """A TCP proxy on a free 127.0.0.1 port in front of a :class:`JupyterLabSession`, counting
+    the bytes that really cross the wire: open the page through it (``open_lab_page(proxy,
+    ...)``: it has the ``url``/``work_dir``/``log_tail`` the page needs) and every connection
+    is counted; kernel websockets (``/api/kernels/<id>/channels``) also get each server
+    message's wire size and inflated payload. CDP's frame events report payloads after
+    permessage-deflate is undone; this sees the compressed bytes. Threads; a context manager."""
+
+    def __init__(self, session: JupyterLabSession) -> None:
+        self.session = session
+        self.work_dir = session.work_dir
+        self.connections: list[ProxiedConnection] = []
+        self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str = "lab") -> str:
+        """The session's URL for ``path``, through the proxy."""
+        return self.session.url(path).replace(self.session.base_url, self.base_url, 1)
+
+    def log_tail(self, max_chars: int = 4000) -> str:
+        return self.session.log_tail(max_chars)
+
+    def kernel_sockets(self) -> list[ProxiedConnection]:
+        """The kernel websocket connections so far (their ``messages`` may still grow)."""
+        with self._lock:
+            return [c for c in self.connections if c.kernel_ws]
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self._listener, self.port = listener, int(listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True, name="counting-proxy").start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+    def __enter__(self) -> CountingProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        while self._listener is not None:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.session.port))
+        except OSError:
+            client.close()
+            return
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        first = b""
+        while b"\r\n" not in first:
+            data = client.recv(65536)
+            if not data:
+                client.close()
+                upstream.close()
+                return
+            first += data
+        conn = ProxiedConnection(
+            first.split(b"\r\n", 1)[0].decode("latin-1"), bool(_KERNEL_WS.match(first))
+        )
+        with self._lock:
+            self.connections.append(conn)
+        conn.up += len(first)
+        upstream.sendall(first)
+        parser: _DownParser | bool = _DownParser(conn) if conn.kernel_ws else True
+        down = threading.Thread(
+            target=self._pump, args=(upstream, client, conn, parser), daemon=True
+        )
+        down.start()
+        self._pump(client, upstream, conn, None)
+        down.join()
+        for s in (client, upstream):
+            s.close()
+
+    @staticmethod
+    def _pump(
+        src: socket.socket,
+        dst: socket.socket,
+        conn: ProxiedConnection,
+        parser: _DownParser | bool | None,
+    ) -> None:
+        """Copy ``src`` to ``dst``, counting: ``parser`` None means browser -> server, else
+        server -> browser (a kernel websocket's stream goes through its parser). On EOF or an
+        error both directions are shut down."""
+        up = parser is None
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if up:
+                    conn.up += len(data)
+                else:
+                    conn.down += len(data)
+                    if isinstance(parser, _DownParser):
+                        parser.feed(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
 
 
 # --------------------------------------------------------------------------- verdicts

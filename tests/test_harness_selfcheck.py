@@ -99,3 +99,56 @@ def test_lab_shows_widget_text_growing(tmp_path: Path) -> None:
     assert report.span_s > 0
     assert shot.is_file() and shot.stat().st_size > 0
     assert all(s["wall"] > 0 for s in samples)
+
+
+def _frame(payload: bytes, *, fin: bool = True, rsv1: bool = False, opcode: int = 2) -> bytes:
+    """A server -> browser websocket frame (RFC 6455: unmasked)."""
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes([b0, n])
+    elif n < 65536:
+        head = bytes([b0, 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([b0, 127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def test_counting_proxy_parses_deflated_kernel_websocket_frames() -> None:
+    """The proxy's parser of a kernel websocket's server stream: the 101 head (its agreed
+    extensions), frames of every length form, fragments, control frames, permessage-deflate
+    with context takeover; fed in odd slices, as TCP delivers them."""
+    import zlib
+
+    from jupyter_harness import ProxiedConnection, _DownParser
+
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+
+    def deflate(data: bytes) -> bytes:
+        out = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+
+    envelope = b'{"header": {"msg_type": "comm_msg"}, "content": {"t": "append", "text": "%d"}}'
+    messages = [envelope % i for i in range(50)] + [b"x" * 70_000]
+    wire = (
+        b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    )
+    sizes = []
+    for m in messages:
+        frame = _frame(deflate(m), rsv1=True)
+        sizes.append(len(frame))
+        wire += frame
+    plain = b"not compressed, in two fragments"
+    wire += _frame(b"\x89\x00", opcode=9)  # a ping: not a message
+    parts = _frame(plain[:10], fin=False) + _frame(plain[10:], opcode=0)
+    wire += parts
+    conn = ProxiedConnection("GET /api/kernels/k/channels HTTP/1.1", kernel_ws=True)
+    parser = _DownParser(conn)
+    for a, b in itertools.pairwise([*range(0, len(wire), 777), len(wire)]):
+        parser.feed(wire[a:b])
+    assert conn.extensions == "permessage-deflate"
+    assert [m.payload for m in conn.messages] == [*messages, plain]
+    assert [m.wire for m in conn.messages] == [*sizes, len(parts)]
+    assert [m.compressed for m in conn.messages] == [True] * len(messages) + [False]
+    assert sum(sizes[1:50]) < 0.3 * sum(map(len, messages[1:50]))  # the envelopes deflate

@@ -54,9 +54,24 @@ def notebook_folder(given: str | None) -> Path:
     return root
 
 
+#: permessage-deflate on the kernel websockets: every comm message carries a ~550-byte JSON
+#: envelope that deflates to a few dozen bytes, so the stream widget can update the page
+#: 50 times a second for about the bytes of its text (README, Notebook layer). The value must
+#: be exactly ``{}`` on a command line (traitlets passes it as a string, which tornado reads
+#: as "no options"); options such as ``compression_level`` need a config file.
+WEBSOCKET_COMPRESSION = "--ServerApp.websocket_compression_options={}"
+
+
 def lab_command(notebook_dir: str, port: int | None, open_browser: bool) -> list[str]:
-    """The ``python -m jupyterlab`` command line :func:`run_lab` runs."""
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebook_dir}"]
+    """The ``python -m jupyterlab`` command line :func:`run_lab` runs (websocket compression
+    on: :data:`WEBSOCKET_COMPRESSION`)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={notebook_dir}",
+        WEBSOCKET_COMPRESSION,
+    ]
     if port is not None:
         cmd += [f"--port={port}", "--ServerApp.port_retries=0"]
     if not open_browser:

@@ -1,7 +1,15 @@
 """StreamView: a streaming request's text growing as chunks arrive, with status, metrics and a
 Cancel button. The text goes to the front end as coalesced deltas (see ``_stream_widget`` and
-``_throttle``): a 10,000-token answer sends tens of small comm messages per second, not one
-per token, and never the whole text again."""
+``_throttle``): at most ``max_updates_per_s`` small comm messages per second, not one per
+token, and never the whole text again.
+
+Pacing is a trade of liveliness against bytes. Every Jupyter comm message carries a ~550-byte
+JSON envelope (header, parent header, metadata); with permessage-deflate on the kernel
+websocket (``rtq-nb lab``, Binder and the README's ``--ServerApp.websocket_compression_options``)
+it costs a few dozen bytes, so the defaults update the page as each chunk arrives (a 500 tok/s
+stream: ~50 messages/s, token push -> page p50 ~20 ms, 0.6-1.4x the text on the wire). On a
+server without compression those envelopes are ~10x the text of such a stream: there,
+``max_delay_s=0.25`` sends few, large deltas (1.2-1.9x the text, ~140 ms p50)."""
 
 from __future__ import annotations
 
@@ -57,6 +65,11 @@ class StreamSource(Protocol):
 log = logging.getLogger("rtq_nb.notebook")
 
 STATUS_EVERY = 0.25  # s between metrics refreshes while text streams (transitions: at once)
+#: default pacing (measured: tests/notebook/bench_stream_widget.py, README Notebook layer).
+#: Both below a worker's default chunk interval (20 ms), so each chunk goes when it arrives
+#: (equal to it, waits add up: a chunk a little early waits, and the next one too).
+MAX_DELAY_S = 0.015
+MAX_UPDATES_PER_S = 60.0
 TERMINAL = frozenset({"done", "failed", "cancelled", "timeout", "expired", "error"})
 
 
@@ -71,10 +84,11 @@ class StreamView(ShowOnce, DeltaWidget):
     The front end gets the text as deltas (see ``_stream_widget``): at most
     ``max_updates_per_s`` comm messages per second (``update_count`` counts them), each
     carrying only the text that arrived since the previous one; a delta goes at once when it
-    is the first text or holds ``min_delta_chars``, else at most ``max_delay_s`` later (so a
-    fast stream sends few, large deltas and a slow one still updates ~4 times a second). The
-    metrics come from the Redis server's clock (:class:`LiveMetrics`), the same live and at
-    the end.
+    is the first text or holds ``min_delta_chars``, else at most ``max_delay_s`` after the
+    previous one. The defaults send each chunk as it arrives (up to 60 messages/s), for a
+    websocket with compression; without it, ``max_delay_s=0.25`` costs ~6x fewer bytes for
+    ~120 ms more latency (see the module docstring). The metrics come
+    from the Redis server's clock (:class:`LiveMetrics`), the same live and at the end.
 
     Where it runs: a sync handle (and an ``AsyncRequestHandle`` when no other event loop runs in
     the calling thread) is consumed on rtq_nb's loop thread; an ``AsyncRequestHandle`` started
@@ -86,9 +100,9 @@ class StreamView(ShowOnce, DeltaWidget):
         handle: RequestHandle | StreamSource,
         *,
         markdown: bool = False,
-        max_updates_per_s: float = 20,
+        max_updates_per_s: float = MAX_UPDATES_PER_S,
         min_delta_chars: int = 4096,
-        max_delay_s: float = 0.25,
+        max_delay_s: float = MAX_DELAY_S,
     ) -> None:
         ah = getattr(handle, "async_handle", handle)
         if not isinstance(ah, StreamSource):
@@ -282,8 +296,8 @@ class StreamView(ShowOnce, DeltaWidget):
 
     def _text_wait(self, now: float) -> float:
         """Seconds before the pending text is worth a message: at once for the first text or
-        ``min_delta_chars`` of it, else after ``max_delay_s`` (a message's envelope is ~1.5 KB
-        on the websocket, so small deltas are batched while a stream is fast)."""
+        ``min_delta_chars`` of it, else ``max_delay_s`` after the previous text (a message's
+        envelope is ~550 bytes, a few dozen deflated: see the module docstring)."""
         if not self._pending:
             return float("inf")
         if self._text_at < 0 or self._pending_chars >= self.min_delta_chars:
@@ -362,13 +376,15 @@ def stream_view(
     block: bool = False,
     markdown: bool = False,
     display: bool = True,
-    max_delay_s: float = 0.25,
+    max_delay_s: float = MAX_DELAY_S,
 ) -> StreamView:
     """Submit a streaming request with the sync ``client``, show a :class:`StreamView` of it and
     start it (non-blocking unless ``block=True``). ``timeout`` in seconds, None = no deadline
     (as in ``Client.submit``). Shown once per cell even when it is also the cell's result.
-    ``max_delay_s``: how long text may wait before it is sent to the page (lower: livelier, more
-    bytes: each message carries a ~550-byte envelope)."""
+    ``max_delay_s``: how long text may wait after the previous delta before it is sent to the
+    page (lower: livelier, more messages). Each message carries a ~550-byte envelope, a few
+    dozen bytes on a websocket with compression (the default suits that); on a server without
+    it, ``max_delay_s=0.25`` keeps a fast stream's bytes near its text's."""
     handle = client.submit(prompt, stream=True, params=params, priority=priority, timeout=timeout)
     view = StreamView(handle, markdown=markdown, max_delay_s=max_delay_s)
     if display:

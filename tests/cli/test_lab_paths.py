@@ -1,13 +1,15 @@
-"""``rtq-nb lab`` finds its notebook folder from any directory (pure path resolution)."""
+"""``rtq-nb lab`` finds its notebook folder from any directory (pure path resolution) and
+runs JupyterLab with websocket compression."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from rtq_nb.cli import build_parser
-from rtq_nb.cli.lab import bundled_notebooks, notebook_folder
+from rtq_nb.cli.lab import bundled_notebooks, lab_command, notebook_folder
 from rtq_nb.errors import ConfigurationError
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -43,3 +45,12 @@ def test_cli_flags() -> None:
     assert parser.parse_args(["lab"]).dir is None
     assert parser.parse_args(["lab", "--notebooks", "x"]).dir == "x"
     assert parser.parse_args(["lab", "--dir", "y"]).dir == "y"
+
+
+def test_lab_command_turns_on_websocket_compression() -> None:
+    """permessage-deflate on the kernel websockets (the stream widget's envelopes deflate to a
+    few dozen bytes); exactly ``{}``: traitlets hands a command-line value over as a string."""
+    cmd = lab_command("/nb", 8899, open_browser=False)
+    assert "--ServerApp.websocket_compression_options={}" in cmd
+    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"] and "--no-browser" in cmd
+    assert "--port=8899" in cmd and "--ServerApp.root_dir=/nb" in cmd

@@ -198,6 +198,33 @@ def test_a_10k_token_stream_sends_each_byte_once(fake: FakeHandle) -> None:
     assert view.metrics["tokens"] == 10_000
 
 
+def test_default_pacing_sends_each_chunk_of_a_fast_stream_as_it_arrives(
+    fake: FakeHandle,
+) -> None:
+    """The defaults suit a websocket with compression (a message costs a few dozen bytes):
+    ``max_delay_s`` and the throttle's interval are both below a worker's chunk interval
+    (``flush_interval``), so a chunk that comes one interval after the previous delta goes at
+    once. Equal to it, a chunk a little early would wait, and push every later one late."""
+    import inspect
+
+    from rtq_nb import Worker
+
+    flush = inspect.signature(Worker).parameters["flush_interval"].default
+    view = StreamView(fake)
+    assert view.max_delay_s < flush and view._throttle.interval < flush
+    assert view.max_delay_s == streamview.MAX_DELAY_S
+    assert view._throttle.cap == streamview.MAX_UPDATES_PER_S  # messages/s stay bounded
+    view._pending, view._pending_chars, view._text_at = ["x"], 1, 100.0
+    assert view._text_wait(100.0 + flush) == 0.0
+    assert view._text_wait(100.0 + view.max_delay_s / 2) > 0  # a burst still coalesces
+    # a server without compression: max_delay_s=0.25 batches a fast stream into few deltas
+    slow = StreamView(fake, max_delay_s=0.25)
+    slow._pending, slow._pending_chars, slow._text_at = ["x"], 1, 100.0
+    assert slow._text_wait(100.0 + flush) == pytest.approx(0.25 - flush)
+    slow._pending_chars = slow.min_delta_chars  # unless the text is already large
+    assert slow._text_wait(100.0 + flush) == 0.0
+
+
 def test_failure_shows_the_worker_error(fake: FakeHandle) -> None:
     view = StreamView(fake)
     view.start()

@@ -10,6 +10,7 @@
     invoke.py     calling a handler of any kind; outcomes
     streaming.py  StreamWriter: pieces -> chunks, one flush per interval
     chunking.py   granularity (chunkers) and the coalescer (pure)
+    threads.py    HandlerThreads: the threads sync handlers and generators run in
 """
 
 from __future__ import annotations

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import inspect
 import json
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from rtq_nb.protocol.records import Request, Status
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.worker.chunking import ChunkData
 from rtq_nb.worker.streaming import StreamWriter, consume, is_stream
+from rtq_nb.worker.threads import HandlerThreads
 
 if TYPE_CHECKING:
     from rtq_nb.tracing import JobTrace
@@ -73,7 +72,7 @@ def handler_kind(handler: Callable[..., Any]) -> str:
     return kind
 
 
-async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor) -> Any:
+async def call_handler(handler: Callable[..., Any], arg: Any, executor: HandlerThreads) -> Any:
     """Call ``handler(arg)`` without blocking the loop; returns its value or its iterator."""
     kind = handler_kind(handler)
     if kind == "async":
@@ -82,12 +81,11 @@ async def call_handler(handler: Callable[..., Any], arg: Any, executor: Executor
     if kind == "gen":
         return handler(arg)  # iterated in a thread by consume()
     # in the caller's context (as asyncio.to_thread): a traced request's span stays current
-    run = contextvars.copy_context().run
-    value = await asyncio.get_running_loop().run_in_executor(executor, run, handler, arg)
+    value = await executor.call(handler, arg)
     return await value if inspect.isawaitable(value) else value
 
 
-async def finish(value: Any, writer: StreamWriter, executor: Executor) -> Outcome:
+async def finish(value: Any, writer: StreamWriter, executor: HandlerThreads) -> Outcome:
     """Turn a handler's value (plain or stream) into an outcome for ``writer.request``."""
     req = writer.request
     if is_stream(value):
@@ -111,7 +109,7 @@ async def _close_stream(writer: StreamWriter) -> Outcome:
 async def run_single(
     handler: Callable[..., Any],
     writer: StreamWriter,
-    executor: Executor,
+    executor: HandlerThreads,
     trace: JobTrace | None = None,
 ) -> Outcome:
     """Run one request; when traced, its ``rtq.run`` span is current meanwhile (the spans the
@@ -123,7 +121,7 @@ async def run_single(
 
 
 async def _run_single(
-    handler: Callable[..., Any], writer: StreamWriter, executor: Executor
+    handler: Callable[..., Any], writer: StreamWriter, executor: HandlerThreads
 ) -> Outcome:
     try:
         value = await call_handler(handler, writer.request, executor)
@@ -136,7 +134,7 @@ async def _run_single(
 
 
 async def run_batch(
-    handler: Callable[..., Any], writers: list[StreamWriter], executor: Executor
+    handler: Callable[..., Any], writers: list[StreamWriter], executor: HandlerThreads
 ) -> list[Outcome]:
     """Batch handler: gets ``list[Request]``; returns a list (one value or iterator per
     request, same order) or is an (async) generator yielding ``(index, text)`` pairs."""

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import inspect
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Executor
 from typing import Any
 
 from rtq_nb.errors import RtqError
@@ -20,6 +18,7 @@ from rtq_nb.protocol.records import Request
 from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker.chunking import ChunkData, Chunker, ChunkerSpec, Coalescer, make_chunker
+from rtq_nb.worker.threads import HandlerThreads
 
 __all__ = ["SendFn", "StreamWriter", "consume", "is_stream"]
 
@@ -252,16 +251,15 @@ def is_stream(value: Any) -> bool:
     )
 
 
-async def consume(value: Any, writer: StreamWriter, executor: Executor) -> None:
+async def consume(value: Any, writer: StreamWriter, executor: HandlerThreads) -> None:
     """Feed a handler's streamed output (sync or async iterator) into ``writer``."""
     if hasattr(value, "__anext__"):
         await _drive_async_iter(value, writer)
     else:
         loop = asyncio.get_running_loop()
         feed = _ThreadFeed(loop, writer)
-        run = contextvars.copy_context().run  # the generator runs in the caller's context
-        it = iter(value)
-        await loop.run_in_executor(executor, run, _drive_sync_iter, it, feed, writer.request)
+        it = iter(value)  # driven in a thread, in the caller's context
+        await executor.call(_drive_sync_iter, it, feed, writer.request)
         await asyncio.sleep(0)  # let the last scheduled _drain run before we close
         if feed.error is not None:
             raise feed.error

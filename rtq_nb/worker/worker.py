@@ -18,7 +18,6 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rtq_nb.errors import ConfigurationError, RtqError
@@ -42,6 +41,7 @@ from rtq_nb.worker.leases import HOST, Leases
 from rtq_nb.worker.payloads import admit_inputs
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
 from rtq_nb.worker.streaming import StreamWriter
+from rtq_nb.worker.threads import HandlerThreads
 
 __all__ = ["Handler", "Worker"]
 
@@ -186,7 +186,7 @@ class Worker:
         )
         fetcher = Fetcher(conn, self.opts, self.state, guard, sec.sealer, self.tracer)
         delivery = Delivery(conn, self.opts, self.state, fetcher, signer)
-        executor = ThreadPoolExecutor(self.opts.concurrency, thread_name_prefix=f"rtq-{self.id}")
+        executor = HandlerThreads(self.opts.concurrency, name=f"rtq-{self.id}")
         beat: asyncio.Task[None] | None = None
         try:
             await leases.register()
@@ -282,9 +282,7 @@ class Worker:
         self.stop()
 
     # ---- the work loop ----------------------------------------------------------------------
-    async def _slot(
-        self, fetcher: Fetcher, delivery: Delivery, executor: ThreadPoolExecutor
-    ) -> None:
+    async def _slot(self, fetcher: Fetcher, delivery: Delivery, executor: HandlerThreads) -> None:
         """Fetch, process, deliver. A handler runs once per pop: after a connection error
         only the delivery is retried (COMPLETE is guarded by the lease, so a repeat is
         harmless). Nothing here lets an exception end the worker."""
@@ -324,7 +322,7 @@ class Worker:
             batch = await delivery.deliver_retrying(runnable, outcomes)
 
     async def _process(
-        self, batch: list[Held], delivery: Delivery, executor: ThreadPoolExecutor
+        self, batch: list[Held], delivery: Delivery, executor: HandlerThreads
     ) -> list[invoke.Outcome]:
         o = self.opts
         writers = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,25 @@ def test_a_cancelled_wait_leaves_the_pool_serving() -> None:
 
     assert asyncio.run(main()) == "next"
     pool.shutdown()
+
+
+def test_a_handler_raising_stop_iteration_fails_its_request(
+    client: Any, start_worker: Callable[..., Any]
+) -> None:
+    """Through run_in_executor the StopIteration never reached the slot (an asyncio future
+    refuses it): the request hung, its lease renewed forever. Now it fails, with the reason."""
+    from rtq_nb import Status
+    from rtq_nb.errors import RequestFailed
+
+    def handler(request: Any) -> str:
+        if request.input == "empty":
+            return next(iter(()))  # StopIteration
+        return "ok"
+
+    start_worker(handler)
+    handle = client.submit("empty", timeout=15)
+    with pytest.raises(RequestFailed, match="StopIteration"):
+        handle.wait(15)
+    record = client.get(handle.id)
+    assert record.status is Status.FAILED and "StopIteration" in (record.error or "")
+    assert client.call("next", timeout=15) == "ok"  # the worker still serves

@@ -325,7 +325,8 @@ class JupyterLabSession:
     environment all live under ``work_dir``. ``websocket_compression`` (default on, as in
     ``rtq-nb lab``) turns on permessage-deflate for the kernel websockets. Use as a context
     manager; on exit the server is stopped through its own process handle (terminate, then
-    kill after ``stop_timeout``).
+    kill after ``stop_timeout``). ``app_module`` is the module run with ``python -m``
+    (``"notebook"``: a Notebook 7 server) and ``extra_args`` are appended to its command line.
     """
 
     def __init__(
@@ -336,7 +337,10 @@ class JupyterLabSession:
         startup_timeout: float = 60,
         stop_timeout: float = 15,
         websocket_compression: bool = True,
+        app_module: str = "jupyterlab",
+        extra_args: Sequence[str] = (),
     ) -> None:
+        self.app_module, self.extra_args = app_module, tuple(extra_args)
         self.root_dir, self.work_dir = Path(root_dir).resolve(), Path(work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(env) if env is not None else isolated_jupyter_env(self.work_dir / "env")
@@ -375,7 +379,7 @@ class JupyterLabSession:
         cmd = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            self.app_module,
             "--no-browser",
             "--allow-root",
             "--ip=127.0.0.1",
@@ -389,6 +393,7 @@ class JupyterLabSession:
         ]
         if self.websocket_compression:  # permessage-deflate on the kernel websockets
             cmd.append("--ServerApp.websocket_compression_options={}")
+        cmd += self.extra_args
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             cmd,

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rtq_nb.cli.bench_cost import KINDS, Cost
 from rtq_nb.cli.bench_raw import raw_client, raw_worker
 from rtq_nb.cli.bench_sides import (
     floor_client,
     floor_redis,
     floor_stream,
     floor_worker,
-    redis_totals,
     rtq_client,
     rtq_stream,
     rtq_worker,
@@ -38,7 +38,6 @@ _ctx = mp.get_context("spawn")
 
 
 # ---- orchestration --------------------------------------------------------------------------
-KINDS = ("floor", "raw", "rtq")  # redis-py floor, raw hiredis floor (bench_raw), rtq_nb
 FLOORS = ("floor", "raw")
 
 
@@ -151,35 +150,6 @@ def _alternate(rounds: int) -> list[tuple[str, ...]]:
     return [KINDS if i % 2 == 0 else KINDS[::-1] for i in range(rounds)]
 
 
-class _Cost:
-    """Redis CPU and commands per request of each side, over its measured rounds (only one
-    side runs at a time; the others' workers are blocked, costing nothing)."""
-
-    def __init__(self, url: str) -> None:
-        self.r = floor_redis(url)
-        self.cpu = {k: 0.0 for k in KINDS}
-        self.cmds = {k: 0 for k in KINDS}
-        self.reqs = {k: 0 for k in KINDS}
-
-    def round(self, kind: str, clients: _Clients, **kw: Any) -> list[list[float]]:
-        cpu0, n0 = redis_totals(self.r)
-        got = clients.round(**kw)
-        cpu1, n1 = redis_totals(self.r)
-        self.cpu[kind] += cpu1 - cpu0
-        self.cmds[kind] += n1 - n0 - 2  # the two INFO calls of this accounting
-        self.reqs[kind] += sum(len(x) for x in got)
-        return got
-
-    def result(self) -> dict[str, dict[str, float]]:
-        return {
-            k: {
-                "redis_cpu_us": round(self.cpu[k] / max(1, self.reqs[k]) * 1e6, 1),
-                "commands": round(self.cmds[k] / max(1, self.reqs[k]), 2),
-            }
-            for k in KINDS
-        }
-
-
 def _pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))]
@@ -215,12 +185,12 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
     tokens = 2000
     res: dict[str, Any] = {"url": url, "quick": quick}
 
-    cost = _Cost(url)
+    cost = Cost(url)
     ws, cs = _setup(url, tag, 1, 1, "rtq_nb.demo:aecho")
     lat: dict[str, list[float]] = {k: [] for k in KINDS}
     for order in _alternate(lat_rounds):
         for k in order:
-            lat[k] += cost.round(k, cs[k], n=lat_n)[0]
+            lat[k] += cost.round(k, cs[k], ws[k], n=lat_n)[0]
     _teardown(ws, cs)
     res["latency_1x1"] = {
         "requests": len(lat["rtq"]),
@@ -241,7 +211,7 @@ def run_bench(url: str | None = None, *, quick: bool = False) -> dict[str, Any]:
         done = {k: 0 for k in KINDS}
         for order in _alternate(tp_rounds):
             for k in order:
-                done[k] += sum(len(x) for x in cost.round(k, cs[k], duration=tp_dur))
+                done[k] += sum(len(x) for x in cost.round(k, cs[k], ws[k], duration=tp_dur))
         _teardown(ws, cs)
         row: dict[str, Any] = {"clients": clients, "workers": workers}
         for k in KINDS:
@@ -329,6 +299,10 @@ def scaling(
     return [rows[i] for i in range(len(cells))]
 
 
+def _us(x: float | None) -> str:
+    return "     n/a" if x is None else f"{x:>6.1f} us"
+
+
 def format_table(r: dict[str, Any]) -> str:
     lt, s = r["latency_1x1"], r["stream"]
     lines = [
@@ -353,11 +327,18 @@ def format_table(r: dict[str, Any]) -> str:
         )
     lines.append("  (target ratio >= 0.8 of the redis-py floor, >= 0.9 of the raw floor)")
     per = r["redis_per_request"]
-    lines += ["", "Redis per request (server counters over the measured rounds)"]
+    lines += [
+        "",
+        "per request, over the measured rounds: Redis (server counters), client and worker "
+        "processes' CPU",
+    ]
     for k, name in (("rtq", "rtq"), ("floor", "floor"), ("raw", "raw")):
+        cw = "".join(
+            f"   {side} {_us(per[k].get(f'{side}_cpu_us'))} CPU" for side in ("client", "worker")
+        )
         lines.append(
-            f"  {name:<5} {per[k]['redis_cpu_us']:>7.1f} us CPU   "
-            f"{per[k]['commands']:>6.2f} commands"
+            f"  {name:<5} Redis {per[k]['redis_cpu_us']:>6.1f} us CPU "
+            f"{per[k]['commands']:>6.2f} commands{cw}"
         )
     lines += [
         "",

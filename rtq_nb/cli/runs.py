@@ -83,6 +83,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_payloads import run_payload_bench
 
         result["payloads"] = run_payload_bench(result["url"], rounds=2 if a.quick else 3)
+    if a.scripts:
+        from rtq_nb.cli.bench_scripts import run_script_costs
+
+        result["scripts"] = run_script_costs(result["url"], n=1000 if a.quick else 3000)
     if a.json:
         print(json.dumps(result))
     else:
@@ -104,6 +108,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
             from rtq_nb.cli.bench_payloads import format_payloads
 
             print(format_payloads(result["payloads"]))
+        if a.scripts:
+            from rtq_nb.cli.bench_scripts import format_script_costs
+
+            print("\n".join(format_script_costs(result["scripts"])))
         if "idle_workers" in result:
             h = result["idle_workers"]
             print(
@@ -150,6 +158,13 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
         "(TTFT added, tokens/s kept; needs --model and rtq-nb[openai])",
     )
     b.add_argument("--model", default=None, help="the engine's model (with --backend-url)")
+    b.add_argument(
+        "--scripts",
+        action="store_true",
+        help="also measure each hot-path Lua script (submit, pop, append, complete) in "
+        "isolation: Redis microseconds per call and its inner commands (INFO commandstats "
+        "deltas; README, Capacity)",
+    )
     b.add_argument(
         "--payloads",
         action="store_true",

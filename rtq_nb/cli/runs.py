@@ -68,6 +68,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from rtq_nb.cli.bench_capacity import run_idle_workers
 
         result["idle_workers"] = run_idle_workers(result["url"], idle=200 if a.quick else 1000)
+    if a.scale:
+        from rtq_nb.cli.bench_scale import run_scale
+
+        result["scale"] = run_scale(a.url)  # private server unless --url; RTQ_BENCH_SCALE=small
     if a.cluster:
         from rtq_nb.cli.bench_cluster import run_cluster_bench
 
@@ -96,6 +100,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(format_table(result))
         if a.security:
             print(format_security(result["security"]))
+        if a.scale:
+            from rtq_nb.cli.bench_scale import format_scale
+
+            print(format_scale(result["scale"]))
         if a.cluster:
             from rtq_nb.cli.bench_cluster import format_cluster
 
@@ -143,6 +151,14 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also measure Redis CPU and commands per call and per stream (flush 20 and "
         "100 ms): what one shard carries (README, Capacity)",
+    )
+    b.add_argument(
+        "--scale",
+        action="store_true",
+        help="also measure whether costs stay flat as the work grows: submit and pop with "
+        "1,000,000 pending, 10,000 streams read at once, history views over 1,000,000 records, "
+        "Redis memory per retained request; ratios to the small case (private server unless "
+        "--url; 3-4 minutes on 2 cores; RTQ_BENCH_SCALE=small for a quick look)",
     )
     b.add_argument(
         "--cluster",

@@ -253,42 +253,61 @@ async def _history_rows(
     limit: int,
     check: ResultCheck,
 ) -> list[list[Any]]:
+    """Pages of up to ``PAGE`` ids by score, newest first; each page starts at the last
+    page's lowest score, past the ids of that score already read (keyset paging: O(log n +
+    PAGE) per page however deep the scan goes, where an offset costs every id it skips).
+    Memory: one page of ids, and the rows kept."""
     rows: list[list[Any]] = []
     active = check.verifies or check.sealer is not None
     fields = (*HISTORY_FIELDS, "res_sig") if active else HISTORY_FIELDS
-    offset = 0
-    page = limit if statuses is None else max(PAGE, limit)
+    page = min(PAGE, limit)
+    skip = 0  # ids scored ``hi`` already read
     while len(rows) < limit:
-        ids = (
-            await conn.pipeline(
-                [
-                    ("ZREVRANGEBYSCORE", keys.history, hi, lo, "LIMIT", offset, page),
-                ]
-            )
-        )[0]
-        if not ids:
+        flat = await conn.call(
+            "ZREVRANGEBYSCORE", keys.history, hi, lo, "WITHSCORES", "LIMIT", skip, page
+        )
+        part = flat[::2]
+        if not part:
             break
-        offset += len(ids)
-        for i in range(0, len(ids), PAGE):
-            part = ids[i : i + PAGE]
-            replies = await conn.pipeline([("HMGET", keys.request(r), *fields) for r in part])
-            pairs_ = zip(part, replies, strict=True)
-            empty = [r for r, vs in pairs_ if vs[1] is None and not any(vs)]
-            whole: dict[str, dict[str, str]] = {}
-            if empty:  # no field we read: a vanished record (TTL), or one with only garbage
-                flats = await conn.pipeline([("HGETALL", keys.request(r)) for r in empty])
-                whole = {r: pairs(f) for r, f in zip(empty, flats, strict=True) if f}
-            gone = set(empty) - set(whole)
-            for rid, values in zip(part, replies, strict=True):
-                if rid in gone:
-                    continue  # TTL ran out; the history zset is trimmed lazily
-                if active:  # verified outcome, opened (or "(encrypted)") input and result
-                    values = check.history_values(values, rid)
-                row = history_row(rid, values, keys.request(rid), whole.get(rid))
-                if statuses is None or row[5] in statuses:
-                    rows.append(row)
-            if len(rows) >= limit:
+        last = flat[-1]
+        same = 0
+        for score in reversed(flat[1::2]):
+            if score != last:
                 break
-        if len(ids) < page:
+            same += 1
+        skip = skip + same if float(last) == float(hi) else same  # still at score hi: deeper
+        hi = last
+        rows += await _rows_of(conn, keys, part, fields, statuses, active, check)
+        if len(part) < page:
             break
     return rows[:limit]
+
+
+async def _rows_of(
+    conn: Transport,
+    keys: Keys,
+    part: list[str],
+    fields: tuple[str, ...],
+    statuses: frozenset[str] | None,
+    active: bool,
+    check: ResultCheck,
+) -> list[list[Any]]:
+    """The history rows of one page of ids (1 round trip; 2 when some record is missing)."""
+    rows: list[list[Any]] = []
+    replies = await conn.pipeline([("HMGET", keys.request(r), *fields) for r in part])
+    pairs_ = zip(part, replies, strict=True)
+    empty = [r for r, vs in pairs_ if vs[1] is None and not any(vs)]
+    whole: dict[str, dict[str, str]] = {}
+    if empty:  # no field we read: a vanished record (TTL), or one with only garbage
+        flats = await conn.pipeline([("HGETALL", keys.request(r)) for r in empty])
+        whole = {r: pairs(f) for r, f in zip(empty, flats, strict=True) if f}
+    gone = set(empty) - set(whole)
+    for rid, values in zip(part, replies, strict=True):
+        if rid in gone:
+            continue  # TTL ran out; the history zset is trimmed lazily
+        if active:  # verified outcome, opened (or "(encrypted)") input and result
+            values = check.history_values(values, rid)
+        row = history_row(rid, values, keys.request(rid), whole.get(rid))
+        if statuses is None or row[5] in statuses:
+            rows.append(row)
+    return rows

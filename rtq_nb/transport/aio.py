@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,12 +18,13 @@ from redis import exceptions as rex
 from rtq_nb.transport.base import SCRIPT_LOADS, OnHead, check_replies
 from rtq_nb.transport.endpoint import Endpoint
 from rtq_nb.transport.errors import ScriptsLost, raise_mapped
-from rtq_nb.transport.link import Link, open_link
+from rtq_nb.transport.link import Link, keep_idle, open_link
 from rtq_nb.transport.resp import Command, pack
 
 __all__ = ["Conn"]
 
 log = logging.getLogger("rtq_nb.transport")
+PEAK_HOLD_S = 30.0  # how long a pool keeps the links of its busiest moment
 
 
 class Conn:
@@ -34,6 +36,8 @@ class Conn:
         self.endpoint = Endpoint(url)
         self.max_idle = max_idle
         self._idle: list[Link] = []
+        self._busy = 0  # pipelines in flight (each on its own link)
+        self._peak, self._peak_at = 0, 0.0  # the most in flight lately, and since when
         self._loaded = False
         if self.endpoint.sentinel is not None:
             self.endpoint.sentinel.follow(self)
@@ -78,6 +82,7 @@ class Conn:
         data = pack(commands)
         try:
             link = self._idle_link() or await open_link(self.endpoint)
+            self._took()
             try:
                 replies = await link.request(data, data.n, head=head, on_head=on_head)
             except BaseException as exc:
@@ -85,19 +90,31 @@ class Conn:
                 if self.endpoint.sentinel is not None:
                     self.endpoint.sentinel.lost(link, exc)
                 raise
+            finally:
+                self._busy -= 1
         except (rex.RedisError, OSError) as exc:
             raise_mapped(exc, self.url)
-        if not link.closed:
-            if len(self._idle) < self.max_idle:
-                self._idle.append(link)
-            else:
-                link.close()
+        self._give_back(link)
         for r in replies:
             if isinstance(r, Exception):
                 if self.endpoint.sentinel is not None:
                     self.endpoint.sentinel.refused(link, replies)
                 check_replies(replies, self.url, self._forget_scripts)
         return replies
+
+    def _took(self) -> None:
+        self._busy += 1
+        if self._busy >= self._peak:
+            self._peak, self._peak_at = self._busy, time.monotonic()
+
+    def _give_back(self, link: Link) -> None:
+        """Pool a link that finished its pipeline: up to ``max_idle`` links, or as many as
+        were in flight at once within the last ``PEAK_HOLD_S`` (many readers ending together,
+        then reading again, reuse their links instead of reconnecting)."""
+        now = time.monotonic()
+        if now - self._peak_at > PEAK_HOLD_S:
+            self._peak, self._peak_at = self._busy, now
+        keep_idle(self._idle, link, max(self.max_idle, self._peak))
 
     def _idle_link(self) -> Link | None:
         while self._idle:

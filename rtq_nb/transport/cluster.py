@@ -75,16 +75,15 @@ class NodeConn(Conn):
             await self.pipeline([("PING",)])  # loads the scripts first (errors mapped)
         data = pack(commands)
         link = self._idle_link() or await open_link(self.endpoint)
+        self._took()
         try:
             replies = await link.request(data, data.n, head=head, on_head=on_head)
         except BaseException:
             link.close()
             raise
-        if not link.closed:
-            if len(self._idle) < self.max_idle:
-                self._idle.append(link)
-            else:
-                link.close()
+        finally:
+            self._busy -= 1
+        self._give_back(link)
         return replies
 
 

@@ -23,7 +23,7 @@ from rtq_nb.transport.endpoint import Endpoint
 from rtq_nb.transport.errors import reply_error
 from rtq_nb.transport.resp import pack
 
-__all__ = ["Link", "OnHead", "check_hello", "open_link"]
+__all__ = ["Link", "OnHead", "check_hello", "keep_idle", "open_link"]
 
 OnHead = Callable[[list[Any]], None]
 
@@ -116,6 +116,16 @@ class Link(asyncio.Protocol):
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+
+
+def keep_idle(idle: list[Link], link: Link, cap: int) -> None:
+    """Put a link that finished its pipeline back on ``idle`` (taken from its end), keeping at
+    most ``cap`` there: the oldest beyond it are closed (see ``Conn._give_back`` for the cap)."""
+    if link.closed:
+        return
+    idle.append(link)
+    while len(idle) > cap:
+        idle.pop(0).close()
 
 
 def check_hello(replies: list[Any]) -> None:

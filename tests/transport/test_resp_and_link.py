@@ -158,3 +158,47 @@ def test_owned_loops_use_uvloop_unless_told_not_to(monkeypatch: pytest.MonkeyPat
     assert run(kind()).startswith("uvloop")
     monkeypatch.setenv(LOOP_ENV, "asyncio")
     assert run(kind()).startswith("asyncio")
+
+
+def test_many_concurrent_blocking_reads_reuse_their_links(url: str, raw: Any) -> None:
+    """300 stream reads blocked at once on one Conn (max_idle 64), three rounds: the pool keeps
+    as many links as were in flight at its busiest moment (for 30 s), so later rounds open no
+    connection (before: 236 closed and reopened each round; 10,000 streams read at once
+    churned their connections on every read)."""
+    from rtq_nb.transport.aio import Conn
+
+    n = 300
+
+    async def rounds() -> list[int]:
+        conn = Conn(url)
+        opened = []
+        try:
+            for _ in range(3):
+                before = int(raw.info("stats")["total_connections_received"])
+                reads = [
+                    conn.pipeline([("XREAD", "BLOCK", 100, "STREAMS", f"no-such-stream-{i}", "$")])
+                    for i in range(n)
+                ]
+                assert await asyncio.gather(*reads) == [[None]] * n  # each blocked, timed out
+                opened.append(int(raw.info("stats")["total_connections_received"]) - before)
+            assert len(conn._idle) <= n
+        finally:
+            await conn.aclose()
+        return opened
+
+    opened = asyncio.run(rounds())
+    assert opened[0] >= n - 64 and opened[1:] == [0, 0], opened
+
+
+def test_keep_idle_closes_the_oldest_beyond_its_cap() -> None:
+    from rtq_nb.transport.link import keep_idle
+
+    links = [Link() for _ in range(5)]
+    idle: list[Link] = []
+    for link in links:
+        keep_idle(idle, link, 3)
+    assert idle == links[2:] and all(x.closed for x in links[:2])
+    gone = Link()
+    gone.closed = True
+    keep_idle(idle, gone, 10)  # a closed link is never pooled
+    assert gone not in idle

@@ -549,25 +549,19 @@ class LabPage:
 
 
 @contextmanager
-def open_lab_page(
-    session: JupyterLabSession,
-    notebook_name: str,
-    probe_css_class: str,
-    ready_timeout_s: float = 90,
+def chromium_page(
+    server: Any, path: str, probe_css_class: str, *, wait_until: str = "load"
 ) -> Iterator[LabPage]:
-    """Open ``notebook_name`` (relative to the session root) in headless Chromium.
-
-    Uses a fresh persistent profile under the session's work dir, aborts every non-local
-    request, installs a MutationObserver recording each distinct text of the first element
-    with ``probe_css_class``, and returns once the status bar shows the kernel ``| Idle``
-    (the toolbar indicator says idle before a kernel exists, and a Run All then is dropped).
-    """
+    """Open ``server.url(path)`` in headless Chromium: a fresh persistent profile under the
+    server's work dir, every non-local request aborted, a MutationObserver recording each
+    distinct text of the first element with ``probe_css_class``. ``server`` is a
+    :class:`JupyterLabSession` or any server with ``work_dir`` and ``url(path)``."""
     from playwright.sync_api import sync_playwright
 
     binary = chromium_path()
     if binary is None:
         raise RuntimeError(skip_reason() or "chromium missing")
-    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=session.work_dir)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=server.work_dir)
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             profile,
@@ -579,22 +573,36 @@ def open_lab_page(
         try:
             ctx.route(_NON_LOCAL_URL, lambda route: route.abort())
             page = ctx.new_page()
-            lab_page = LabPage(page, session, probe_css_class)
+            lab_page = LabPage(page, server, probe_css_class)
             page.add_init_script(_SAMPLER_JS % json.dumps(probe_css_class))
-            page.goto(session.url(f"lab/tree/{notebook_name}"))
-            try:
-                page.locator("#jp-main-statusbar").get_by_text("| Idle").wait_for(
-                    timeout=ready_timeout_s * 1000
-                )
-            except Exception as exc:
-                raise TimeoutError(
-                    f"kernel not idle in {ready_timeout_s}s\nconsole: "
-                    f"{lab_page.console[-10:]}\n{session.log_tail(2000)}"
-                ) from exc
+            page.goto(server.url(path), wait_until=wait_until)
             yield lab_page
         finally:
             ctx.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextmanager
+def open_lab_page(
+    session: JupyterLabSession,
+    notebook_name: str,
+    probe_css_class: str,
+    ready_timeout_s: float = 90,
+) -> Iterator[LabPage]:
+    """Open ``notebook_name`` (relative to the session root) in headless Chromium
+    (:func:`chromium_page`) and return once the status bar shows the kernel ``| Idle`` (the
+    toolbar indicator says idle before a kernel exists, and a Run All then is dropped)."""
+    with chromium_page(session, f"lab/tree/{notebook_name}", probe_css_class) as lab_page:
+        try:
+            lab_page.page.locator("#jp-main-statusbar").get_by_text("| Idle").wait_for(
+                timeout=ready_timeout_s * 1000
+            )
+        except Exception as exc:
+            raise TimeoutError(
+                f"kernel not idle in {ready_timeout_s}s\nconsole: "
+                f"{lab_page.console[-10:]}\n{session.log_tail(2000)}"
+            ) from exc
+        yield lab_page
 
 
 # --------------------------------------------------------------------------- wire bytes

@@ -14,13 +14,10 @@ Screenshots: ``nb7-stream.png`` and ``voila-stream.png`` in ``$RTQ_ARTIFACTS`` (
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,14 +26,11 @@ from typing import IO
 
 import pytest
 from jupyter_harness import (
-    _NON_LOCAL_URL,
-    _SAMPLER_JS,
-    CHROMIUM_ARGS,
     JupyterLabSession,
     LabPage,
     _free_port,
     check_monotonic_growth,
-    chromium_path,
+    chromium_page,
     rtq_lab_env,
     skip_reason,
     write_notebook,
@@ -87,32 +81,11 @@ def _artifacts(tmp_path: Path) -> Path:
 def _open_page(
     server: JupyterLabSession | VoilaServer, path: str, ready_js: str, ready_timeout_s: float
 ) -> Iterator[LabPage]:
-    """Open ``server.url(path)`` in headless Chromium (non-local requests aborted, the probe
-    recorder installed) and return once ``ready_js`` is truthy."""
-    from playwright.sync_api import sync_playwright
-
-    binary = chromium_path()
-    assert binary is not None
-    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=server.work_dir)
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=binary,
-            headless=True,
-            args=list(CHROMIUM_ARGS),
-            viewport={"width": 1280, "height": 720},
-        )
-        try:
-            ctx.route(_NON_LOCAL_URL, lambda route: route.abort())
-            page = ctx.new_page()
-            lab_page = LabPage(page, server, STREAM_CLASS)  # type: ignore[arg-type]
-            page.add_init_script(_SAMPLER_JS % json.dumps(STREAM_CLASS))
-            page.goto(server.url(path), wait_until="commit")
-            lab_page.wait_for(ready_js, timeout_s=ready_timeout_s)
-            yield lab_page
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    """Open ``server.url(path)`` in headless Chromium (``chromium_page``) and return once
+    ``ready_js`` is truthy."""
+    with chromium_page(server, path, STREAM_CLASS, wait_until="commit") as lab_page:
+        lab_page.wait_for(ready_js, timeout_s=ready_timeout_s)
+        yield lab_page
 
 
 # --------------------------------------------------------------------------- Notebook 7

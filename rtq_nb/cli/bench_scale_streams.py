@@ -199,9 +199,10 @@ def _measured(fn: Any) -> tuple[float, float, Any]:
 
 
 def history_cost(url: str, ac: AsyncClient, small: int, big: int) -> dict[str, Any]:
-    """``rtq_nb.views.history`` over ``small`` then ``big`` finished records: the newest 1,000
-    rows, and a status filter that matches none (it reads every record), and ``stats()``."""
-    from rtq_nb.views import history
+    """``rtq_nb.views.history`` (from ``rtq_nb.notebook.views``: the CLI layer does not import
+    ``rtq_nb.views``) over ``small`` then ``big`` finished records: the newest 1,000 rows, and
+    a status filter that matches none (it reads every record), and ``stats()``."""
+    from rtq_nb.notebook.views import history
 
     rec = portal().call(_finished_record(ac))
     out: dict[str, Any] = {}

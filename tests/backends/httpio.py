@@ -170,6 +170,33 @@ class LoopThread:
         self.loop.close()
 
 
+class LocalHTTPServer:
+    """An HTTP server on ``127.0.0.1:<free port>`` served by ``_handle`` on its own
+    :class:`LoopThread`: ``port``, ``root_url``, ``base_url`` (``.../v1``), ``requests`` (a
+    :class:`Recorded` per request, guarded by ``_lock``), ``close()``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, thread_name: str) -> None:
+        self.requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._lt = LoopThread(thread_name)
+        self._server: asyncio.Server = self._lt.call(self._start())
+        self.port: int = self._server.sockets[0].getsockname()[1]
+        self.root_url = f"http://{self.host}:{self.port}"
+        self.base_url = f"{self.root_url}/v1"
+
+    async def _start(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, self.host, 0)
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._lt.call(close_server(self._server))
+        self._lt.close()
+
+
 def sse_data(lines: Iterable[str]) -> Iterator[str]:
     """The ``data:`` payloads of a server-sent-events stream given line by line (comments such as
     llama-server's ``:`` pings and other fields are skipped); ``"[DONE]"`` included."""

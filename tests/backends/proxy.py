@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 
-from tests.backends.httpio import LoopThread, Recorded, close_server, read_request, wait_for
+from tests.backends.httpio import LocalHTTPServer, Recorded, read_request, wait_for
 
 __all__ = ["BodyEnd", "RecordingProxy", "until_eof"]
 
@@ -96,25 +95,14 @@ async def until_eof(reader: asyncio.StreamReader) -> None:
             pass
 
 
-class RecordingProxy:
+class RecordingProxy(LocalHTTPServer):
     """``base_url``/``root_url``: where clients connect; ``requests``: a ``Recorded`` per request
     in arrival order (``method``, ``path``, ``headers``, ``body``, ``json``, ``status``,
     ``outcome``, ``wait_done()``)."""
 
-    host = "127.0.0.1"
-
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
-        self._lt = LoopThread("rtq-engine-proxy")
-        self._server = self._lt.call(self._start())
-        self.port: int = self._server.sockets[0].getsockname()[1]
-        self.root_url = f"http://{self.host}:{self.port}"
-        self.base_url = f"{self.root_url}/v1"
-
-    async def _start(self) -> asyncio.Server:
-        return await asyncio.start_server(self._handle, self.host, 0)
+        super().__init__("rtq-engine-proxy")
 
     # -- what the tests read -------------------------------------------------------------------
 
@@ -134,10 +122,6 @@ class RecordingProxy:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
-
-    def close(self) -> None:
-        self._lt.call(close_server(self._server))
-        self._lt.close()
 
     # -- the proxy -----------------------------------------------------------------------------
 

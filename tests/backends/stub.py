@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from tests.backends.httpio import (
-    LoopThread,
+    LocalHTTPServer,
     Recorded,
     RequestHead,
-    close_server,
     read_request,
     wait_for,
 )
@@ -129,27 +127,17 @@ class _Exchange:
         return bool(isinstance(opts, dict) and opts.get("include_usage"))
 
 
-class StubServer:
+class StubServer(LocalHTTPServer):
     """The stub on ``127.0.0.1:port``: ``base_url`` (``.../v1``), ``root_url``, ``model``,
     ``requests``, ``default`` (the behaviour when the script is empty), ``script()``,
     ``wait_requests()``, ``clear()``, ``close()``."""
 
-    host = "127.0.0.1"
     model = "stub-model"
 
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
         self.default: Behaviour = Reply()
         self._script: deque[Behaviour] = deque()
-        self._lock = threading.Lock()
-        self._lt = LoopThread("rtq-openai-stub")
-        self._server = self._lt.call(self._start())
-        self.port: int = self._server.sockets[0].getsockname()[1]
-        self.root_url = f"http://{self.host}:{self.port}"
-        self.base_url = f"{self.root_url}/v1"
-
-    async def _start(self) -> asyncio.Server:
-        return await asyncio.start_server(self._handle, self.host, 0)
+        super().__init__("rtq-openai-stub")
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue behaviours for the next completion requests, one each, in order."""
@@ -177,10 +165,6 @@ class StubServer:
         with self._lock:
             self.requests.clear()
             self._script.clear()
-
-    def close(self) -> None:
-        self._lt.call(close_server(self._server))
-        self._lt.close()
 
     # -- the server ----------------------------------------------------------------------------
 

@@ -212,7 +212,6 @@ class AsyncRequestHandle(Recipes, ByReference):
         Raises :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the
         stream died; the handle stays usable and the next iteration follows the retry."""
         await self._place()
-        key = self.keys.stream(self.id)
         before = list(_before)
         t0 = time.monotonic()
         end = None if (rem := self.remaining(timeout)) is None else t0 + rem
@@ -224,50 +223,52 @@ class AsyncRequestHandle(Recipes, ByReference):
                     await self._on_timeout(time.monotonic() - t0)
                 end = None  # it has finished: read what is left in the stream, no more waiting
                 left = None
-            slice_s = (
-                self._host.reap_interval if left is None else min(left, self._host.reap_interval)
-            )
-            cmd = (
-                "XREAD",
-                "COUNT",
-                XREAD_COUNT,
-                "BLOCK",
-                max(1, int(slice_s * 1000)),
-                "STREAMS",
-                key,
-                self._last_entry,
-            )
+            cmd = self.read_command(left)
             replies = await self._host.exchange([*before, cmd], self, resend=bool(before))
             before = []
-            got = replies[-1]
-            if not got:
-                continue
-            batch: list[Chunk] = []
-            lost: WorkerLost | None = None
-            for entry_id, fields in got[0][1]:
-                entry = decode_entry(entry_id, fields)
-                if (self.check.verifies or self.sealed) and entry.kind is not None:
-                    entry, lost = self._checked(entry)
-                    if lost is not None:
-                        break  # this entry starts a new attempt: read again after the reset
-                self._last_entry = entry_id
-                if entry.kind is EntryKind.RESET:
-                    lost = self._on_reset(entry.detail)
-                    break
-                if entry.kind is EntryKind.DATA:
-                    chunk = self._on_chunk(entry.chunk)
-                    if chunk is not None:
-                        batch.append(chunk)
-                elif entry.outcome is not None:
-                    self._set_outcome(entry.outcome, self.text, entry.detail or None)
-                elif entry.problem:
-                    log.warning(
-                        "skipping stream entry %s of %s: %s", entry_id, self.id, entry.problem
-                    )
+            batch, lost = self.take_entries(replies[-1])
             if batch:
                 yield batch
             if lost is not None:
                 raise lost
+        self.end_of_stream()
+
+    def read_command(self, left: float | None) -> Command:
+        """One blocking read of the stream's next entries: ``reap_interval``, or less when
+        ``left`` is less."""
+        slice_s = self._host.reap_interval if left is None else min(left, self._host.reap_interval)
+        block = max(1, int(slice_s * 1000))
+        key = self.keys.stream(self.id)
+        return ("XREAD", "COUNT", XREAD_COUNT, "BLOCK", block, "STREAMS", key, self._last_entry)
+
+    def take_entries(self, got: Any) -> tuple[list[Chunk], WorkerLost | None]:
+        """Take an ``XREAD`` reply (pure: no I/O): the new chunks, and the WorkerLost to raise
+        after them if the attempt followed so far ended. An end marker settles the outcome;
+        a malformed entry is logged and skipped."""
+        batch: list[Chunk] = []
+        if not got:
+            return batch, None
+        for entry_id, fields in got[0][1]:
+            entry = decode_entry(entry_id, fields)
+            if (self.check.verifies or self.sealed) and entry.kind is not None:
+                entry, lost = self._checked(entry)
+                if lost is not None:
+                    return batch, lost  # this entry starts a new attempt: read again after it
+            self._last_entry = entry_id
+            if entry.kind is EntryKind.RESET:
+                return batch, self._on_reset(entry.detail)
+            if entry.kind is EntryKind.DATA:
+                chunk = self._on_chunk(entry.chunk)
+                if chunk is not None:
+                    batch.append(chunk)
+            elif entry.outcome is not None:
+                self._set_outcome(entry.outcome, self.text, entry.detail or None)
+            elif entry.problem:
+                log.warning("skipping stream entry %s of %s: %s", entry_id, self.id, entry.problem)
+        return batch, None
+
+    def end_of_stream(self) -> None:
+        """After the end marker: raise the outcome's error unless it completed."""
         if self._outcome is not Status.COMPLETED:
             self._finish_outcome()
 

@@ -100,6 +100,13 @@ class Sending:
         if then:
             await self.wake(then)
 
+    async def resend(self, p: Prepared) -> None:
+        """Finish a submission whose first attempt failed on the wire (the sync facade's
+        calling-thread path): sent again, as :meth:`send` does, only if it never landed."""
+        landed = await self._landed([p.handle], Backoff(timeout=self.reconnect_timeout))
+        if not landed[0]:
+            await self.send([p])
+
     async def wake(self, tokens: Sequence[Command]) -> None:
         """Push wake tokens; if that fails, workers still find the requests when their
         blocking wait times out (``block_timeout``): logged, not raised."""

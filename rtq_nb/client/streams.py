@@ -182,32 +182,52 @@ class AsyncStream:
 class Stream:
     """The sync facade's stream (see the module docs). ``for delta in s``."""
 
-    def __init__(self, handle: AsyncRequestHandle, start: Started, portal: LoopThread) -> None:
-        """``start``: the prepared request's handle and reads; the stream is made on the loop,
-        where its submission starts at once."""
+    def __init__(
+        self,
+        handle: AsyncRequestHandle,
+        portal: LoopThread,
+        *,
+        start: Started | None = None,
+        reads: Iterator[list[Chunk]] | None = None,
+    ) -> None:
+        """Either ``start``: the prepared request's handle and reads (the stream is made on the
+        loop, where its submission starts at once); or ``reads``: the request is submitted and
+        these are its batches, read on the calling thread (``rtq_nb.client.sync_reads``)."""
 
-        async def build() -> AsyncStream:
-            return AsyncStream(started(*start))
+        async def build(s: Started) -> AsyncStream:
+            return AsyncStream(started(*s))
 
         self._portal = portal
         self._buffer: list[Chunk] = []  # the rest of the last batch, reversed
-        self._inner = portal.call(build())
+        self._inner = None if start is None else portal.call(build(start))
+        self._reads = reads
+        self._result: StreamResult | None = None
         self.id, self.handle = handle.id, handle
 
     @property
     def text(self) -> str:
-        return self._inner.text
+        return self.handle.text
 
     def __iter__(self) -> Iterator[Chunk]:
         return self
 
     def __next__(self) -> Chunk:
         while not self._buffer:
-            batch = self._portal.call(self._inner.next_batch())
+            batch = self._next_batch()
             if batch is None:
                 raise StopIteration
             self._buffer.extend(reversed(batch))
         return self._buffer.pop()
+
+    def _next_batch(self) -> list[Chunk] | None:
+        if self._inner is not None:
+            return self._portal.call(self._inner.next_batch())
+        if self._reads is None:
+            return None
+        batch = next(self._reads, None)
+        if batch is None:
+            self._reads = None  # ended: nothing to cancel any more
+        return batch
 
     def events(self) -> Iterator[StreamEvent]:
         for chunk in self:
@@ -218,17 +238,34 @@ class Stream:
         yield StreamEvent("done", result=result)
 
     def final(self) -> StreamResult:
-        return self._portal.call(self._inner.final())
+        if self._inner is not None:
+            return self._portal.call(self._inner.final())
+        if self._result is None:
+            for _ in self:
+                pass
+            rec = self._portal.call(self.handle.record())
+            self._result = _result(self.handle, rec, self.handle.submitted_at)
+        return self._result
 
     def until_done(self) -> Stream:
         self.final()
         return self
 
     def cancel(self) -> None:
-        self._portal.call(self._inner.cancel())
+        if self._inner is not None:
+            self._portal.call(self._inner.cancel())
+        elif self._reads is not None:
+            self.close()
+            self._portal.call(self.handle.cancel())
 
     def close(self) -> None:
-        self._portal.call(self._inner.aclose())
+        if self._inner is not None:
+            self._portal.call(self._inner.aclose())
+        elif self._reads is not None:
+            reads, self._reads = self._reads, None
+            close = getattr(reads, "close", None)
+            if close is not None:
+                close()
 
     def __enter__(self) -> Stream:
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -20,8 +21,9 @@ from typing_extensions import Unpack
 
 from rtq_nb.client.core import AsyncClient
 from rtq_nb.client.handle import AsyncRequestHandle
-from rtq_nb.client.options import BatchOptions, ClientOptions, SubmitOptions
+from rtq_nb.client.options import BatchOptions, ClientOptions, Prepared, SubmitOptions
 from rtq_nb.client.streams import Stream
+from rtq_nb.client.sync_reads import read_batches
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.loop import LoopThread, portal
 from rtq_nb.protocol.records import Chunk
@@ -51,9 +53,15 @@ def _close_quietly(loop: LoopThread, client: AsyncClient) -> None:
 class RequestHandle:
     """Sync view of one request: ``h.result()``, ``for chunk in h: ...``, ``h.cancel()``."""
 
-    def __init__(self, handle: AsyncRequestHandle, loop: LoopThread) -> None:
+    def __init__(
+        self,
+        handle: AsyncRequestHandle,
+        loop: LoopThread,
+        fast_conn: Callable[[], SyncConn | None] | None = None,
+    ) -> None:
         self._async = handle
         self._portal = loop
+        self._fast_conn = fast_conn  # the client's calling-thread connection, if it has one
 
     @property
     def id(self) -> str:
@@ -106,11 +114,16 @@ class RequestHandle:
         h = self._portal.call(
             self._async.resubmit(priority=priority, timeout=timeout, cancel_old=cancel_old)
         )
-        return RequestHandle(h, self._portal)
+        return RequestHandle(h, self._portal, self._fast_conn)
 
     def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
-        """Iterate the stream's chunks (``str`` text deltas with ``.seq``/``.count``)."""
-        return self._portal.iterate_batches(self._async.batches(timeout))
+        """Iterate the stream's chunks (``str`` text deltas with ``.seq``/``.count``); read on
+        the calling thread when it can be (``rtq_nb.client.sync_reads``)."""
+        h = self._async
+        conn = None if self._fast_conn is None or timeout is not None else self._fast_conn()
+        if conn is None or not h.placed:
+            return self._portal.iterate_batches(h.batches(timeout))
+        return itertools.chain.from_iterable(read_batches(h, conn, self._portal))
 
     def __iter__(self) -> Iterator[Chunk]:
         return self.chunks()
@@ -165,7 +178,7 @@ class Client:
         return self._async
 
     def _wrap(self, h: AsyncRequestHandle) -> RequestHandle:
-        return RequestHandle(h, self._portal)
+        return RequestHandle(h, self._portal, self._fast_conn)
 
     def submit(
         self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
@@ -173,7 +186,8 @@ class Client:
         """Queue one request; returns its handle at once. See AsyncClient.submit."""
         self._read_layout(o.get("queue"))
         p = self._async.prepare(input, stream=stream, **o)
-        self._portal.call(self._async.send([p]))
+        if not self._send_here(p):
+            self._portal.call(self._async.send([p]))
         return self._wrap(p.handle)
 
     def submit_many(
@@ -205,14 +219,15 @@ class Client:
         self._portal.refuse_own_thread()
         self._read_layout(o.get("queue"))
         p = self._async.prepare(input, stream=False, **o)
-        if getattr(self._async.conn, "cluster", False) is not False:  # or not known yet
+        conn = self._fast_conn()
+        if conn is None:
             return self._portal.call(self._async.call_prepared(p))
         handle = p.handle
         since = time.monotonic()
         remaining = handle.remaining()
         wait = handle.wait_command(remaining)
         try:
-            replies = self._syncconn().pipeline([*p.commands, wait])
+            replies = conn.pipeline([*p.commands, wait])
             self._async.replication.note(p.commands, replies)
             popped = replies[-1]
         except RedisUnavailable:
@@ -230,10 +245,37 @@ class Client:
     def stream(self, input: Any, **o: Unpack[SubmitOptions]) -> Stream:
         """Submit a streaming request now and return its :class:`~rtq_nb.client.streams.Stream`:
         ``for delta in s``, ``s.events()``, ``s.text``, ``s.final()`` (text, usage, timings);
-        ``with`` cancels it if left early. See AsyncClient.stream."""
+        ``with`` cancels it if left early. See AsyncClient.stream.
+
+        As for ``call()``, the common case runs in the calling thread: the submission, then
+        the reads (``rtq_nb.client.sync_reads``)."""
         self._read_layout(o.get("queue"))
         p = self._async.prepare(input, stream=True, **o)  # bad arguments raise here
-        return Stream(p.handle, (p.handle, self._async.batches_prepared(p)), self._portal)
+        if not self._send_here(p):
+            start = (p.handle, self._async.batches_prepared(p))
+            return Stream(p.handle, self._portal, start=start)
+        reads = read_batches(p.handle, self._syncconn(), self._portal)
+        return Stream(p.handle, self._portal, reads=reads)
+
+    def _send_here(self, p: Prepared) -> bool:
+        """Send a prepared submission on the calling thread's connection; False (nothing
+        sent) where this client cannot (a cluster, wake tokens after the reply)."""
+        self._portal.refuse_own_thread()
+        conn = self._fast_conn()
+        if conn is None or p.after:
+            return False
+        try:
+            self._async.replication.note(p.commands, conn.pipeline(p.commands))
+        except RedisUnavailable:  # sent again by the async core if it never landed
+            self._portal.call(self._async.resend(p))
+        return True
+
+    def _fast_conn(self) -> SyncConn | None:
+        """The synchronous connection for the calling thread's fast paths (None on a Redis
+        Cluster, or before the client knows whether it is one)."""
+        if getattr(self._async.conn, "cluster", False) is not False:
+            return None
+        return self._syncconn()
 
     def _read_layout(self, queue: str | None) -> None:
         """Read the queue's layout (its shards) once, before preparing in this thread."""

@@ -1,0 +1,97 @@
+"""The sync facade reads streams on the calling thread (``rtq_nb.client.sync_reads``): the
+submission and every read of the common case go through the client's blocking connection, so a
+stream flows while rtq_nb's loop thread is busy; what is not the common case (a deadline, a
+dropped connection) continues in the async core where the read left off."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rtq_nb import Client
+from rtq_nb.demo import fake_answer
+from rtq_nb.errors import RequestExpired
+from rtq_nb.loop import portal
+from rtq_nb.transport.embedded import EmbeddedRedis
+from tests.conftest import wait_until, worker_cmd
+
+
+@pytest.fixture
+def loop_held() -> Iterator[Callable[[], None]]:
+    """Hold rtq_nb's loop thread (a callback that waits on a gate); released at teardown."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        gate.wait(60)
+
+    def start() -> None:
+        portal().loop.call_soon_threadsafe(hold)
+        assert holding.wait(10)
+
+    yield start
+    gate.set()
+
+
+def test_streams_flow_while_the_loop_thread_is_held(
+    client: Client,
+    worker_process: Callable[..., subprocess.Popen[bytes]],
+    loop_held: Callable[[], None],
+) -> None:
+    worker_process("rtq_nb.demo:fake_llm")
+    assert client.call("warm-up", timeout=30) is not None  # the layout is read: no more hops
+    expected = "".join(fake_answer("tale", 30))
+    loop_held()  # from here on, anything that needs the loop thread would hang
+    with client.stream("tale", params={"tokens": 30, "rate": 0}) as s:
+        deltas = list(s)
+    assert "".join(deltas) == expected == s.text and deltas[0].seq == 0
+    h = client.submit("saga", stream=True, params={"tokens": 20, "rate": 0})
+    assert "".join(h) == "".join(fake_answer("saga", 20)) and h.done
+
+
+def test_a_deadline_continues_in_the_async_core(client: Client) -> None:
+    """No worker: the reads run out the request's 0.6 s, then the async core reads the record
+    (still pending, its deadline passed: no worker will start it)."""
+    s = client.stream("nobody serves this", timeout=0.6)
+    with pytest.raises(RequestExpired, match="deadline passed while it was queued"):
+        list(s)
+    assert s.text == ""
+
+
+def test_a_stream_read_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> None:
+    srv = EmbeddedRedis(appendonly=True, data_dir=tmp_path / "redis").start()
+    worker = subprocess.Popen(worker_cmd(srv.url, "rs", "rtq_nb.demo:fake_llm"))
+    try:
+        with Client(srv.url, prefix="rs", reconnect_timeout=60, timeout=120) as c:
+            wait_until(lambda: c.queues() and c.workers(), what="a worker registered")
+            expected = "".join(fake_answer("long", 120))
+            s = c.stream("long", params={"tokens": 120, "rate": 40})
+            got: list[str] = [next(s) for _ in range(3)]
+            rest: dict[str, Any] = {}
+
+            def read_on() -> None:
+                try:
+                    rest["text"] = "".join(s)
+                except Exception as exc:  # shown by the assertion below
+                    rest["error"] = exc
+
+            srv.stop()
+            t = threading.Thread(target=read_on)
+            t.start()
+            wait_until(
+                lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
+                what="the stream's read to fail and back off in the async core",
+            )
+            srv.start()
+            t.join(90)
+            assert "error" not in rest, rest.get("error")
+            assert "".join(got) + rest["text"] == expected == s.text
+    finally:
+        worker.kill()
+        worker.wait(10)
+        srv.stop()
+        srv.cleanup()

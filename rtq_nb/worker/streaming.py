@@ -45,6 +45,7 @@ class StreamWriter:
         self._sent = asyncio.Event() if send is not None else None  # first write answered
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._on_sent: list[Callable[[], None]] = []  # called once the first write is answered
         self.state = LeaseResult.OK  # from the last write: OK, LOST or CANCELLED
 
     @property
@@ -103,8 +104,7 @@ class StreamWriter:
                 entries = self._co.take(loop.time())
                 if entries:
                     self.state = await self._send_retrying(entries)
-                    assert self._sent is not None
-                    self._sent.set()
+                    self._mark_sent()
                     if self.state is not LeaseResult.OK:
                         self.request.cancelled = True  # cancelled, or the lease was lost
                         return
@@ -127,6 +127,21 @@ class StreamWriter:
                     )
                     return LeaseResult.LOST
 
+    def _mark_sent(self) -> None:
+        assert self._sent is not None
+        self._sent.set()
+        calls, self._on_sent = self._on_sent, []
+        for call in calls:
+            call()
+
+    def when_first_sent(self, call: Callable[[], None]) -> None:
+        """Call ``call`` (on the loop) once the first write is answered; at once if none is
+        waiting for an answer (already answered, nothing to send yet, or not streaming)."""
+        if self._task is None or self._sent is None or self._sent.is_set():
+            call()
+        else:
+            self._on_sent.append(call)
+
     async def first_sent(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the first write is in Redis. A generator that
         pauses here for one round trip lets its first token out at once: one that keeps the
@@ -142,7 +157,7 @@ class StreamWriter:
                 self._add(piece)
         self._closing = True
         if self._sent is not None:
-            self._sent.set()
+            self._mark_sent()
         if self._wake is not None:
             self._wake.set()
         if self._task is not None:
@@ -163,6 +178,7 @@ class _ThreadFeed:
         self._lock = threading.Lock()
         self._buf: list[str] = []
         self._scheduled = False
+        self._first_sent = threading.Event()
         self.error: BaseException | None = None
 
     def put(self, text: str) -> None:
@@ -174,19 +190,11 @@ class _ThreadFeed:
         self._loop.call_soon_threadsafe(self._drain)
 
     def wait_first_sent(self) -> None:
-        """From the generator's thread: block until the writer's first write is answered
-        (bounded by the flush interval)."""
-        w = self._writer
-        if not w.streams:
-            return
-        coro = w.first_sent(w.interval)
-        try:
-            wait = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        except RuntimeError:  # the loop is closing: nothing to wait for
-            coro.close()
-            return
-        with contextlib.suppress(Exception):  # a timeout: the generator just goes on
-            wait.result(w.interval + 1.0)
+        """From the generator's thread, after its first piece: block until that piece's write
+        is answered (bounded by the flush interval), so that a generator that keeps the CPU
+        busy lets its first token out at once."""
+        if self._writer.streams:
+            self._first_sent.wait(self._writer.interval)
 
     def _drain(self) -> None:
         with self._lock:
@@ -197,6 +205,8 @@ class _ThreadFeed:
         except BaseException as exc:
             self.error = exc
             self._writer.request.cancelled = True  # stops the generator thread
+        if not self._first_sent.is_set():
+            self._writer.when_first_sent(self._first_sent.set)
 
 
 def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:

@@ -85,6 +85,37 @@ def test_async_generator_that_never_awaits_sends_its_first_token_at_once(
     assert "".join(h).endswith("|saw-first")
 
 
+def test_sync_generator_that_keeps_the_cpu_busy_sends_its_first_token_alone(
+    client: Client, start_worker: Any, raw: Any, prefix: str
+) -> None:
+    """A sync generator runs in a thread; after its first piece it waits until that piece's
+    write is answered, so the first stream entry holds the first token alone even when the
+    generator then spins without a pause (it holds the GIL the loop needs to send). The
+    handler spins until it learns that the first token arrived."""
+    seen = threading.Event()
+
+    def busy(r: Request) -> Any:
+        yield "first "
+        for _ in range(3_000_000):  # about 3 s of yields without a pause
+            if seen.is_set():
+                yield "|saw-first"
+                return
+            yield "."
+        yield "|first-never-arrived"
+
+    start_worker(busy)
+    for _ in range(3):  # each time: the first entry is written before the second piece exists
+        seen.clear()
+        h = client.submit("x", stream=True)
+        key = Keys(prefix, client.queue).stream(h.id)
+        got = raw.xread({key: "0-0"}, count=1, block=30_000)
+        assert got, "no stream entry within 30 s"
+        first = got[0][1][0][1]
+        seen.set()
+        assert first["d"] == "first "
+        assert "".join(h).endswith("|saw-first")
+
+
 def test_client_settings_changed_later_apply_to_the_next_submit(
     client: Client, raw: Any, prefix: str
 ) -> None:

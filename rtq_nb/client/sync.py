@@ -98,7 +98,25 @@ class RequestHandle:
         """The event loop (rtq_nb's loop thread) the async handle lives on."""
         return self._portal.loop
 
-    result = _facade(AsyncRequestHandle.result)
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the result (see AsyncRequestHandle.result). As in ``Client.call()``, the
+        first wait slice runs on the calling thread's connection; the rest (a longer wait,
+        the record's checks, an outage) in the async core."""
+        self._portal.refuse_own_thread()
+        h = self._async
+        conn = None if self._fast_conn is None else self._fast_conn()
+        if conn is None or h.done or h.stream or not h.placed:
+            return self._portal.call(h.result(timeout))
+        since, remaining = time.monotonic(), h.remaining(timeout)
+        try:
+            popped = conn.pipeline([h.wait_command(remaining)])[-1]
+        except RedisUnavailable:
+            popped = None
+        if popped is not None and h.settle_envelope(popped[1]):
+            return h.outcome()
+        left = None if remaining is None else max(remaining - (time.monotonic() - since), 0.0)
+        return self._portal.call(h.wait_envelope(left, since=since))
+
     record = _facade(AsyncRequestHandle.record)
     status = _facade(AsyncRequestHandle.status)
     cancel = _facade(AsyncRequestHandle.cancel)

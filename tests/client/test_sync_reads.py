@@ -51,6 +51,10 @@ def test_streams_flow_while_the_loop_thread_is_held(
     assert "".join(deltas) == expected == s.text and deltas[0].seq == 0
     h = client.submit("saga", stream=True, params={"tokens": 20, "rate": 0})
     assert "".join(h) == "".join(fake_answer("saga", 20)) and h.done
+    whole = client.submit("ode", params={"tokens": 5, "rate": 0})  # a whole result
+    assert (
+        whole.result() == "".join(fake_answer("ode", 5)) == client.call("ode", params={"tokens": 5})
+    )
 
 
 def test_a_deadline_continues_in_the_async_core(client: Client) -> None:
@@ -60,6 +64,9 @@ def test_a_deadline_continues_in_the_async_core(client: Client) -> None:
     with pytest.raises(RequestExpired, match="deadline passed while it was queued"):
         list(s)
     assert s.text == ""
+    h = client.submit("nobody serves this either", timeout=0.6)
+    with pytest.raises(RequestExpired, match="deadline passed while it was queued"):
+        h.result()
 
 
 def test_a_stream_read_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> None:

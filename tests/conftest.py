@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from rtq_nb import Client, Worker
+from rtq_nb.loop import portal
 from rtq_nb.transport.embedded import EmbeddedRedis
 
 
@@ -138,3 +140,20 @@ def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "cond
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+@pytest.fixture
+def loop_held() -> Iterator[Callable[[], None]]:
+    """Hold rtq_nb's loop thread (a callback that waits on a gate); released at teardown."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        gate.wait(60)
+
+    def start() -> None:
+        portal().loop.call_soon_threadsafe(hold)
+        assert holding.wait(10)
+
+    yield start
+    gate.set()

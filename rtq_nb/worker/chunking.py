@@ -166,6 +166,13 @@ class Coalescer:
             return float("-inf")
         return self._last_flush + self.interval
 
+    def skip(self, pieces: int, now: float) -> None:
+        """``pieces`` were written elsewhere at ``now`` (a generator's first piece, sent from
+        its thread): the next entry's ``seq`` follows them, the next flush is due as if this
+        coalescer had flushed them."""
+        self._next_seq += pieces
+        self._last_flush = now
+
     def take(self, now: float) -> list[ChunkData]:
         """Everything buffered, as entries (one merged, or one per piece); marks ``now`` as
         the flush time. Empty list when nothing is buffered."""

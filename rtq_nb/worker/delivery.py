@@ -4,6 +4,7 @@ pipelined behind the completions, so a busy worker pays one round trip per reque
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from rtq_nb.protocol.stream import LeaseResult
 from rtq_nb.security.requests import RequestGuard
 from rtq_nb.security.results import ResultSigner, new_run
 from rtq_nb.transport.base import Transport
+from rtq_nb.transport.blocking import SyncConn
 from rtq_nb.transport.resp import Command
 from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker.chunking import ChunkData
@@ -23,7 +25,7 @@ from rtq_nb.worker.fetch import Fetcher
 from rtq_nb.worker.invoke import Outcome
 from rtq_nb.worker.payloads import store_results
 from rtq_nb.worker.state import Held, WorkerOptions, WorkerState
-from rtq_nb.worker.streaming import SendFn
+from rtq_nb.worker.streaming import SendFn, SendNowFn
 
 __all__ = ["Delivery"]
 
@@ -46,6 +48,8 @@ class Delivery:
         if opts.min_replicas:
             self._wait = ("WAIT", opts.min_replicas, max(1, int(opts.replica_timeout * 1000)))
         self.guard: RequestGuard | None = fetcher.guard
+        self._sync: SyncConn | None = None  # for generators' threads (sender_now)
+        self._sync_lock = threading.Lock()
 
     # ---- streams ---------------------------------------------------------------------------
     def _append(self, p: Held, chunks: list[ChunkData]) -> Command:
@@ -79,6 +83,34 @@ class Delivery:
         if not p.run:
             p.run = new_run()
         return p.run
+
+    def sender_now(self, p: Held) -> SendNowFn | None:
+        """A blocking write of ``p``'s stream for a sync generator's thread (its first piece
+        goes out without a hop to the loop and back), on a synchronous connection made on
+        first use; None on a Redis Cluster (the loop writes everything there)."""
+        if getattr(self.conn, "cluster", False) is not False:
+            return None
+
+        def send_now(chunks: list[ChunkData]) -> LeaseResult:
+            flushed = p.flushed
+            try:
+                return LeaseResult.of(self._sync_conn().pipeline([self._append(p, chunks)])[0])
+            except BaseException:
+                p.flushed = flushed  # not written (or not known to be): the loop sends it
+                raise
+
+        return send_now
+
+    def _sync_conn(self) -> SyncConn:
+        with self._sync_lock:
+            if self._sync is None:
+                self._sync = SyncConn(self.conn.url)
+            return self._sync
+
+    def close(self) -> None:
+        """Close the synchronous connection, if one was made."""
+        if self._sync is not None:
+            self._sync.close()
 
     def sender(self, p: Held) -> SendFn:
         """The write callback of ``p``'s stream writer."""

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from rtq_nb.errors import RtqError
 from rtq_nb.protocol.records import Request
@@ -20,22 +20,32 @@ from rtq_nb.transport.retry import Backoff
 from rtq_nb.worker.chunking import ChunkData, Chunker, ChunkerSpec, Coalescer, make_chunker
 from rtq_nb.worker.threads import HandlerThreads
 
-__all__ = ["SendFn", "StreamWriter", "consume", "is_stream"]
+__all__ = ["SendFn", "SendNowFn", "StreamWriter", "consume", "is_stream"]
 
 log = logging.getLogger("rtq_nb.worker")
 SEND_TRIES = 12  # about 15 s of backoff
 
 SendFn = Callable[[list[ChunkData]], Awaitable[LeaseResult]]
+SendNowFn = Callable[[list[ChunkData]], LeaseResult]  # a blocking write, from another thread
 
 
 class StreamWriter:
     """Per-request stream output: chunker -> coalescer -> one in-flight send at a time."""
 
     def __init__(
-        self, request: Request, send: SendFn | None, granularity: ChunkerSpec, interval: float
+        self,
+        request: Request,
+        send: SendFn | None,
+        granularity: ChunkerSpec,
+        interval: float,
+        send_now: SendNowFn | None = None,
     ) -> None:
+        """``send``: the write (on the loop); ``send_now``: the same write, blocking, for a
+        sync generator's thread to send its first piece without waking the loop (None: the
+        loop sends everything)."""
         self.request = request
         self._send = send
+        self.send_now = send_now if send is not None and granularity in (None, "token") else None
         self._granularity = granularity
         self.interval = interval
         self._chunker: Chunker | None = None  # made at the first write (most results are whole)
@@ -127,6 +137,17 @@ class StreamWriter:
                     )
                     return LeaseResult.LOST
 
+    def sent_first(self, text: str, state: LeaseResult) -> None:
+        """The first piece was written already, by the generator's thread (``send_now``)."""
+        self._parts.append(text)
+        if self._co is None:
+            self._co = Coalescer(self.interval, merge=True)
+        self._co.skip(1, asyncio.get_running_loop().time())
+        self.state = state
+        self._mark_sent()
+        if state is not LeaseResult.OK:
+            self.request.cancelled = True  # cancelled, or the lease was lost
+
     def _mark_sent(self) -> None:
         assert self._sent is not None
         self._sent.set()
@@ -176,18 +197,38 @@ class _ThreadFeed:
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: StreamWriter) -> None:
         self._loop, self._writer = loop, writer
         self._lock = threading.Lock()
-        self._buf: list[str] = []
+        self._buf: list[Any] = []  # pieces, or a _SentFirst
         self._scheduled = False
         self._first_sent = threading.Event()
         self.error: BaseException | None = None
 
-    def put(self, text: str) -> None:
+    def put(self, text: Any) -> None:
         with self._lock:
             self._buf.append(text)
             if self._scheduled:
                 return
             self._scheduled = True
         self._loop.call_soon_threadsafe(self._drain)
+
+    def put_first(self, text: Any) -> None:
+        """From the generator's thread: its first piece. Written from here when the writer
+        allows it (``send_now``: a blocking write, the loop is not woken for it), else handed
+        to the loop like the rest; returns once it is in Redis (or after the flush
+        interval), so that a generator that keeps the CPU busy lets it out at once."""
+        send_now = self._writer.send_now
+        if send_now is None or type(text) is not str or not text:
+            self.put(text)
+            self.wait_first_sent()
+            return
+        try:
+            state = send_now([ChunkData(0, 1, text)])
+        except RtqError as exc:  # the loop's writer sends it, riding out the outage
+            rid = self._writer.request.id
+            log.debug("stream %s: first piece handed to the loop (%s)", rid, exc)
+            self.put(text)
+            self.wait_first_sent()
+            return
+        self.put(_SentFirst(text, state))
 
     def wait_first_sent(self) -> None:
         """From the generator's thread, after its first piece: block until that piece's write
@@ -201,12 +242,22 @@ class _ThreadFeed:
             items, self._buf, self._scheduled = self._buf, [], False
         try:
             for t in items:
-                self._writer.write(t)
+                if type(t) is _SentFirst:
+                    self._writer.sent_first(t.text, t.state)
+                else:
+                    self._writer.write(t)
         except BaseException as exc:
             self.error = exc
             self._writer.request.cancelled = True  # stops the generator thread
         if not self._first_sent.is_set():
             self._writer.when_first_sent(self._first_sent.set)
+
+
+class _SentFirst(NamedTuple):
+    """A first piece the generator's thread wrote itself, and the write's answer."""
+
+    text: str
+    state: LeaseResult
 
 
 def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None:
@@ -215,10 +266,11 @@ def _drive_sync_iter(it: Iterator[Any], feed: _ThreadFeed, req: Request) -> None
         for piece in it:
             if req.cancelled or feed.error is not None:
                 break
-            feed.put(piece)
-            if first:  # wait until the first token is in Redis: a CPU-bound generator would
-                first = False  # otherwise hold the GIL (and a CPU) while the loop tries to send
-                feed.wait_first_sent()
+            if first:  # in Redis before the next piece: a CPU-bound generator would otherwise
+                first = False  # hold the GIL (and a CPU) while the loop tries to send it
+                feed.put_first(piece)
+            else:
+                feed.put(piece)
     finally:
         close = getattr(it, "close", None)
         if close is not None:

@@ -207,6 +207,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
             executor.shutdown(wait=False)
+            delivery.close()
             try:
                 await leases.deregister()
             except RtqError as exc:
@@ -328,8 +329,8 @@ class Worker:
         writers = []
         for p in batch:
             assert p.request is not None
-            send = delivery.sender(p) if p.stream else None
-            writers.append(StreamWriter(p.request, send, o.granularity, o.flush_interval))
+            send, now = (delivery.sender(p), delivery.sender_now(p)) if p.stream else (None, None)
+            writers.append(StreamWriter(p.request, send, o.granularity, o.flush_interval, now))
         if o.batch_size > 1:  # each request has its spans; none is current (one handler call)
             return await invoke.run_batch(self.handler, writers, executor)
         return [await invoke.run_single(self.handler, writers[0], executor, batch[0].trace)]

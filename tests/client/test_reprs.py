@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from rtq_nb import Client, RequestCancelled, RequestFailed, RequestTimeout, Worker, demo
+from tests.conftest import wait_until
 
 
 def test_handle_reprs_show_the_true_status(
@@ -48,6 +49,8 @@ def test_handle_reprs_show_the_true_status(
 def test_worker_repr_html(client: Client, start_worker: Callable[..., Worker]) -> None:
     w = start_worker(demo.fake_llm, concurrency=3)
     client.submit("a", params={"tokens": 2, "rate": 0}).result(timeout=30)
+    # the client may see the result before the worker has read COMPLETE's reply and counted it
+    wait_until(lambda: w.processed == 1 and not w.state.in_flight, what="the worker counted it")
     page = w._repr_html_()
     assert "rtq worker" in page and w.id in page and "rtq-status-running" in page
     assert "0/3 in flight" in page and "1 processed" in page and "0 failed" in page

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,26 +15,8 @@ import pytest
 from rtq_nb import Client
 from rtq_nb.demo import fake_answer
 from rtq_nb.errors import RequestExpired
-from rtq_nb.loop import portal
 from rtq_nb.transport.embedded import EmbeddedRedis
 from tests.conftest import wait_until, worker_cmd
-
-
-@pytest.fixture
-def loop_held() -> Iterator[Callable[[], None]]:
-    """Hold rtq_nb's loop thread (a callback that waits on a gate); released at teardown."""
-    gate, holding = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        holding.set()
-        gate.wait(60)
-
-    def start() -> None:
-        portal().loop.call_soon_threadsafe(hold)
-        assert holding.wait(10)
-
-    yield start
-    gate.set()
 
 
 def test_streams_flow_while_the_loop_thread_is_held(

@@ -108,12 +108,18 @@ class AsyncRequestHandle(Recipes, ByReference):
         return await self.wait_envelope(self.remaining(timeout))
 
     async def wait_envelope(
-        self, remaining: float | None, before: Sequence[Command] = (), *, since: float | None = None
+        self,
+        remaining: float | None,
+        before: Sequence[Command] = (),
+        *,
+        since: float | None = None,
+        recheck: bool = False,
     ) -> Any:
         """BLPOP the result (after ``before``, the submission, in the same round trip), in
         slices of ``reap_interval``, reading the record between slices (never writing it:
         workers' heartbeats requeue a dead worker's requests). Returns the result or raises.
-        ``since``: when the wait began (monotonic), if before this call (``Client.call``)."""
+        ``since``: when the wait began (monotonic), if before this call (``Client.call``);
+        ``recheck``: a slice has just passed without the result (read the record first)."""
         t0 = time.monotonic()
         end = None if remaining is None else t0 + remaining
         if since is not None:
@@ -124,15 +130,17 @@ class AsyncRequestHandle(Recipes, ByReference):
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:
                 return await self._on_timeout(time.monotonic() - t0)
-            replies = await self._host.exchange(
-                [*before, self.wait_command(left)], self, resend=bool(before)
-            )
-            before = []
-            popped = replies[-1]
-            if popped is not None:
-                if self.settle_envelope(popped[1]):
-                    return self._finish_outcome()
-                continue  # refused (forged): keep waiting for the genuine one
+            if not recheck:
+                replies = await self._host.exchange(
+                    [*before, self.wait_command(left)], self, resend=bool(before)
+                )
+                before = []
+                popped = replies[-1]
+                if popped is not None:
+                    if self.settle_envelope(popped[1]):
+                        return self._finish_outcome()
+                    continue  # refused (forged): keep waiting for the genuine one
+            recheck = False
             try:
                 rec = await self._host.find_record(self.keys, self.id)
             except RedisUnavailable:
@@ -205,16 +213,23 @@ class AsyncRequestHandle(Recipes, ByReference):
                 yield chunk
 
     async def batches(
-        self, timeout: float | None = None, *, _before: Sequence[Command] = ()
+        self,
+        timeout: float | None = None,
+        *,
+        _before: Sequence[Command] = (),
+        since: float | None = None,
     ) -> AsyncIterator[list[Chunk]]:
         """Like :meth:`chunks`, one list per Redis read (what arrived together).
 
         Raises :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the
-        stream died; the handle stays usable and the next iteration follows the retry."""
+        stream died; the handle stays usable and the next iteration follows the retry.
+        ``since``: when the reading began (monotonic), if before this call (a timeout says
+        how long it waited)."""
         await self._place()
         before = list(_before)
         t0 = time.monotonic()
         end = None if (rem := self.remaining(timeout)) is None else t0 + rem
+        t0 = t0 if since is None else since
         while not self._done:
             left = None if end is None else end - time.monotonic()
             if left is not None and left <= 0:

@@ -252,20 +252,26 @@ class Stream:
         return self
 
     def cancel(self) -> None:
+        """Cancel the request (the worker stops generating) and stop reading. From another
+        thread while this one reads: the reader ends with RequestCancelled."""
         if self._inner is not None:
             self._portal.call(self._inner.cancel())
         elif self._reads is not None:
-            self.close()
             self._portal.call(self.handle.cancel())
+            self.close()
 
     def close(self) -> None:
+        """Stop reading (a read in progress on another thread is left to end by itself)."""
         if self._inner is not None:
             self._portal.call(self._inner.aclose())
         elif self._reads is not None:
-            reads, self._reads = self._reads, None
-            close = getattr(reads, "close", None)
-            if close is not None:
-                close()
+            close = getattr(self._reads, "close", None)
+            try:
+                if close is not None:
+                    close()
+            except ValueError:  # "generator already executing": being read on another thread
+                return
+            self._reads = None
 
     def __enter__(self) -> Stream:
         return self

@@ -57,11 +57,13 @@ class RequestHandle:
         self,
         handle: AsyncRequestHandle,
         loop: LoopThread,
-        fast_conn: Callable[[], SyncConn | None] | None = None,
+        fast_conn: weakref.WeakMethod[Callable[[], SyncConn | None]] | None = None,
     ) -> None:
         self._async = handle
         self._portal = loop
-        self._fast_conn = fast_conn  # the client's calling-thread connection, if it has one
+        # the client's calling-thread connection, if it has one (weak: a handle does not keep
+        # its client alive, so a client dropped without close() is still closed)
+        self._fast_conn = fast_conn
 
     @property
     def id(self) -> str:
@@ -104,18 +106,24 @@ class RequestHandle:
         the record's checks, an outage) in the async core."""
         self._portal.refuse_own_thread()
         h = self._async
-        conn = None if self._fast_conn is None else self._fast_conn()
+        conn = self._conn()
         if conn is None or h.done or h.stream or not h.placed:
             return self._portal.call(h.result(timeout))
         since, remaining = time.monotonic(), h.remaining(timeout)
         try:
             popped = conn.pipeline([h.wait_command(remaining)])[-1]
+            waited = popped is None  # a whole slice: the async core reads the record first
         except RedisUnavailable:
-            popped = None
+            popped, waited = None, False
         if popped is not None and h.settle_envelope(popped[1]):
             return h.outcome()
         left = None if remaining is None else max(remaining - (time.monotonic() - since), 0.0)
-        return self._portal.call(h.wait_envelope(left, since=since))
+        return self._portal.call(h.wait_envelope(left, since=since, recheck=waited))
+
+    def _conn(self) -> SyncConn | None:
+        """The client's calling-thread connection (None: none, or the client is gone)."""
+        get = None if self._fast_conn is None else self._fast_conn()
+        return None if get is None else get()
 
     record = _facade(AsyncRequestHandle.record)
     status = _facade(AsyncRequestHandle.status)
@@ -138,7 +146,7 @@ class RequestHandle:
         """Iterate the stream's chunks (``str`` text deltas with ``.seq``/``.count``); read on
         the calling thread when it can be (``rtq_nb.client.sync_reads``)."""
         h = self._async
-        conn = None if self._fast_conn is None or timeout is not None else self._fast_conn()
+        conn = None if timeout is not None else self._conn()
         if conn is None or not h.placed:
             return self._portal.iterate_batches(h.batches(timeout))
         return itertools.chain.from_iterable(read_batches(h, conn, self._portal))
@@ -196,7 +204,7 @@ class Client:
         return self._async
 
     def _wrap(self, h: AsyncRequestHandle) -> RequestHandle:
-        return RequestHandle(h, self._portal, self._fast_conn)
+        return RequestHandle(h, self._portal, weakref.WeakMethod(self._fast_conn))
 
     def submit(
         self, input: Any, *, stream: bool = False, **o: Unpack[SubmitOptions]
@@ -253,7 +261,7 @@ class Client:
         if popped is not None and handle.settle_envelope(popped[1]):
             return handle.outcome()
         left = None if remaining is None else max(remaining - wait[2], 0.0)
-        return self._portal.call(handle.wait_envelope(left, since=since))
+        return self._portal.call(handle.wait_envelope(left, since=since, recheck=popped is None))
 
     def _syncconn(self) -> SyncConn:
         if self._sync is None:
@@ -320,6 +328,7 @@ class Client:
         self._finalizer.detach()
         if self._sync is not None:
             self._sync.close()
+            self._sync = None
         self._portal.call(self._async.aclose())
 
     def __enter__(self) -> Client:

@@ -11,6 +11,7 @@ in the async core on the loop thread, where this read left off.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ def read_batches(
     """``handle``'s stream, one list of chunks per read (as ``handle.batches()``), read on the
     calling thread; raises what ``batches()`` raises (WorkerLost, RequestFailed, ...)."""
     portal.refuse_own_thread()  # a blocking read there would stop every other task
+    since = time.monotonic()
+    retried = False
     while not handle.done:
         left = handle.remaining()
         if left is not None and left <= 0:
@@ -38,7 +41,11 @@ def read_batches(
         try:
             got = conn.pipeline([handle.read_command(left)])[-1]
         except RedisUnavailable:
-            break  # riding out the outage is the async core's too
+            if retried:
+                break  # riding out the outage is the async core's
+            retried = True  # once more, on a fresh link (a pooled one may have gone stale)
+            continue
+        retried = False
         batch, lost = handle.take_entries(got)
         if batch:
             yield batch
@@ -47,4 +54,4 @@ def read_batches(
     if handle.done:
         handle.end_of_stream()
         return
-    yield from portal.iterate(handle.batches())
+    yield from portal.iterate(handle.batches(since=since))

@@ -125,6 +125,7 @@ class SyncConn:
         self._connect_timeout = connect_timeout
         self._idle: list[_SyncLink] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._loaded = False
         if self._ep.sentinel is not None:
             self._ep.sentinel.follow(self)
@@ -168,7 +169,9 @@ class SyncConn:
                 raise
         except (rex.RedisError, OSError) as exc:
             raise_mapped(exc, self.url)
-        if not link.closed:
+        if self._closed:  # closed while this pipeline ran: do not keep the link
+            link.close()
+        elif not link.closed:
             self._idle.append(link)
         for r in replies:
             if isinstance(r, Exception):
@@ -178,7 +181,9 @@ class SyncConn:
         return replies
 
     def close(self) -> None:
+        """Close the idle links, and every link in use as its pipeline ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for link in idle:
             link.close()

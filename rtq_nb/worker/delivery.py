@@ -50,6 +50,7 @@ class Delivery:
         self.guard: RequestGuard | None = fetcher.guard
         self._sync: SyncConn | None = None  # for generators' threads (sender_now)
         self._sync_lock = threading.Lock()
+        self._sync_closed = False
 
     # ---- streams ---------------------------------------------------------------------------
     def _append(self, p: Held, chunks: list[ChunkData]) -> Command:
@@ -103,14 +104,18 @@ class Delivery:
 
     def _sync_conn(self) -> SyncConn:
         with self._sync_lock:
+            if self._sync_closed:  # the worker stopped: a late generator thread uses the loop
+                raise RtqError("the worker's synchronous connection is closed")
             if self._sync is None:
                 self._sync = SyncConn(self.conn.url)
             return self._sync
 
     def close(self) -> None:
-        """Close the synchronous connection, if one was made."""
-        if self._sync is not None:
-            self._sync.close()
+        """Close the synchronous connection, if one was made; no new one is made after."""
+        with self._sync_lock:
+            self._sync_closed, conn = True, self._sync
+        if conn is not None:
+            conn.close()
 
     def sender(self, p: Held) -> SendFn:
         """The write callback of ``p``'s stream writer."""

@@ -93,6 +93,8 @@ class StreamWriter:
         if self._co is None:  # token pieces merge into one entry; other granularities do not
             self._co = Coalescer(self.interval, merge=self._granularity in (None, "token"))
         self._co.add(piece)
+        if self.stopped:
+            return  # cancelled or the lease was lost: nothing more is sent
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         assert self._wake is not None
@@ -228,6 +230,8 @@ class _ThreadFeed:
             self.put(text)
             self.wait_first_sent()
             return
+        if state is not LeaseResult.OK:
+            self._writer.request.cancelled = True  # cancelled, or the lease was lost: stop now
         self.put(_SentFirst(text, state))
 
     def wait_first_sent(self) -> None:

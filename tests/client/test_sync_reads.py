@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from rtq_nb import Client
+from rtq_nb import Client, Status
 from rtq_nb.demo import fake_answer
-from rtq_nb.errors import RequestExpired
+from rtq_nb.errors import RequestCancelled, RequestExpired, RequestTimeout
 from rtq_nb.transport.embedded import EmbeddedRedis
 from tests.conftest import wait_until, worker_cmd
 
@@ -84,3 +84,38 @@ def test_a_stream_read_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> 
         worker.wait(10)
         srv.stop()
         srv.cleanup()
+
+
+def test_cancel_from_another_thread_ends_the_reader_with_request_cancelled(
+    client: Client, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    worker_process("rtq_nb.demo:fake_llm")
+    s = client.stream("slow", params={"tokens": 400, "rate": 20}, timeout=60)
+    first = next(s)  # the reader is running: now another thread cancels
+    got: dict[str, Any] = {}
+
+    def read_on() -> None:
+        try:
+            got["text"] = first + "".join(s)
+        except Exception as exc:
+            got["error"] = exc
+
+    t = threading.Thread(target=read_on)
+    t.start()
+    wait_until(lambda: len(s.text) > len(first), what="the reader to get more chunks")
+    s.cancel()
+    t.join(30)
+    assert isinstance(got.get("error"), RequestCancelled), got
+    assert client.get(s.id).status is Status.CANCELLED
+
+
+def test_a_timed_out_stream_says_how_long_it_waited(
+    client: Client, worker_process: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """The calling thread reads until the deadline; the async core's timeout counts that."""
+    worker_process("rtq_nb.demo:fake_llm")
+    s = client.stream("slow", params={"tokens": 400, "rate": 20}, timeout=1.5)
+    with pytest.raises(RequestTimeout) as err:
+        list(s)
+    assert err.value.waited is not None and err.value.waited >= 1.2, err.value.waited
+    assert err.value.status == "running" and s.text  # it had started streaming

@@ -56,55 +56,41 @@ def test_every_handler_kind_streams_and_returns(
     assert "".join(client.stream("q")) == whole
 
 
-def test_async_generator_that_never_awaits_sends_its_first_token_at_once(
-    client: Client, start_worker: Any, raw: Any, prefix: str
-) -> None:
-    """A CPU-bound async generator never gives the loop back by itself; the worker must
-    still put its first token on the wire while it keeps generating. The handler spins
-    until it learns (through a plain Redis read in this thread) that the first token
-    arrived, and says so in its last piece."""
-    seen = threading.Event()
-
-    async def busy(r: Request) -> Any:
-        yield "first "
-        for _ in range(3_000_000):  # about 3 s of yields that never await
-            if seen.is_set():
-                yield "|saw-first"
-                return
-            yield "."
-        yield "|first-never-arrived"
-
-    start_worker(busy)
-    h = client.submit("x", stream=True)
-    key = Keys(prefix, client.queue).stream(h.id)
-    got = raw.xread({key: "0-0"}, count=1, block=30_000)
-    assert got, "no stream entry within 30 s"
-    first = got[0][1][0][1]
-    seen.set()
-    assert first["d"] == "first "  # sent alone, not after the generator ended
-    assert "".join(h).endswith("|saw-first")
-
-
-def test_sync_generator_that_keeps_the_cpu_busy_sends_its_first_token_alone(
-    client: Client, start_worker: Any, raw: Any, prefix: str
-) -> None:
-    """A sync generator runs in a thread; after its first piece it waits until that piece's
-    write is answered, so the first stream entry holds the first token alone even when the
-    generator then spins without a pause (it holds the GIL the loop needs to send). The
-    handler spins until it learns that the first token arrived."""
-    seen = threading.Event()
-
+def _busy_sync(seen: threading.Event) -> Any:
     def busy(r: Request) -> Any:
         yield "first "
-        for _ in range(3_000_000):  # about 3 s of yields without a pause
+        for _ in range(3_000_000):  # about 3 s of yields without a pause (holding the GIL)
             if seen.is_set():
                 yield "|saw-first"
                 return
             yield "."
         yield "|first-never-arrived"
 
-    start_worker(busy)
-    for _ in range(3):  # each time: the first entry is written before the second piece exists
+    return busy
+
+
+def _busy_async(seen: threading.Event) -> Any:
+    pieces = _busy_sync(seen)
+
+    async def busy(r: Request) -> Any:
+        for piece in pieces(r):  # yields that never await
+            yield piece
+
+    return busy
+
+
+@pytest.mark.parametrize("make", [_busy_async, _busy_sync], ids=["async", "sync"])
+def test_a_generator_that_keeps_the_cpu_busy_sends_its_first_token_alone(
+    client: Client, start_worker: Any, raw: Any, prefix: str, make: Any
+) -> None:
+    """A CPU-bound async generator never gives the loop back by itself; a sync one runs in a
+    thread and holds the GIL the loop needs to send. Either way the worker must put the first
+    token on the wire, alone, while it keeps generating. The handler spins until it learns
+    (through a plain Redis read in this thread) that the first token arrived, and says so in
+    its last piece."""
+    seen = threading.Event()
+    start_worker(make(seen))
+    for _ in range(3):
         seen.clear()
         h = client.submit("x", stream=True)
         key = Keys(prefix, client.queue).stream(h.id)
@@ -112,7 +98,7 @@ def test_sync_generator_that_keeps_the_cpu_busy_sends_its_first_token_alone(
         assert got, "no stream entry within 30 s"
         first = got[0][1][0][1]
         seen.set()
-        assert first["d"] == "first "
+        assert first["d"] == "first "  # sent alone, not after the generator ended
         assert "".join(h).endswith("|saw-first")
 
 

@@ -120,11 +120,9 @@ class AsyncRequestHandle(Recipes, ByReference):
         workers' heartbeats requeue a dead worker's requests). Returns the result or raises.
         ``since``: when the wait began (monotonic), if before this call (``Client.call``);
         ``recheck``: a slice has just passed without the result (read the record first)."""
-        t0 = time.monotonic()
-        end = None if remaining is None else t0 + remaining
-        if since is not None:
-            t0 = since
-        before = list(before)
+        now = time.monotonic()
+        end = None if remaining is None else now + remaining
+        t0, before = now if since is None else since, list(before)
         await self._place()
         while True:
             left = None if end is None else end - time.monotonic()
@@ -249,17 +247,15 @@ class AsyncRequestHandle(Recipes, ByReference):
         self.end_of_stream()
 
     def read_command(self, left: float | None) -> Command:
-        """One blocking read of the stream's next entries: ``reap_interval``, or less when
-        ``left`` is less."""
+        """One blocking read of the stream's next entries (at most ``reap_interval``)."""
         slice_s = self._host.reap_interval if left is None else min(left, self._host.reap_interval)
         block = max(1, int(slice_s * 1000))
         key = self.keys.stream(self.id)
         return ("XREAD", "COUNT", XREAD_COUNT, "BLOCK", block, "STREAMS", key, self._last_entry)
 
     def take_entries(self, got: Any) -> tuple[list[Chunk], WorkerLost | None]:
-        """Take an ``XREAD`` reply (pure: no I/O): the new chunks, and the WorkerLost to raise
-        after them if the attempt followed so far ended. An end marker settles the outcome;
-        a malformed entry is logged and skipped."""
+        """Take an ``XREAD`` reply (no I/O): the new chunks, and the WorkerLost to raise after
+        them if the attempt followed so far ended (a malformed entry is logged and skipped)."""
         batch: list[Chunk] = []
         if not got:
             return batch, None

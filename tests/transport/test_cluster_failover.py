@@ -216,7 +216,8 @@ def test_a_transport_that_knew_only_the_dead_master_finds_its_replica(
         try:
             await t.pipeline([("SET", key, "v")])
             assert list(t._nodes) == [("127.0.0.1", old)]  # the only node it talked to
-            c.kill(old)
+            c.wait_stable()  # the replica has the SET (replication is asynchronous: a failover
+            c.kill(old)  # right after a write may lose it, and the GET below would find None)
             c.wait_promoted(new)
             errors: list[Any] = []
             while True:

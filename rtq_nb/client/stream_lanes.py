@@ -188,13 +188,13 @@ class Lane:
                 cmd = ("XREAD", "COUNT", READ_COUNT, "BLOCK", LANE_BLOCK_MS, "STREAMS", *flight)
                 self.reads += 1
                 assert self.link is not None
-                try:
-                    (got,) = await self.link.request(*_packed((*cmd, *(r.last for r in wanted))))
+                data, n = _packed((*cmd, *(r.last for r in wanted)))
+                try:  # delivered as the reply is parsed: readers wake as soon as direct ones
+                    (got,) = await self.link.request(data, n, head=1, on_head=self._on_reply)
                 finally:
                     self.in_flight = None
                 if isinstance(got, Exception):
                     raise got  # (a key refused by the ACL: this lane fails, not every lane)
-                self._deliver(got, flight)
         except asyncio.CancelledError:
             self._fail(LaneUnavailable("lane closed"))
         except BaseException as exc:
@@ -202,7 +202,9 @@ class Lane:
                 self.lanes.failed(self, exc)
             self._fail(exc)
 
-    def _deliver(self, got: Any, flight: dict[str, _Reader]) -> None:
+    def _on_reply(self, replies: list[Any]) -> None:
+        flight, self.in_flight = self.in_flight or {}, None
+        got = replies[0]
         if not got:
             return
         for key, entries in got:

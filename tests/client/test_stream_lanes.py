@@ -117,12 +117,33 @@ def test_lane_killed_mid_stream(url: str, prefix: str, raw: Any, worker_process:
     assert texts == [expected(f"k{i}", tokens) for i in range(n)]
 
 
-def test_a_joining_reader_kicks_a_blocked_lane(
-    url: str, prefix: str, raw: Any, worker_process: Start, monkeypatch: pytest.MonkeyPatch
+async def read_slowly(c: AsyncClient, prompt: str, tokens: int, rate: float) -> str:
+    """A reader slower than its stream: its lane buffers past BUFFER_CAP (backpressure)."""
+    async with c.stream(prompt, params={"tokens": tokens, "rate": rate}) as s:
+        while True:
+            if await s.next_batch() is None:
+                return s.text
+            await asyncio.sleep(0.05)  # the consumer's own pace (not a synchronisation)
+
+
+@pytest.mark.parametrize("case", ["joins", "drains"])
+def test_a_blocked_lane_is_kicked(
+    url: str,
+    prefix: str,
+    raw: Any,
+    worker_process: Start,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
 ):
+    """A reader joining a lane whose XREAD is blocked on other streams ("joins"), or a reader
+    draining a buffer its lane had stopped reading for ("drains"), wakes the lane at once."""
     # a lane's XREAD blocks for longer than the test's timeout: a missed kick fails it
     monkeypatch.setattr(stream_lanes, "LANE_BLOCK_MS", 600_000)
-    worker_process(HANDLER, "--concurrency", "8")
+    reader = read_all
+    if case == "drains":
+        monkeypatch.setattr(stream_lanes, "BUFFER_CAP", 2)
+        reader = read_slowly
+    worker_process(HANDLER, "--concurrency", "8", "--flush-ms", "5")
 
     async def main() -> tuple[str, list[str]]:
         async with AsyncClient(url, prefix=prefix, timeout=300, reap_interval=0.3) as c:
@@ -134,7 +155,7 @@ def test_a_joining_reader_kicks_a_blocked_lane(
             await until(lambda: len(lane.readers) == 3 and lane.in_flight)  # XREAD blocked
             order: list[str] = []
             # a missed kick: its lane reads end with their slices, forever (wait_for fails)
-            fast = await asyncio.wait_for(read_all(c, "fast", 20, 50), 60)
+            fast = await asyncio.wait_for(reader(c, "fast", 20, 50), 60)
             order.append("fast done")
             order += ["slow pending" for t in slow if not t.done()]
             for t in slow:

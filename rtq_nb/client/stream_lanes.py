@@ -359,7 +359,7 @@ class StreamLanes:
         lanes = list(self.lanes)
         self.close()
         for lane in lanes:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):  # (its task catches its own errors)
                 await lane.task
 
 

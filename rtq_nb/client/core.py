@@ -357,6 +357,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         return h
 
     async def aclose(self) -> None:
+        if self._lanes is not None:
+            await self._lanes.aclose()
         await self.conn.aclose()
 
     async def __aenter__(self) -> AsyncClient:

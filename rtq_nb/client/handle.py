@@ -17,6 +17,7 @@ from rtq_nb.client.outcomes import (
 )
 from rtq_nb.client.payloads import ByReference
 from rtq_nb.client.recipes import Recipes
+from rtq_nb.client.stream_lanes import StreamReads
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.defaults import MIN_BLOCK
 from rtq_nb.protocol.keys import Keys
@@ -115,11 +116,10 @@ class AsyncRequestHandle(Recipes, ByReference):
         since: float | None = None,
         recheck: bool = False,
     ) -> Any:
-        """BLPOP the result (after ``before``, the submission, in the same round trip), in
-        slices of ``reap_interval``, reading the record between slices (never writing it:
-        workers' heartbeats requeue a dead worker's requests). Returns the result or raises.
-        ``since``: when the wait began (monotonic), if before this call (``Client.call``);
-        ``recheck``: a slice has just passed without the result (read the record first)."""
+        """BLPOP the result (after ``before``, the submission, in the same round trip) in
+        slices of ``reap_interval``, reading (never writing) the record between slices.
+        Returns the result or raises. ``since``: when the wait began (monotonic), if before
+        this call; ``recheck``: a slice has just passed (read the record first)."""
         now = time.monotonic()
         end = None if remaining is None else now + remaining
         t0, before = now if since is None else since, list(before)
@@ -217,33 +217,33 @@ class AsyncRequestHandle(Recipes, ByReference):
         _before: Sequence[Command] = (),
         since: float | None = None,
     ) -> AsyncIterator[list[Chunk]]:
-        """Like :meth:`chunks`, one list per Redis read (what arrived together).
-
-        Raises :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the
-        stream died; the handle stays usable and the next iteration follows the retry.
-        ``since``: when the reading began (monotonic), if before this call (a timeout says
-        how long it waited)."""
+        """Like :meth:`chunks`, one list per Redis read (what arrived together). Raises
+        :class:`WorkerLost` (with the lost attempt's chunks) when the worker of the stream
+        died; the handle stays usable and the next iteration follows the retry. ``since``:
+        when the reading began (monotonic), if before this call (for a timeout's message)."""
         await self._place()
         before = list(_before)
         t0 = time.monotonic()
         end = None if (rem := self.remaining(timeout)) is None else t0 + rem
         t0 = t0 if since is None else since
-        while not self._done:
-            left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                rec = await self._host.find_record(self.keys, self.id)
-                if rec is None or not rec.status.terminal:
-                    await self._on_timeout(time.monotonic() - t0)
-                end = None  # it has finished: read what is left in the stream, no more waiting
-                left = None
-            cmd = self.read_command(left)
-            replies = await self._host.exchange([*before, cmd], self, resend=bool(before))
-            before = []
-            batch, lost = self.take_entries(replies[-1])
-            if batch:
-                yield batch
-            if lost is not None:
-                raise lost
+        reads = StreamReads(self, self._host.stream_lanes())  # after the first: few connections
+        try:
+            while not self._done:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    rec = await self._host.find_record(self.keys, self.id)
+                    if rec is None or not rec.status.terminal:
+                        await self._on_timeout(time.monotonic() - t0)
+                    end = left = None  # it has finished: read what is left, no more waiting
+                got = await reads.next(before, left, self._last_entry)
+                before = []
+                batch, lost = self.take_entries(got)
+                if batch:
+                    yield batch
+                if lost is not None:
+                    raise lost
+        finally:
+            reads.close()
         self.end_of_stream()
 
     def read_command(self, left: float | None) -> Command:

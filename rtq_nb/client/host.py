@@ -15,6 +15,7 @@ from rtq_nb.transport.resp import Command
 
 if TYPE_CHECKING:
     from rtq_nb.client.handle import AsyncRequestHandle
+    from rtq_nb.client.stream_lanes import StreamLanes
 
 __all__ = ["HandleHost"]
 
@@ -32,6 +33,10 @@ class HandleHost(Protocol):
         """Run a pipeline ending in a blocking read, riding out outages; with ``resend``,
         the pipeline starts with ``handle``'s submission, sent again only if it never
         landed."""
+        ...
+
+    def stream_lanes(self) -> StreamLanes | None:
+        """The client's stream lanes (many streams read on few connections), None: none."""
         ...
 
     async def find_record(self, keys: Keys, request_id: str) -> RequestRecord | None: ...

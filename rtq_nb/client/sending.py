@@ -14,6 +14,7 @@ from typing_extensions import Unpack
 
 from rtq_nb.client.durability import Replication
 from rtq_nb.client.options import Prepared, SubmitOptions
+from rtq_nb.client.stream_lanes import StreamLanes
 from rtq_nb.errors import RedisUnavailable
 from rtq_nb.payloads import PayloadStore
 from rtq_nb.protocol.keys import Keys
@@ -45,6 +46,7 @@ class Sending:
     replication: Replication
     _keys: dict[str, Keys]
     _layouts: dict[str, Layout]
+    _lanes: StreamLanes | None = None
 
     def keys(self, queue: str | None = None) -> Keys:
         """The key builder of ``queue`` (default: the client's queue)."""
@@ -139,6 +141,15 @@ class Sending:
                 await backoff.retry(exc, f"request {handle.id}")
                 if resend and (await self._landed([handle], backoff))[0]:
                     cmds, resend = cmds[-1:], False
+
+    def stream_lanes(self) -> StreamLanes | None:
+        """Stream reads after the first share few connections (``stream_lanes``); made on
+        first use, none on a Redis Cluster (or before the first round trip told which)."""
+        conn = self.conn  # AutoTransport or Conn (Sentinel): with dedicated_link
+        one_server = getattr(conn, "cluster", False) is False
+        if self._lanes is None and one_server and hasattr(conn, "dedicated_link"):
+            self._lanes = StreamLanes(conn)  # type: ignore[arg-type]
+        return self._lanes
 
     async def _landed(self, handles: list[AsyncRequestHandle], backoff: Backoff) -> list[bool]:
         """Did these submissions reach Redis? Asks until Redis answers (within ``backoff``)."""

@@ -109,6 +109,9 @@ def _client(k: Keys, client_id: str | None) -> list[Grant]:
         "hget",  # the queue's layout (config), read once per queue
         "lpush",  # a sharded queue's wake token (the home wake list)
         *("zcard", "zcount", "zrange", "zrevrange", "zrevrangebyscore"),  # counts, workers
+        # stream lanes (many streams read on one connection): a lane's own id, and waking its
+        # blocked XREAD when a stream joins (no data; without them lanes turn themselves off)
+        *("client|id", "client|unblock"),
         "evalsha",
     )
     inner = script_commands(scripts.SUBMIT, scripts.CANCEL, scripts.EXTEND)

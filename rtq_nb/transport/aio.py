@@ -130,6 +130,14 @@ class Conn:
         except ScriptsLost:
             return (await self.pipeline([args]))[0]
 
+    async def dedicated_link(self) -> Link:
+        """A new link of its own for a caller that keeps it (a stream lane's blocking read):
+        never pooled; the caller closes it."""
+        try:
+            return await open_link(self.endpoint)
+        except (rex.RedisError, OSError) as exc:
+            raise_mapped(exc, self.url)
+
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         for link in idle:

@@ -8,10 +8,8 @@ go with their neighbour (the keyed command before them, else after). ``MOVED`` u
 slot map and re-sends on the right node, ``ASK`` sends ``ASKING`` + the command to the node
 it names, ``TRYAGAIN``/``CLUSTERDOWN`` (a slot mid-migration, a failover) are retried after a
 short backoff. A connection error marks the map stale (re-read before the next pipeline) and
-raises :class:`~rtq_nb.errors.RedisUnavailable`, as on one server.
-
-All keys of a queue share its hash tag, so a queue lives on one master: a worker's pipelines
-go to one node, unsplit (its early ``on_head`` callback kept).
+raises :class:`~rtq_nb.errors.RedisUnavailable`, as on one server. All keys of a queue share
+its hash tag, so a queue lives on one master: a worker's pipelines go to one node, unsplit.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from rtq_nb.transport.aio import Conn
 from rtq_nb.transport.base import OnHead, Transport, check_replies
 from rtq_nb.transport.endpoint import Endpoint, safe_url
 from rtq_nb.transport.errors import ScriptsLost, mapped_errors, raise_mapped
-from rtq_nb.transport.link import open_link
+from rtq_nb.transport.link import Link, open_link
 from rtq_nb.transport.resp import Command, Packed, pack
 from rtq_nb.transport.slots import SLOTS, command_key, key_slot, redirect, split_packed
 
@@ -49,8 +47,7 @@ def is_cluster_url(url: str) -> bool:
 
 
 def node_url(url: str, host: str | None = None, port: int | None = None) -> str:
-    """``url`` (any scheme above) as a plain Redis URL, pointed at ``host:port`` if given
-    (credentials, database and TLS options kept)."""
+    """``url`` as a plain Redis URL, at ``host:port`` if given (credentials, db, TLS kept)."""
     parts = urlsplit(url)
     scheme = CLUSTER_SCHEMES.get(parts.scheme.lower(), parts.scheme)
     netloc = parts.netloc
@@ -62,8 +59,7 @@ def node_url(url: str, host: str | None = None, port: int | None = None) -> str:
 
 
 class NodeConn(Conn):
-    """The :class:`Conn` of one master, plus :meth:`raw`: replies with error replies left in
-    the list (a redirection is the router's to follow, not an error to raise)."""
+    """The :class:`Conn` of one master, plus :meth:`raw`: error replies left in the list."""
 
     async def raw(
         self, commands: Sequence[Command], *, head: int = 0, on_head: OnHead | None = None
@@ -88,8 +84,8 @@ class NodeConn(Conn):
 
 
 def _expand(commands: Sequence[Command]) -> tuple[list[Command], list[int | None]]:
-    """One command per item (packed buffers split) and each one's slot (None: keyless, then
-    the slot of the keyed command before it, else after it)."""
+    """One command per item (packed buffers split) and each one's slot (keyless: the slot of
+    the keyed command before it, else after it)."""
     cmds: list[Command] = []
     slots: list[int | None] = []
     for cmd in commands:
@@ -161,8 +157,8 @@ class ClusterTransport:
         await asyncio.shield(self._refreshing)
 
     def _candidates(self) -> list[Addr]:
-        """Where to ask for the slot map: the seed, the masters in use, every node (masters
-        and replicas) the last map named; the nodes a connection just failed to, last."""
+        """Where to ask for the slot map: the seed, the masters in use, every node the last
+        map named (replicas too); the nodes a connection just failed to, last."""
         order = [self._seed, *self._nodes, *self._known]
         fresh = [a for a in dict.fromkeys(order) if a not in self._failed]
         return [*fresh, *(a for a in dict.fromkeys(order) if a in self._failed)]
@@ -389,6 +385,11 @@ class AutoTransport:
 
     async def call(self, *args: Any) -> Any:
         return await (await self._detect()).call(*args)
+
+    async def dedicated_link(self) -> Link | None:
+        """A link of its own (``Conn.dedicated_link``); None on a cluster (one node only)."""
+        await self._detect()
+        return None if self.cluster else await self._conn.dedicated_link()
 
     async def aclose(self) -> None:
         if self.target is not None and self.target is not self._conn:

@@ -142,6 +142,42 @@ def wait_until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "cond
         time.sleep(0.01)
 
 
+class Background:
+    """``work()`` running in a thread; :meth:`result` joins it and returns what it returned
+    (or raises what it raised)."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], Any]) -> None:
+        try:
+            self._box["value"] = work()
+        except BaseException as exc:  # handed to result()
+            self._box["error"] = exc
+
+    def result(self, timeout: float = 60.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the background work did not end within {timeout} s"
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"]
+
+
+def across_restart(srv: EmbeddedRedis, caplog: Any, work: Callable[[], Any]) -> Any:
+    """Stop ``srv``, run ``work`` in a thread, start ``srv`` again once rtq_nb has logged that
+    Redis is unavailable (the work failed once and backs off); returns what ``work`` returned."""
+    srv.stop()
+    running = Background(work)
+    wait_until(
+        lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
+        what="the work to fail once and back off",
+    )
+    srv.start()
+    return running.result(90)
+
+
 @pytest.fixture
 def loop_held() -> Iterator[Callable[[], None]]:
     """Hold rtq_nb's loop thread (a callback that waits on a gate); released at teardown."""

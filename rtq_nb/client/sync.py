@@ -50,6 +50,22 @@ def _close_quietly(loop: LoopThread, client: AsyncClient) -> None:
         loop.submit(client.aclose())
 
 
+def _after_first_slice(
+    portal: LoopThread,
+    h: AsyncRequestHandle,
+    popped: Any,
+    left: float | None,
+    since: float,
+    waited: bool,
+) -> Any:
+    """After a wait's first slice on the calling thread: its outcome if the envelope came
+    (and is genuine), else the rest of the wait in the async core (``waited``: a whole slice
+    passed: it reads the record first)."""
+    if popped is not None and h.settle_envelope(popped[1]):
+        return h.outcome()
+    return portal.call(h.wait_envelope(left, since=since, recheck=waited))
+
+
 class RequestHandle:
     """Sync view of one request: ``h.result()``, ``for chunk in h: ...``, ``h.cancel()``."""
 
@@ -115,10 +131,8 @@ class RequestHandle:
             waited = popped is None  # a whole slice: the async core reads the record first
         except RedisUnavailable:
             popped, waited = None, False
-        if popped is not None and h.settle_envelope(popped[1]):
-            return h.outcome()
         left = None if remaining is None else max(remaining - (time.monotonic() - since), 0.0)
-        return self._portal.call(h.wait_envelope(left, since=since, recheck=waited))
+        return _after_first_slice(self._portal, h, popped, left, since, waited)
 
     def _conn(self) -> SyncConn | None:
         """The client's calling-thread connection (None: none, or the client is gone)."""
@@ -258,10 +272,8 @@ class Client:
             popped = replies[-1]
         except RedisUnavailable:
             return self._portal.call(self._async.resume_call(p, remaining, since=since))
-        if popped is not None and handle.settle_envelope(popped[1]):
-            return handle.outcome()
         left = None if remaining is None else max(remaining - wait[2], 0.0)
-        return self._portal.call(handle.wait_envelope(left, since=since, recheck=popped is None))
+        return _after_first_slice(self._portal, handle, popped, left, since, popped is None)
 
     def _syncconn(self) -> SyncConn:
         if self._sync is None:

@@ -6,7 +6,6 @@ dropped connection) continues in the async core where the read left off."""
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from rtq_nb import Client, Status
 from rtq_nb.demo import fake_answer
 from rtq_nb.errors import RequestCancelled, RequestExpired, RequestTimeout
 from rtq_nb.transport.embedded import EmbeddedRedis
-from tests.conftest import wait_until, worker_cmd
+from tests.conftest import Background, across_restart, wait_until, worker_cmd
 
 
 def test_streams_flow_while_the_loop_thread_is_held(
@@ -60,25 +59,8 @@ def test_a_stream_read_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> 
             expected = "".join(fake_answer("long", 120))
             s = c.stream("long", params={"tokens": 120, "rate": 40})
             got: list[str] = [next(s) for _ in range(3)]
-            rest: dict[str, Any] = {}
-
-            def read_on() -> None:
-                try:
-                    rest["text"] = "".join(s)
-                except Exception as exc:  # shown by the assertion below
-                    rest["error"] = exc
-
-            srv.stop()
-            t = threading.Thread(target=read_on)
-            t.start()
-            wait_until(
-                lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
-                what="the stream's read to fail and back off in the async core",
-            )
-            srv.start()
-            t.join(90)
-            assert "error" not in rest, rest.get("error")
-            assert "".join(got) + rest["text"] == expected == s.text
+            rest = across_restart(srv, caplog, lambda: "".join(s))  # fails, falls back, backs off
+            assert "".join(got) + rest == expected == s.text
     finally:
         worker.kill()
         worker.wait(10)
@@ -92,20 +74,11 @@ def test_cancel_from_another_thread_ends_the_reader_with_request_cancelled(
     worker_process("rtq_nb.demo:fake_llm")
     s = client.stream("slow", params={"tokens": 400, "rate": 20}, timeout=60)
     first = next(s)  # the reader is running: now another thread cancels
-    got: dict[str, Any] = {}
-
-    def read_on() -> None:
-        try:
-            got["text"] = first + "".join(s)
-        except Exception as exc:
-            got["error"] = exc
-
-    t = threading.Thread(target=read_on)
-    t.start()
+    reader = Background(lambda: "".join(s))
     wait_until(lambda: len(s.text) > len(first), what="the reader to get more chunks")
     s.cancel()
-    t.join(30)
-    assert isinstance(got.get("error"), RequestCancelled), got
+    with pytest.raises(RequestCancelled):
+        reader.result(30)
     assert client.get(s.id).status is Status.CANCELLED
 
 

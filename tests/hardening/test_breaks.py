@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from rtq_nb.errors import (
 )
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.transport.embedded import EmbeddedRedis
-from tests.conftest import wait_until
+from tests.conftest import across_restart
 
 
 def batch_echo(reqs: list[Request]) -> list[Any]:
@@ -141,7 +140,6 @@ def test_8_every_client_method_rides_out_a_restart(tmp_path: Any, caplog: Any) -
     try:
         with Client(srv.url, prefix="rs", reconnect_timeout=60) as c:
             h = c.submit("x", timeout=600)
-            srv.stop()
             got: dict[str, Any] = {}
 
             def reads() -> None:
@@ -152,14 +150,7 @@ def test_8_every_client_method_rides_out_a_restart(tmp_path: Any, caplog: Any) -
                 got["workers"] = c.workers()
                 got["cancel"] = h.cancel()
 
-            t = threading.Thread(target=reads)
-            t.start()
-            wait_until(
-                lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
-                what="a read to fail once and back off",
-            )
-            srv.start()
-            t.join(60)
+            across_restart(srv, caplog, reads)
             assert got == {
                 "status": "pending",
                 "pending": 1,

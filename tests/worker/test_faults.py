@@ -20,7 +20,7 @@ from rtq_nb.demo import echo, fake_answer
 from rtq_nb.errors import WorkerLost
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.transport.embedded import EmbeddedRedis
-from tests.conftest import wait_until, worker_cmd
+from tests.conftest import across_restart, wait_until, worker_cmd
 
 
 def pid_of(worker_id: str) -> int:
@@ -236,16 +236,7 @@ def test_submit_many_rides_out_a_redis_restart(tmp_path: Any, caplog: Any) -> No
     try:
         with Client(srv.url, prefix="sm", timeout=120, reconnect_timeout=60) as c:
             first = c.submit_many(["warm"])  # connected, scripts loaded
-            srv.stop()
-            batch: list[Any] = []
-            t = threading.Thread(target=lambda: batch.extend(c.submit_many(range(50))))
-            t.start()
-            wait_until(
-                lambda: any("Redis unavailable" in r.getMessage() for r in caplog.records),
-                what="the batch to fail once and back off",
-            )
-            srv.start()
-            t.join(60)
+            batch = across_restart(srv, caplog, lambda: c.submit_many(range(50)))
             assert len(batch) == 50
             with Worker(echo, srv.url, prefix="sm"):
                 assert [h.result() for h in batch] == list(range(50))

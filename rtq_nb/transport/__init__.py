@@ -40,7 +40,8 @@ __all__ = [
 def connect(url: str) -> Transport:
     """The transport for ``url``: a cluster router, one server found through Sentinel (its
     endpoint resolves the primary: README, Sentinel), or one server."""
-    from rtq_nb.transport.cluster import AutoTransport, ClusterTransport, is_cluster_url
+    from rtq_nb.transport.auto import AutoTransport
+    from rtq_nb.transport.cluster import ClusterTransport, is_cluster_url
 
     if is_sentinel_url(url):
         return Conn(url)  # Sentinel manages one primary, never a cluster: no detection

@@ -19,7 +19,8 @@ from rtq_nb.demo import echo, fake_answer, fake_llm, sleepy
 from rtq_nb.errors import UnknownQueue
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.transport import connect
-from rtq_nb.transport.cluster import AutoTransport, ClusterTransport
+from rtq_nb.transport.auto import AutoTransport
+from rtq_nb.transport.cluster import ClusterTransport
 from rtq_nb.transport.resp import pack
 from rtq_nb.transport.slots import command_key, key_slot, split_packed
 from tests.conftest import wait_until, worker_cmd

@@ -17,7 +17,7 @@ from rtq_nb.client.outcomes import (
 )
 from rtq_nb.client.payloads import ByReference
 from rtq_nb.client.recipes import Recipes
-from rtq_nb.client.stream_lanes import StreamReads
+from rtq_nb.client.stream_reads import StreamReads
 from rtq_nb.errors import RedisUnavailable, RequestNotFound, WorkerLost
 from rtq_nb.protocol.defaults import MIN_BLOCK
 from rtq_nb.protocol.keys import Keys

@@ -28,11 +28,11 @@ class HandleHost(Protocol):
     payloads: PayloadStore | None  # reads results stored by reference (None: none configured)
 
     async def exchange(
-        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
+        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool, share: bool = False
     ) -> list[Any]:
-        """Run a pipeline ending in a blocking read, riding out outages; with ``resend``,
-        the pipeline starts with ``handle``'s submission, sent again only if it never
-        landed."""
+        """Run a pipeline ending in a read, riding out outages; with ``resend``, the
+        pipeline starts with ``handle``'s submission, sent again only if it never landed.
+        ``share``: no command blocks (the pipeline may queue on a shared link)."""
         ...
 
     def stream_lanes(self) -> StreamLanes | None:

@@ -93,7 +93,7 @@ class Sending:
         while part:
             try:
                 cmds = [c for p in part for c in p.commands]
-                self.replication.note(cmds, await self.conn.pipeline(cmds))
+                self.replication.note(cmds, await self._shared(cmds))
                 break
             except RedisUnavailable as exc:
                 await backoff.retry(exc, "submitting")
@@ -124,16 +124,16 @@ class Sending:
 
     # ---- riding out outages (the handles' side of HandleHost) ---------------------------------
     async def exchange(
-        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool
+        self, cmds: list[Command], handle: AsyncRequestHandle, *, resend: bool, share: bool = False
     ) -> list[Any]:
         """Run a pipeline, riding out a dropped connection or a Redis restart with bounded
         backoff. ``resend``: the pipeline starts with the submission, which is only sent
         again if it never reached Redis (no duplicate requests); once it did, only the last
-        command (the blocking read) is sent again."""
+        command (the read) is sent again. ``share``: no command blocks (``_shared``)."""
         backoff = Backoff(timeout=self.reconnect_timeout)
         while True:
             try:
-                replies = await self.conn.pipeline(cmds) if cmds else []
+                replies = await (self._shared(cmds) if share else self.conn.pipeline(cmds))
                 if resend:
                     self.replication.note(cmds, replies)
                 return replies
@@ -141,6 +141,15 @@ class Sending:
                 await backoff.retry(exc, f"request {handle.id}")
                 if resend and (await self._landed([handle], backoff))[0]:
                     cmds, resend = cmds[-1:], False
+
+    async def _shared(self, cmds: list[Command]) -> list[Any]:
+        """A pipeline of commands that never block, on a link shared with others when no
+        pooled link is free (``Conn.shared_pipeline``: a burst of submissions takes one
+        connection, not one each). With ``WAIT`` for replicas (it blocks), a link of its own."""
+        shared = getattr(self.conn, "shared_pipeline", None)  # (none on a cluster)
+        if shared is None or self.replication.command is not None:
+            return await self.conn.pipeline(cmds)
+        return await shared(cmds)  # type: ignore[no-any-return]
 
     def stream_lanes(self) -> StreamLanes | None:
         """Stream reads after the first share few connections (``stream_lanes``); made on

@@ -20,27 +20,24 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from redis import exceptions as rex
 
 from rtq_nb.errors import AccessDenied
 from rtq_nb.transport.link import Link
-from rtq_nb.transport.resp import Command, pack
-
-if TYPE_CHECKING:
-    from rtq_nb.client.handle import AsyncRequestHandle
+from rtq_nb.transport.resp import pack
 
 __all__ = [
     "BUFFER_CAP",
+    "DIRECT_FIRST",
     "LANE_BLOCK_MS",
     "LANE_KEYS",
+    "READ_COUNT",
     "Lane",
     "LaneUnavailable",
     "LinkSource",
     "StreamLanes",
-    "StreamReads",
 ]
 
 log = logging.getLogger("rtq_nb.client")
@@ -50,6 +47,7 @@ LANE_BLOCK_MS = 10_000  # a lane's XREAD block (new readers kick it, so it can b
 BUFFER_CAP = 4096  # entries buffered for a reader before its stream is left out (backpressure)
 READ_COUNT = 1024  # entries per stream per XREAD, and per batch handed out
 LINGER_S = 1.0  # an empty lane keeps its connection this long
+DIRECT_FIRST = 32  # first reads blocking on links of their own at once; more go to lanes
 
 
 class LaneUnavailable(Exception):
@@ -281,6 +279,7 @@ class StreamLanes:
         self.lanes: list[Lane] = []
         self.where: dict[object, _Reader] = {}
         self.disabled = False
+        self.direct = 0  # first reads blocking on links of their own now (DIRECT_FIRST)
 
     def _lane_for(self, key: str) -> Lane:
         for lane in self.lanes:
@@ -366,32 +365,3 @@ class StreamLanes:
 def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-class StreamReads:
-    """One ``batches()`` call's reads of its stream: direct (``exchange``) for the first read,
-    pipelined with the submission, and when there are no lanes; through the client's lanes
-    otherwise, back to direct reads for good once a lane cannot serve it."""
-
-    def __init__(self, handle: AsyncRequestHandle, lanes: StreamLanes | None) -> None:
-        self.handle, self.lanes = handle, lanes
-        self.key = handle.keys.stream(handle.id)
-
-    async def next(self, before: Sequence[Command], left: float | None, after_id: str) -> Any:
-        """The next ``XREAD`` reply of the stream after ``after_id`` (None: nothing came
-        within the slice: ``reap_interval``, or ``left`` when less)."""
-        h = self.handle
-        if not before and self.lanes is not None:
-            slice_s = h._host.reap_interval if left is None else min(left, h._host.reap_interval)
-            try:
-                return await self.lanes.read(h, self.key, after_id, max(slice_s, 0.001))
-            except LaneUnavailable:
-                self.close()
-        replies = await h._host.exchange([*before, h.read_command(left)], h, resend=bool(before))
-        return replies[-1]
-
-    def close(self) -> None:
-        """The reader is done with its lane (or the lane with it): direct reads from now on."""
-        if self.lanes is not None:
-            self.lanes.leave(self.handle)
-            self.lanes = None

@@ -7,6 +7,7 @@ several loop turns per call).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -38,6 +39,7 @@ class Conn:
         self._idle: list[Link] = []
         self._busy = 0  # pipelines in flight (each on its own link)
         self._peak, self._peak_at = 0, 0.0  # the most in flight lately, and since when
+        self._shared: asyncio.Future[Link] | None = None  # see shared_pipeline
         self._loaded = False
         if self.endpoint.sentinel is not None:
             self.endpoint.sentinel.follow(self)
@@ -95,6 +97,35 @@ class Conn:
         except (rex.RedisError, OSError) as exc:
             raise_mapped(exc, self.url)
         self._give_back(link)
+        return self._checked(link, replies)
+
+    async def shared_pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """As :meth:`pipeline`, for commands that never block (submissions, reads without
+        ``BLOCK``; never ``WAIT``): on an idle link if one is free, else queued on the one
+        link such pipelines share, behind the others (Redis answers them in order). A burst
+        (10,000 streams opened at once) then takes one connection instead of one each, and
+        none of it waits for a connect."""
+        if self._idle or not self._loaded or not commands:
+            return await self.pipeline(commands)
+        data = pack(commands)
+        link: Link | None = None
+        try:
+            link = await self._shared_link()
+            replies = await link.request(data, data.n, whole=True)  # (cancelled: link kept)
+        except (rex.RedisError, OSError) as exc:
+            if link is not None and self.endpoint.sentinel is not None:
+                self.endpoint.sentinel.lost(link, exc)
+            raise_mapped(exc, self.url)
+        return self._checked(link, replies)
+
+    async def _shared_link(self) -> Link:
+        """The link pipelines that never block share, opened once for all who ask at once."""
+        opening = self._shared
+        if opening is None or (opening.done() and _opened(opening) is None):
+            opening = self._shared = asyncio.ensure_future(open_link(self.endpoint))
+        return await asyncio.shield(opening)
+
+    def _checked(self, link: Link, replies: list[Any]) -> list[Any]:
         for r in replies:
             if isinstance(r, Exception):
                 if self.endpoint.sentinel is not None:
@@ -140,8 +171,19 @@ class Conn:
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
+        shared, self._shared = self._shared, None
+        if shared is not None and (link := _opened(shared)) is not None:
+            idle.append(link)
         for link in idle:
             link.close()
 
     def __repr__(self) -> str:
         return f"<Conn {self.endpoint!r}>"
+
+
+def _opened(opening: asyncio.Future[Link]) -> Link | None:
+    """The link an opening gave, if it is done, gave one, and the link is still open."""
+    if not opening.done() or opening.cancelled() or opening.exception() is not None:
+        return None
+    link = opening.result()
+    return None if link.closed else link

@@ -57,6 +57,11 @@ class AutoTransport:
     async def call(self, *args: Any) -> Any:
         return await (await self._detect()).call(*args)
 
+    async def shared_pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """``Conn.shared_pipeline`` on one server; a plain pipeline on a cluster."""
+        target = await self._detect()
+        return await (target.pipeline if self.cluster else self._conn.shared_pipeline)(commands)
+
     async def dedicated_link(self) -> Link | None:
         """A link of its own (``Conn.dedicated_link``); None on a cluster (one node only)."""
         await self._detect()

@@ -29,16 +29,18 @@ OnHead = Callable[[list[Any]], None]
 
 
 class _Waiter:
-    __slots__ = ("fut", "head", "n", "on_head", "replies")
+    __slots__ = ("fut", "head", "n", "on_head", "replies", "whole")
 
-    def __init__(self, fut: asyncio.Future[list[Any]], n: int, head: int, on_head: OnHead | None):
-        self.fut, self.n, self.head, self.on_head = fut, n, head, on_head
+    def __init__(
+        self, fut: asyncio.Future[list[Any]], n: int, head: int, on_head: OnHead | None, whole: bool
+    ):
+        self.fut, self.n, self.head, self.on_head, self.whole = fut, n, head, on_head, whole
         self.replies: list[Any] = []
 
 
 class Link(asyncio.Protocol):
-    """One connection; one pipeline in flight at a time (the pool in ``aio.Conn`` hands
-    each caller its own link)."""
+    """One connection. The pool in ``aio.Conn`` hands each caller its own link; pipelines
+    that never block may also queue on one link (``whole``: each reads all its replies)."""
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace", replyError=reply_error)
@@ -63,7 +65,7 @@ class Link(asyncio.Protocol):
             w = self._waiters[0]
             w.replies.append(reply)
             got = len(w.replies)
-            if isinstance(reply, Exception) and got < w.n:
+            if isinstance(reply, Exception) and got < w.n and not w.whole:
                 # replies still to come may be a blocking read (EVALSHA + BLPOP): give up on
                 # them; Redis forgets a blocked read when its client goes away
                 self._finish(w)
@@ -100,15 +102,22 @@ class Link(asyncio.Protocol):
 
     # ---- use ----------------------------------------------------------------------------
     async def request(
-        self, data: bytes, n: int, *, head: int = 0, on_head: OnHead | None = None
+        self,
+        data: bytes,
+        n: int,
+        *,
+        head: int = 0,
+        on_head: OnHead | None = None,
+        whole: bool = False,
     ) -> list[Any]:
         """Write ``data`` (``n`` packed commands) and return the replies; error replies are
         exception objects in the list. Fewer than ``n`` replies come back when an error
-        reply cut the pipeline short (the link is then closed)."""
+        reply cut the pipeline short (the link is then closed), unless ``whole``: commands
+        that never block, all ``n`` replies read (other pipelines may queue behind them)."""
         if self.closed or self._transport is None:
             raise rex.ConnectionError("connection to Redis is closed")
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(fut, n, head, on_head))
+        self._waiters.append(_Waiter(fut, n, head, on_head, whole))
         self._transport.write(data)
         return await fut
 

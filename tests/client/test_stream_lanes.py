@@ -90,6 +90,33 @@ def test_many_streams_few_connections(
     assert peak <= -(-n // stream_lanes.LANE_KEYS) + 50, peak
 
 
+def test_streams_opened_in_one_instant_take_few_connections(
+    redis_server: EmbeddedRedis, prefix: str, raw: Any, worker_process: Start
+) -> None:
+    """300 streams opened in the same instant by one AsyncClient over TCP: the first
+    ``DIRECT_FIRST`` block on links of their own; the others are submitted on one shared
+    link with a read that does not block, and read through lanes from their first chunk
+    (before: one connection per stream until its first chunk, ~300 at peak)."""
+    n, tokens, rate = 300, 20, 10.0
+    worker_process(HANDLER, "--concurrency", str(n))
+
+    async def main() -> tuple[list[str], int]:
+        async with AsyncClient(redis_server.tcp_url, prefix=prefix, timeout=60) as c:
+            await ready(c)
+            tasks = [asyncio.ensure_future(read_all(c, f"b{i}", tokens, rate)) for i in range(n)]
+            peak = 0
+            while not all(t.done() for t in tasks):
+                peak = max(peak, await asyncio.to_thread(tcp_clients, raw))
+                await asyncio.sleep(0.05)
+            return [t.result() for t in tasks], peak
+
+    texts, peak = asyncio.run(main())
+    print(f"\n{n} streams opened at once: the client's connections at peak {peak}")
+    assert texts == [expected(f"b{i}", tokens) for i in range(n)]
+    lanes = -(-n // stream_lanes.LANE_KEYS)
+    assert peak <= lanes + stream_lanes.DIRECT_FIRST + 16, peak  # + shared link, kicks, idle
+
+
 def test_lane_killed_mid_stream(url: str, prefix: str, raw: Any, worker_process: Start):
     n, tokens, rate = 40, 40, 20.0
     worker_process(HANDLER, "--concurrency", str(n))

@@ -1,0 +1,99 @@
+"""Pipelines that never block share one link when no pooled link is free
+(``Conn.shared_pipeline``), against a real redis-server: a burst takes one connection, each
+pipeline gets its own replies, and an error or a cancellation in one leaves the others whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from rtq_nb.errors import RtqError
+from rtq_nb.transport.aio import Conn
+
+SLOW = "local i = 0 while i < 2000000 do i = i + 1 end return 'slow'"  # holds Redis a while
+
+
+def opened(raw: Any) -> int:
+    return int(raw.info("stats")["total_connections_received"])
+
+
+def on_conn(url: str, body: Callable[[Conn], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        conn = Conn(url)
+        try:
+            await conn.pipeline([("PING",)])  # scripts loaded; one idle link
+            return await body(conn)
+        finally:
+            await conn.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_burst_takes_one_shared_link_and_each_gets_its_replies(
+    url: str, prefix: str, raw: Any
+) -> None:
+    n = 500
+
+    async def body(conn: Conn) -> tuple[list[Any], int]:
+        before = opened(raw)
+        calls = [
+            conn.shared_pipeline([("INCR", f"{prefix}:c{i}"), ("ECHO", f"v{i}")]) for i in range(n)
+        ]
+        got = await asyncio.gather(*calls)
+        return got, opened(raw) - before
+
+    got, new = on_conn(url, body)
+    assert got == [[1, f"v{i}"] for i in range(n)]
+    assert new <= 1, new  # the first took the idle link; the others shared one new link
+    # the same burst as plain pipelines opens a connection for each one in flight
+    plain = on_conn(
+        url,
+        lambda conn: asyncio.gather(*(conn.pipeline([("ECHO", i)]) for i in range(n))),
+    )
+    assert plain == [[str(i)] for i in range(n)]
+
+
+def test_an_error_reply_fails_only_its_own_pipeline(url: str, prefix: str, raw: Any) -> None:
+    raw.set(f"{prefix}:text", "not a number")
+
+    async def body(conn: Conn) -> tuple[list[Any], int]:
+        before = opened(raw)
+        calls = [
+            conn.shared_pipeline([("ECHO", "a"), ("INCR", f"{prefix}:text"), ("ECHO", "b")]),
+            conn.shared_pipeline([("ECHO", "c"), ("INCR", f"{prefix}:n")]),
+            conn.shared_pipeline([("ECHO", "d")]),
+        ]
+        got = await asyncio.gather(*calls, return_exceptions=True)
+        after = await conn.shared_pipeline([("ECHO", "e")])  # the shared link still serves
+        return [*got, after], opened(raw) - before
+
+    (bad, *good), new = on_conn(url, body)
+    assert isinstance(bad, RtqError) and "not an integer" in str(bad)
+    assert good == [["c", 1], ["d"], ["e"]]
+    assert new <= 1, new
+
+
+def test_a_cancelled_pipeline_leaves_the_others_aligned(url: str, prefix: str) -> None:
+    async def body(conn: Conn) -> tuple[Any, Any]:
+        conn._idle.clear()  # (the warm-up link: closed by aclose) every call now shares
+        slow = asyncio.ensure_future(conn.shared_pipeline([("EVAL", SLOW, 0)]))
+        gone = asyncio.ensure_future(conn.shared_pipeline([("ECHO", "gone")]))
+        kept = asyncio.ensure_future(conn.shared_pipeline([("INCR", f"{prefix}:k")]))
+        while True:  # until all three are written on the shared link (a loop turn each)
+            if conn._shared is not None and conn._shared.done() and len(waiting(conn)) == 3:
+                break
+            await asyncio.sleep(0)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await slow, await kept
+
+    assert on_conn(url, body) == (["slow"], [1])
+
+
+def waiting(conn: Conn) -> Any:
+    assert conn._shared is not None
+    return conn._shared.result()._waiters

@@ -194,7 +194,9 @@ def private_server(url: str | None) -> Iterator[tuple[str, bool]]:
     if url:
         yield url, False
         return
-    srv = EmbeddedRedis(extra_args=["--maxclients", "12000"]).start()
+    # a stock server's record encoding (the embedded default keeps records as listpacks)
+    srv = EmbeddedRedis(extra_args=["--maxclients", "12000", "--hash-max-ziplist-value", "64"])
+    srv.start()
     try:
         yield srv.url, True
     finally:

@@ -286,8 +286,9 @@ def format_scale(s: dict[str, Any]) -> str:
         c = h[label]
         lines.append(
             f"  history of {c['records']:>9,}: newest {c['limit']:,} in {c['newest_s']:.3f} s, "
-            f"peak {c['newest_peak_mb']:.1f} MB; filtered scan (none match) "
-            f"{c['scan_s']:.2f} s, peak {c['scan_peak_mb']:.1f} MB; stats {c['stats_s']:.4f} s"
+            f"peak {c['newest_peak_mb']:.1f} MB; filtered to running (reads all, none match) "
+            f"{c['scan_s']:.2f} s, peak {c['scan_peak_mb']:.1f} MB; to failed (the unsuccessful "
+            f"history) {c['unsuccessful_s']:.4f} s; stats {c['stats_s']:.4f} s"
         )
     lines.append(
         f"  retained per request: {m['per_request_bytes']:.0f} bytes (used_memory), record "

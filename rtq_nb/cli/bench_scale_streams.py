@@ -201,7 +201,8 @@ def _measured(fn: Any) -> tuple[float, float, Any]:
 def history_cost(url: str, ac: AsyncClient, small: int, big: int) -> dict[str, Any]:
     """``rtq_nb.views.history`` (from ``rtq_nb.notebook.views``: the CLI layer does not import
     ``rtq_nb.views``) over ``small`` then ``big`` finished records: the newest 1,000 rows, and
-    a status filter that matches none (it reads every record), and ``stats()``."""
+    a status filter that matches none and reads every record (``running``), one that reads
+    the unsuccessful history (``failed``: none), and ``stats()``."""
     from rtq_nb.notebook.views import history
 
     rec = portal().call(_finished_record(ac))
@@ -215,19 +216,21 @@ def history_cost(url: str, ac: AsyncClient, small: int, big: int) -> dict[str, A
             portal().call(_clone(ac, rec, done, n))
             write_s, done = time.perf_counter() - t0, n
             s1, m1, df = _measured(lambda: history(c, limit=1000))
-            s2, m2, df2 = _measured(lambda: history(c, status="failed", limit=1000))
+            s2, m2, df2 = _measured(lambda: history(c, status="running", limit=1000))
             s3, _, _ = _measured(c.stats)
-            assert len(df) == min(1000, n) and len(df2) == 0, (len(df), len(df2))
+            s4, _, df4 = _measured(lambda: history(c, status="failed", limit=1000))
+            assert len(df) == min(1000, n) and len(df2) == len(df4) == 0, (len(df), len(df2))
             out[label] = {
                 "records": n, "limit": 1000, "write_per_s": (n - (0 if label == "small"
                                                                  else small)) / write_s,
                 "newest_s": s1, "newest_peak_mb": m1, "scan_s": s2, "scan_peak_mb": m2,
-                "stats_s": s3,
+                "stats_s": s3, "unsuccessful_s": s4,
             }  # fmt: skip
     finally:
         c.close()
     b, s = out["big"], out["small"]
-    out["ratio"] = {k: b[k] / max(1e-9, s[k]) for k in ("newest_s", "newest_peak_mb", "scan_s")}
+    ratios = ("newest_s", "newest_peak_mb", "scan_s", "unsuccessful_s")
+    out["ratio"] = {k: b[k] / max(1e-9, s[k]) for k in ratios}
     return out
 
 

@@ -18,7 +18,7 @@ from rtq_nb.client.snapshot import (
     snapshot,
 )
 from rtq_nb.errors import MalformedRecord, UnknownQueue
-from rtq_nb.protocol.history import HISTORY_FIELDS, history_row, lenient_int
+from rtq_nb.protocol.history import HISTORY_FIELDS, UNSUCCESSFUL, history_row, lenient_int
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.records import RequestRecord
 from rtq_nb.protocol.registry import ClientInfo, WorkerInfo, parse_workers
@@ -189,15 +189,18 @@ class Inspection:
         limit: int = 1000,
     ) -> list[list[Any]]:
         """History rows (:func:`rtq_nb.protocol.history.history_row`) of ``queues``, newest
-        first: ids from the history zset, then the shown fields of each record (HMGET), 1000
-        per round trip. Records whose TTL ran out are skipped; malformed ones are rows with
-        ``parse_error``."""
+        first: ids from the history zset (``statuses`` all failed, expired or cancelled: from
+        the unsuccessful history, O(matches)), then the shown fields of each record (HMGET),
+        1000 per round trip. Records whose TTL ran out are skipped; malformed ones are rows
+        with ``parse_error``."""
         lo = "-inf" if since_ms is None else str(since_ms)
         hi = "+inf" if until_ms is None else str(until_ms)
         rows: list[list[Any]] = []
         parts = [k for name in queues for k in (await self.layout(name)).all]
+        indexed = statuses is not None and statuses <= UNSUCCESSFUL
         for k in parts:
-            rows += await _history_rows(self.reads, k, lo, hi, statuses, limit, self.check)
+            ids = k.unsuccessful if indexed else k.history
+            rows += await _history_rows(self.reads, k, ids, lo, hi, statuses, limit, self.check)
         if len(parts) > 1:
             rows.sort(key=lambda r: r[6] if r[6] is not None else -1, reverse=True)
         return rows[:limit]
@@ -247,15 +250,17 @@ class Inspection:
 async def _history_rows(
     conn: Transport,
     keys: Keys,
+    ids: str,
     lo: str,
     hi: str,
     statuses: frozenset[str] | None,
     limit: int,
     check: ResultCheck,
 ) -> list[list[Any]]:
-    """Pages of up to ``PAGE`` ids by score, newest first; each page starts at the last
-    page's lowest score, past the ids of that score already read (keyset paging: O(log n +
-    PAGE) per page however deep the scan goes, where an offset costs every id it skips).
+    """Pages of up to ``PAGE`` ids of the zset ``ids`` by score, newest first; each page
+    starts at the last page's lowest score, past the ids of that score already read (keyset
+    paging: O(log n + PAGE) per page however deep the scan goes, where an offset costs every
+    id it skips).
     Memory: one page of ids, and the rows kept."""
     rows: list[list[Any]] = []
     active = check.verifies or check.sealer is not None
@@ -263,9 +268,7 @@ async def _history_rows(
     page = min(PAGE, limit)
     skip = 0  # ids scored ``hi`` already read
     while len(rows) < limit:
-        flat = await conn.call(
-            "ZREVRANGEBYSCORE", keys.history, hi, lo, "WITHSCORES", "LIMIT", skip, page
-        )
+        flat = await conn.call("ZREVRANGEBYSCORE", ids, hi, lo, "WITHSCORES", "LIMIT", skip, page)
         part = flat[::2]
         if not part:
             break

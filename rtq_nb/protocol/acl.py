@@ -130,9 +130,10 @@ def _client(k: Keys, client_id: str | None) -> list[Grant]:
         Grant(
             "CANCEL, EXTEND (declared keys)",
             ("evalsha",),
-            keys=(req, _glob(k.pending), _glob(k.running), res, stream),
+            keys=(req, _glob(k.pending), _glob(k.running), res, stream, _glob(k.unsuccessful)),
         ),
         Grant("CANCEL: leave running", ("zrem",), keys=(_glob(k.running),)),
+        Grant("CANCEL: list it as unsuccessful", ("zadd",), keys=(_glob(k.unsuccessful),)),
     ]
 
 
@@ -149,7 +150,10 @@ def _worker(k: Keys) -> list[Grant]:
     inner = script_commands(
         scripts.POP, scripts.APPEND, scripts.COMPLETE, scripts.RENEW, scripts.REAP, scripts.HANDBACK
     )
-    queue = (k.pending, k.running, k.wake, k.dead, k.history, k.stats, k.workers, k.config)
+    queue = (
+        *(k.pending, k.running, k.wake, k.dead, k.history, k.unsuccessful),
+        *(k.stats, k.workers, k.config),
+    )
     return [
         Grant(
             "the queue but its clients (and the arrival counter)",
@@ -166,7 +170,10 @@ def _monitor(k: Keys) -> list[Grant]:
         *("sismember", "smembers", "time", "zcard", "zcount", "zrange", "zrevrange"),
         *("zrevrangebyscore", "hgetall", "hget", "hmget", "xread"),
     )
-    queue = (k.queues, k.pending, k.running, k.history, k.dead, k.stats, k.workers, k.clients)
+    queue = (
+        *(k.queues, k.pending, k.running, k.history, k.unsuccessful, k.dead),
+        *(k.stats, k.workers, k.clients),
+    )
     queue_and_layout = (*queue, k.config)
     patterns = (_any(k.worker("")), _any(k.client("")), req, stream)
     return [

@@ -13,10 +13,13 @@ from rtq_nb.protocol.records import RequestRecord, Status
 from rtq_nb.protocol.refs import payload_ref
 from rtq_nb.protocol.signing import SEALED_FIELD
 
-__all__ = ["HISTORY_FIELDS", "PREVIEW", "STATUSES", "history_row", "lenient_int"]
+__all__ = ["HISTORY_FIELDS", "PREVIEW", "STATUSES", "UNSUCCESSFUL", "history_row", "lenient_int"]
 
 PREVIEW = 80  # characters kept in input_preview / output_preview
 STATUSES = frozenset(s.value for s in Status)
+# the statuses the ``unsuccessful`` history lists (Keys.unsuccessful): a view filtered to some
+# of them reads that index, O(matches), instead of every record of the history
+UNSUCCESSFUL = frozenset(s.value for s in (Status.FAILED, Status.EXPIRED, Status.CANCELLED))
 _WIRE = str(WIRE_VERSION)
 _INT_FIELDS = (
     "priority",

@@ -9,6 +9,8 @@ Layout (wire format v1), for prefix ``rtq`` and queue ``default``::
     rtq:{default}:wake                 list   one token per submission; workers block on it
     rtq:{default}:seq                  string arrival counter for FIFO scores
     rtq:{default}:history              zset   request id -> created (ms); trimmed by retention
+    rtq:{default}:unsuccessful         zset   the same, for requests that ended failed, expired
+                                              or cancelled (status filters read it, not all)
     rtq:{default}:dead                 zset   dead-lettered request id -> time (ms)
     rtq:{default}:stats                hash   completed/failed counters, service-time EWMA
     rtq:{default}:workers              zset   worker id -> last heartbeat (ms)
@@ -27,9 +29,9 @@ multi-key script of a queue is cluster-safe. Different queues spread over the cl
 A sharded queue (see :mod:`rtq_nb.protocol.shards`) keeps shard 0 under the queue's own tag
 (the keys above: the *home* shard) and shard ``i > 0`` under the tag ``{<queue>~<i>}`` (``~``
 is not allowed in queue names, so a shard never collides with a queue). A shard's Keys give
-its own request and queue keys (pending, running, wake, seq, history, dead, stats, req, res,
-stream) and the home's registry keys (workers, clients, control lists, config): the worker
-and client registries are one per logical queue.
+its own request and queue keys (pending, running, wake, seq, history, unsuccessful, dead,
+stats, req, res, stream) and the home's registry keys (workers, clients, control lists,
+config): the worker and client registries are one per logical queue.
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ class Keys:
     @property
     def history(self) -> str:
         return f"{self.base}:history"
+
+    @property
+    def unsuccessful(self) -> str:
+        """The history of requests that ended failed, expired or cancelled (id -> created ms):
+        a view filtered to those statuses reads it instead of every record."""
+        return f"{self.base}:unsuccessful"
 
     @property
     def dead(self) -> str:

@@ -137,7 +137,7 @@ def pop(
     argv: list[object] = [k.base, worker_id, lease_ms, count, consumed, retention_s]
     if floor is not None:
         argv.append(f"{floor:d}")
-    return POP.cmd([k.pending, k.running, k.wake], argv)
+    return POP.cmd([k.pending, k.running, k.wake, k.unsuccessful], argv)
 
 
 class Popped(NamedTuple):
@@ -214,13 +214,14 @@ def complete(
     return (  # built directly, not through Script.cmd: once per request on the worker
         "EVALSHA",
         COMPLETE.sha,
-        6,
+        7,
         k.request(request_id),
         k.result(request_id),
         k.stream(request_id),
         k.running,
         k.stats,
         k.history,
+        k.unsuccessful,
         worker_id,
         attempt,
         request_id,
@@ -257,7 +258,7 @@ def handback(k: Keys, request_id: str, *, worker_id: str, attempt: str) -> Comma
 # ---- REAP, REQUEUE ---------------------------------------------------------------------------
 def reap(k: Keys, *, retention_s: int, limit: int = REAP_LIMIT) -> Command:
     return REAP.cmd(
-        [k.running, k.pending, k.wake, k.dead, k.history],
+        [k.running, k.pending, k.wake, k.dead, k.history, k.unsuccessful],
         [k.base, DEFAULT_MAX_ATTEMPTS, limit, retention_s],
     )
 
@@ -293,6 +294,7 @@ def cancel(k: Keys, request_id: str, *, reason: str, retention_s: int) -> Comman
             k.running,
             k.result(request_id),
             k.stream(request_id),
+            k.unsuccessful,
         ],
         [request_id, reason, retention_s],
     )

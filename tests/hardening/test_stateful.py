@@ -310,11 +310,26 @@ class Queue(RuleBasedStateMachine):
                 assert "cannot deliver" in rec["error"]
 
     @invariant()
+    def every_failed_or_cancelled_request_is_in_the_unsuccessful_history(self) -> None:
+        listed = {m.decode() for m in self.raw.zrange(self.k.unsuccessful, 0, -1)}
+        ended = {i for i, r in self.reqs.items() if r.status in ("failed", "cancelled")}
+        assert ended <= listed, ended - listed
+
+    @invariant()
     def no_key_without_a_ttl_but_the_documented_ones(self) -> None:
         k = self.k
         documented = {
             getattr(k, n).encode()
-            for n in ("pending", "running", "wake", "seq", "history", "dead", "stats")
+            for n in (
+                "pending",
+                "running",
+                "wake",
+                "seq",
+                "history",
+                "unsuccessful",
+                "dead",
+                "stats",
+            )
         } | {k.workers.encode(), k.clients.encode(), k.queues.encode()}
         for key in self.raw.scan_iter(match=f"{self.prefix}:*".encode(), count=1000):
             if key in documented or key in self.garbage:

@@ -71,14 +71,14 @@ def test_complete_maps_status_to_field() -> None:
         K, "r", worker_id="w", attempt="2", status=Status.COMPLETED, value="[1]", envelope="",
         stream=False, retention_s=9, pieces=0,
     )  # fmt: skip
-    assert ok[3:9] == (K.request("r"), K.result("r"), K.stream("r"), K.running, K.stats,
-                       K.history)  # fmt: skip
-    assert ok[9:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0, "", "", "")
+    assert ok[2:10] == (7, K.request("r"), K.result("r"), K.stream("r"), K.running, K.stats,
+                        K.history, K.unsuccessful)  # fmt: skip
+    assert ok[10:] == ("w", "2", "r", "completed", "result", "[1]", "", "0", 9, 0, "", "", "")
     bad = scripts.complete(
         K, "r", worker_id="w", attempt="2", status=Status.FAILED, value="boom", envelope="{}",
         stream=True, retention_s=9, pieces=4, sig="k.2.S", end_sig="", counter="unauthenticated",
     )  # fmt: skip
-    assert bad[9:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4, "k.2.S", "",
+    assert bad[10:] == ("w", "2", "r", "failed", "error", "boom", "{}", "1", 9, 4, "k.2.S", "",
                        "unauthenticated")  # fmt: skip
 
 
@@ -121,7 +121,7 @@ def test_parse_reap_renew_status_and_counts() -> None:
 
 def test_reap_and_pop_name_the_queue_base_for_keys_built_in_lua() -> None:
     pop = scripts.pop(K, "w", lease_ms=6000, count=4, consumed=1, retention_s=9)
-    assert pop[3:6] == (K.pending, K.running, K.wake) and pop[6] == K.base
+    assert pop[2:7] == (4, K.pending, K.running, K.wake, K.unsuccessful) and pop[7] == K.base
     assert K.request("x") == K.base + scripts.CONSTANTS["REQ"] + "x"  # type: ignore[operator]
     assert K.stream("x") == K.base + scripts.CONSTANTS["STREAM"] + "x"  # type: ignore[operator]
     assert K.result("x") == K.base + scripts.CONSTANTS["RES"] + "x"  # type: ignore[operator]

@@ -44,12 +44,13 @@ RECORD_FIELDS_AFTER_COMPLETION = {
 def test_wire_version_and_key_layout() -> None:
     assert WIRE_VERSION == 1
     k = Keys("rtq", "default")
-    assert (k.pending, k.running, k.wake, k.seq, k.history, k.dead, k.stats) == (
+    assert (k.pending, k.running, k.wake, k.seq, k.history, k.unsuccessful, k.dead, k.stats) == (
         "rtq:{default}:pending",
         "rtq:{default}:running",
         "rtq:{default}:wake",
         "rtq:{default}:seq",
         "rtq:{default}:history",
+        "rtq:{default}:unsuccessful",
         "rtq:{default}:dead",
         "rtq:{default}:stats",
     )

@@ -125,6 +125,7 @@ def test_dead_letter_after_max_attempts_and_requeue(
     rec = c.get(h.id)
     assert rec.status is Status.FAILED and "dead-lettered after 2 attempt(s)" in (rec.error or "")
     assert [r.id for r in c.dead_letters()] == [h.id] and raw.zscore(k.dead, h.id)
+    assert raw.zscore(k.unsuccessful, h.id) == rec.created_ms  # the failed filter finds it
     from rtq_nb import RequestFailed
 
     with pytest.raises(RequestFailed, match="dead-lettered"):

@@ -1,7 +1,7 @@
 -- COMPLETE: deliver a request's outcome (result list or stream end), metrics, TTLs and
 -- counters, only while the lease is still this worker's. A late or duplicate completion is
 -- discarded.
--- KEYS: record, result list, stream, running, stats, history
+-- KEYS: record, result list, stream, running, stats, history, unsuccessful
 -- ARGV: worker_id, attempt, request_id, status (COMPLETED|FAILED), field (result|error),
 --       value, envelope (for the result list; '' when completed: built here around the
 --       result JSON, so a result crosses the wire once), stream flag ('1'/'0'), retention_s,
@@ -13,9 +13,9 @@
 -- Returns LEASE_OK (delivered), LEASE_LOST or LEASE_CANCELLED (discarded).
 -- Validates first: a record that is not a hash (read, before any write) is LEASE_LOST. The
 -- output write (result list or stream) comes before the record's: if that key is of another
--- type it writes nothing and the record says failed, with the reason; running and stats of
--- another type are left alone (the queue's own keys), and a counter that is not a number is
--- not counted.
+-- type it writes nothing and the record says failed, with the reason; running, stats and
+-- unsuccessful of another type are left alone (the queue's own keys), and a counter that is
+-- not a number is not counted.
 local cur = redis.pcall('HMGET', KEYS[1], 'status', 'worker', 'attempts', 'created_ms',
                         'started_ms', 'first_chunk_ms')
 if cur['err'] then return LEASE_LOST end
@@ -72,6 +72,7 @@ if prompt_tokens and completion_tokens then
 end
 redis.call('EXPIRE', KEYS[1], retention)
 redis.pcall('HINCRBY', KEYS[5], status, 1)  -- counters: best effort
+if status ~= COMPLETED then redis.pcall('ZADD', KEYS[7], created, ARGV[3]) end  -- best effort
 if ARGV[13] ~= '' then
   redis.pcall('HINCRBY', KEYS[5], ARGV[13], 1)
   redis.pcall('ZADD', KEYS[6], 'NX', created, ARGV[3])

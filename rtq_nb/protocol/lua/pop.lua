@@ -1,5 +1,5 @@
 -- POP: take up to N requests, highest score first, and lease each to this worker.
--- KEYS: pending, running, wake
+-- KEYS: pending, running, wake, unsuccessful (an expired request is listed there)
 -- ARGV: base, worker_id, lease_ms, max_count, wake tokens already consumed, retention_s,
 --       [floor: the lowest score to take ('' or absent: any; a sharded queue's global order)]
 -- Returns a flat list: for each popped id, {id, kind, payload} where kind is
@@ -59,6 +59,8 @@ for i = 1, #popped, 2 do
     if deadline > 0 and now >= deadline then
       redis.call('HSET', rk, 'status', EXPIRED, 'finished_ms', now,
                  'error', EXPIRED_WHY .. '; never started')
+      local created = tonumber(redis.call('HGET', rk, 'created_ms')) or now
+      redis.pcall('ZADD', KEYS[4], created, id)
       if st[10] == '1' then
         local sk = ARGV[1] .. STREAM .. id
         if not bad_type(sk, 'stream') then

@@ -1,9 +1,9 @@
 -- REAP: requests whose lease ran out (their worker died or hung) go back to the pending set
 -- with their original score, or to the dead letters after max_attempts. A stream gets a reset
 -- marker (K_RESET), so its readers learn at once that the attempt they watched was lost.
--- Also trims the history and the dead letters to the retention window (so an idle queue is
+-- Also trims the histories and the dead letters to the retention window (so an idle queue is
 -- trimmed too).
--- KEYS: running, pending, wake, dead, history
+-- KEYS: running, pending, wake, dead, history, unsuccessful (best effort: not checked)
 -- ARGV: base, default max_attempts, limit, retention_s
 -- Returns {requeued ids..., REAP_CUT, dead ids...}. Validates first: a queue key of another
 -- type is refused (MALFORMED) before any write; an expired id that is not a valid request id,
@@ -20,7 +20,8 @@ for _, id in ipairs(ids) do
   local rk = ARGV[1] .. REQ .. id
   local f = {false}
   if valid_id(id) and not bad_type(rk, 'hash') then
-    f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker', 'max_attempts')
+    f = redis.call('HMGET', rk, 'status', 'attempts', 'score', 'stream', 'worker', 'max_attempts',
+                   'created_ms')
   end
   if f[1] == RUNNING then
     local attempts = tonumber(f[2]) or 0
@@ -33,6 +34,7 @@ for _, id in ipairs(ids) do
       local err = 'dead-lettered after ' .. attempts .. ' attempt(s): ' .. why
       redis.call('HSET', rk, 'status', FAILED, 'error', err, 'finished_ms', now)
       redis.call('ZADD', KEYS[4], now, id)
+      redis.pcall('ZADD', KEYS[6], tonumber(f[7]) or now, id)
       if stream_ok then
         redis.call('XADD', sk, '*', 'k', K_FAILED, 'd', err)
         redis.call('EXPIRE', sk, retention)
@@ -58,6 +60,7 @@ end
 local cutoff = '(' .. string.format('%d', now - retention * 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', cutoff)
+redis.pcall('ZREMRANGEBYSCORE', KEYS[6], '-inf', cutoff)
 requeued[#requeued + 1] = REAP_CUT
 for _, id in ipairs(dead) do requeued[#requeued + 1] = id end
 return requeued

@@ -286,7 +286,7 @@ def format_scale(s: dict[str, Any]) -> str:
         c = h[label]
         lines.append(
             f"  history of {c['records']:>9,}: newest {c['limit']:,} in {c['newest_s']:.3f} s, "
-            f"peak {c['newest_peak_mb']:.1f} MB; filtered to running (reads all, none match) "
+            f"peak {c['newest_peak_mb']:.1f} MB; filtered to running (reads all) "
             f"{c['scan_s']:.2f} s, peak {c['scan_peak_mb']:.1f} MB; to failed (the unsuccessful "
             f"history) {c['unsuccessful_s']:.4f} s; stats {c['stats_s']:.4f} s"
         )

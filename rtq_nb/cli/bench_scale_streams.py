@@ -201,7 +201,7 @@ def _measured(fn: Any) -> tuple[float, float, Any]:
 def history_cost(url: str, ac: AsyncClient, small: int, big: int) -> dict[str, Any]:
     """``rtq_nb.views.history`` (from ``rtq_nb.notebook.views``: the CLI layer does not import
     ``rtq_nb.views``) over ``small`` then ``big`` finished records: the newest 1,000 rows, and
-    a status filter that matches none and reads every record (``running``), one that reads
+    a status filter that reads every record (``running``: few or none match), one that reads
     the unsuccessful history (``failed``: none), and ``stats()``."""
     from rtq_nb.notebook.views import history
 
@@ -219,7 +219,9 @@ def history_cost(url: str, ac: AsyncClient, small: int, big: int) -> dict[str, A
             s2, m2, df2 = _measured(lambda: history(c, status="running", limit=1000))
             s3, _, _ = _measured(c.stats)
             s4, _, df4 = _measured(lambda: history(c, status="failed", limit=1000))
-            assert len(df) == min(1000, n) and len(df2) == len(df4) == 0, (len(df), len(df2))
+            # (a few running records of the streams part may match: fewer than the limit, so the
+            # scan still reads every record)
+            assert len(df) == min(1000, n) and len(df2) < 1000 and len(df4) == 0, (len(df2),)
             out[label] = {
                 "records": n, "limit": 1000, "write_per_s": (n - (0 if label == "small"
                                                                  else small)) / write_s,

@@ -130,6 +130,8 @@ class Sending:
         backoff. ``resend``: the pipeline starts with the submission, which is only sent
         again if it never reached Redis (no duplicate requests); once it did, only the last
         command (the read) is sent again. ``share``: no command blocks (``_shared``)."""
+        if not cmds:
+            return []
         backoff = Backoff(timeout=self.reconnect_timeout)
         while True:
             try:
@@ -164,9 +166,7 @@ class Sending:
         """Did these submissions reach Redis? Asks until Redis answers (within ``backoff``)."""
         while True:
             try:
-                found = await self.conn.pipeline(
-                    [("EXISTS", h.keys.request(h.id)) for h in handles]
-                )
+                found = await self._shared([("EXISTS", h.keys.request(h.id)) for h in handles])
                 return [bool(x) for x in found]
             except RedisUnavailable as exc:
                 await backoff.retry(exc, "checking what landed")

@@ -133,7 +133,11 @@ def _client(k: Keys, client_id: str | None) -> list[Grant]:
             keys=(req, _glob(k.pending), _glob(k.running), res, stream, _glob(k.unsuccessful)),
         ),
         Grant("CANCEL: leave running", ("zrem",), keys=(_glob(k.running),)),
-        Grant("CANCEL: list it as unsuccessful", ("zadd",), keys=(_glob(k.unsuccessful),)),
+        Grant(
+            "CANCEL: list it as unsuccessful (and trim)",
+            ("zadd", "zremrangebyscore"),
+            keys=(_glob(k.unsuccessful),),
+        ),
     ]
 
 

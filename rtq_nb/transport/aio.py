@@ -172,8 +172,8 @@ class Conn:
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
         shared, self._shared = self._shared, None
-        if shared is not None and (link := _opened(shared)) is not None:
-            idle.append(link)
+        if shared is not None:  # closed once opened, if it is still opening
+            shared.add_done_callback(_close_opened)
         for link in idle:
             link.close()
 
@@ -187,3 +187,9 @@ def _opened(opening: asyncio.Future[Link]) -> Link | None:
         return None
     link = opening.result()
     return None if link.closed else link
+
+
+def _close_opened(opening: asyncio.Future[Link]) -> None:
+    link = _opened(opening)  # (an opening that failed: its error is retrieved, not logged)
+    if link is not None:
+        link.close()

@@ -123,8 +123,8 @@ class EmbeddedRedis:
             "warning",
             "--logfile",
             str(self.dir / "redis.log"),
-            # records with inputs and results under 256 bytes stay compact listpacks (~0.7 KB
-            # a retained request instead of ~2.6: README, Capacity); 7+ takes the old name too
+            # records with inputs and results under 256 bytes stay compact listpacks (957 bytes
+            # a retained call instead of 2,687: README, Capacity); 7+ takes the old name too
             "--hash-max-ziplist-value",
             "256",
             *self.extra_args,

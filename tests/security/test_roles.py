@@ -123,6 +123,7 @@ def test_client_role_round_trips_and_is_kept_to_its_own_requests(srv: AclServer)
         assert c.estimated_wait(priority=5) >= 0 and [x.id for x in c.workers()] == [w.id]
         assert c.stats()["pending"] == 2 and q in c.queues()
         assert queued.cancel() is Status.PENDING and queued.status() is Status.CANCELLED
+        assert srv.admin.zscore(k.unsuccessful, queued.id)  # CANCEL as the client role lists it
         rec = c.get(running.id)
         assert rec.status is Status.RUNNING and rec.worker == w.id and rec.client == "alice"
 
@@ -155,6 +156,9 @@ def test_client_role_round_trips_and_is_kept_to_its_own_requests(srv: AclServer)
         gate.release.set()
         with pytest.raises(RequestCancelled):
             running.result()
+        with pytest.raises(RequestFailed, match="boom"):
+            c.call("boom")  # failed by the worker role's COMPLETE: listed as unsuccessful
+        assert len(srv.admin.zrange(k.unsuccessful, 0, -1)) == 3
         assert theirs.result() == "bob's" and c.handle("alice-custom-1").result() == "mine"
 
         async def via_async() -> str:  # the AsyncClient under the same user
@@ -248,6 +252,8 @@ def test_monitor_role_reads_everything_and_writes_nothing(srv: AclServer) -> Non
         assert [r.id for r in m.dead_letters()] == [ids["done"]]
         history = pd_views.history(m)
         assert set(ids.values()) <= set(history["id"]) and len(history) == 11
+        unsuccessful = pd_views.history(m, status=["failed", "cancelled"])  # read from the index
+        assert set(unsuccessful["id"]) == {ids["failed"], ids["cancelled"]}
         assert list(pd_views.workers(m)["id"]) == ["w-frozen"] and len(pd_views.clients(m)) == 1
         assert dict(zip(*pd_views.pending(m).to_dict("list").values())) == PRIORITIES
         assert len(pd_views.pending(m, by_priority=False)) == sum(PRIORITIES.values())

@@ -5,6 +5,7 @@ pipeline gets its own replies, and an error or a cancellation in one leaves the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,7 +79,8 @@ def test_an_error_reply_fails_only_its_own_pipeline(url: str, prefix: str, raw: 
 
 def test_a_cancelled_pipeline_leaves_the_others_aligned(url: str, prefix: str) -> None:
     async def body(conn: Conn) -> tuple[Any, Any]:
-        conn._idle.clear()  # (the warm-up link: closed by aclose) every call now shares
+        while conn._idle:  # the warm-up link: every call now shares
+            conn._idle.pop().close()
         slow = asyncio.ensure_future(conn.shared_pipeline([("EVAL", SLOW, 0)]))
         gone = asyncio.ensure_future(conn.shared_pipeline([("ECHO", "gone")]))
         kept = asyncio.ensure_future(conn.shared_pipeline([("INCR", f"{prefix}:k")]))
@@ -97,3 +99,22 @@ def test_a_cancelled_pipeline_leaves_the_others_aligned(url: str, prefix: str) -
 def waiting(conn: Conn) -> Any:
     assert conn._shared is not None
     return conn._shared.result()._waiters
+
+
+def test_closing_while_the_shared_link_opens_closes_it_once_open(url: str) -> None:
+    async def main() -> bool:
+        conn = Conn(url)
+        await conn.pipeline([("PING",)])
+        while conn._idle:
+            conn._idle.pop().close()
+        call = asyncio.ensure_future(conn.shared_pipeline([("PING",)]))
+        await asyncio.sleep(0)  # one loop turn: the call has started opening the shared link
+        opening = conn._shared
+        assert opening is not None and not opening.done()
+        await conn.aclose()
+        link = await opening  # (aclose's callback, added first, has closed it by now)
+        with contextlib.suppress(RtqError):
+            await call
+        return link.closed
+
+    assert asyncio.run(main())

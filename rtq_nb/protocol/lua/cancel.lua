@@ -19,6 +19,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], retention)
 redis.pcall('ZADD', KEYS[6], tonumber(st[3]) or now, ARGV[1])
+redis.pcall('ZREMRANGEBYSCORE', KEYS[6], '-inf', string.format('(%d', now - retention * 1000))
 if st[2] == '1' then
   if not bad_type(KEYS[5], 'stream') then
     redis.call('XADD', KEYS[5], '*', 'k', K_CANCELLED, 'd', ARGV[2])

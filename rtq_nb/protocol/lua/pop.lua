@@ -59,8 +59,7 @@ for i = 1, #popped, 2 do
     if deadline > 0 and now >= deadline then
       redis.call('HSET', rk, 'status', EXPIRED, 'finished_ms', now,
                  'error', EXPIRED_WHY .. '; never started')
-      local created = tonumber(redis.call('HGET', rk, 'created_ms')) or now
-      redis.pcall('ZADD', KEYS[4], created, id)
+      redis.pcall('ZADD', KEYS[4], tonumber(st[11]) or now, id)  -- st[11]: created_ms
       if st[10] == '1' then
         local sk = ARGV[1] .. STREAM .. id
         if not bad_type(sk, 'stream') then

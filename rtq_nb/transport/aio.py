@@ -40,6 +40,7 @@ class Conn:
         self._busy = 0  # pipelines in flight (each on its own link)
         self._peak, self._peak_at = 0, 0.0  # the most in flight lately, and since when
         self._shared: asyncio.Future[Link] | None = None  # see shared_pipeline
+        self._loading: asyncio.Future[None] | None = None  # see _load
         self._loaded = False
         if self.endpoint.sentinel is not None:
             self.endpoint.sentinel.follow(self)
@@ -74,13 +75,26 @@ class Conn:
         completions at once, then blocks for the next request on the same round trip."""
         if not commands:
             return []  # nothing to send: no reply would ever come
-        if not self._loaded:  # load the scripts first, on the same path
-            self._loaded = True
-            try:
-                await self.pipeline(SCRIPT_LOADS)
-            except BaseException:
-                self._loaded = False
-                raise
+        if not self._loaded:  # load the scripts first
+            await self._load()
+        return await self._run(commands, head, on_head)
+
+    async def _load(self) -> None:
+        """``SCRIPT LOAD`` every script: one round trip, awaited by every pipeline that starts
+        before it is done (none of them sends ``EVALSHA`` ahead of it)."""
+        loading = self._loading
+        if loading is None or loading.done():
+            loading = self._loading = asyncio.ensure_future(self._send_loads())
+            loading.add_done_callback(_retrieved)
+        await asyncio.shield(loading)
+
+    async def _send_loads(self) -> None:
+        await self._run(SCRIPT_LOADS, 0, None)
+        self._loaded = True
+
+    async def _run(
+        self, commands: Sequence[Command], head: int, on_head: OnHead | None
+    ) -> list[Any]:
         data = pack(commands)
         try:
             link = self._idle_link() or await open_link(self.endpoint)
@@ -123,6 +137,7 @@ class Conn:
         opening = self._shared
         if opening is None or (opening.done() and _opened(opening) is None):
             opening = self._shared = asyncio.ensure_future(open_link(self.endpoint))
+            opening.add_done_callback(_retrieved)
         return await asyncio.shield(opening)
 
     def _checked(self, link: Link, replies: list[Any]) -> list[Any]:
@@ -193,3 +208,9 @@ def _close_opened(opening: asyncio.Future[Link]) -> None:
     link = _opened(opening)  # (an opening that failed: its error is retrieved, not logged)
     if link is not None:
         link.close()
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    """Mark a shared task's error as seen (its awaiters got it; none may be left to)."""
+    if not done.cancelled():
+        done.exception()

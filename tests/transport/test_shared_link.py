@@ -118,3 +118,31 @@ def test_closing_while_the_shared_link_opens_closes_it_once_open(url: str) -> No
         return link.closed
 
     assert asyncio.run(main())
+
+
+def test_a_fresh_burst_waits_for_one_script_load(url: str, prefix: str, raw: Any) -> None:
+    """The scripts are loaded once, by one round trip every pipeline of a burst waits for:
+    no ``EVALSHA`` reaches Redis ahead of it (none fails with NOSCRIPT), five times over."""
+    from rtq_nb.protocol import scripts
+    from rtq_nb.protocol.keys import Keys
+
+    k = Keys(prefix, "default")
+    extend = scripts.extend(k, "no-such-request", extra_ms=1000)
+
+    async def burst() -> list[Any]:
+        conn = Conn(url)
+        try:
+            return await asyncio.gather(*(conn.shared_pipeline([extend]) for _ in range(50)))
+        finally:
+            await conn.aclose()
+
+    for _ in range(5):
+        raw.script_flush()
+        loads = script_loads(raw)
+        assert asyncio.run(burst()) == [[""]] * 50  # EXTEND of no record: ''
+        assert script_loads(raw) - loads == len(scripts.ALL)
+
+
+def script_loads(raw: Any) -> int:
+    stats = raw.info("commandstats")  # Redis 7 counts SCRIPT LOAD apart; 6.2 all of SCRIPT
+    return int(stats.get("cmdstat_script|load", stats.get("cmdstat_script", {})).get("calls", 0))

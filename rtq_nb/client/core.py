@@ -9,6 +9,7 @@ dead letters in :mod:`~rtq_nb.client.admin`.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -111,6 +112,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
         self._layouts: dict[str, Layout] = {}  # queue -> its shards (read once, on first use)
+        self._reading: dict[str, asyncio.Future[Layout]] = {}  # layouts being read
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
         # request ids are <client_id>-<this client's session>-<n>: a fixed client_id reused by

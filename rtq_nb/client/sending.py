@@ -46,6 +46,7 @@ class Sending:
     replication: Replication
     _keys: dict[str, Keys]
     _layouts: dict[str, Layout]
+    _reading: dict[str, asyncio.Future[Layout]]  # layouts being read (see layout)
     _lanes: StreamLanes | None = None
 
     def keys(self, queue: str | None = None) -> Keys:
@@ -65,10 +66,18 @@ class Sending:
         per client and queue (1 round trip on first use), then cached."""
         q = self.queue if queue is None else queue
         got = self._layouts.get(q)
-        if got is None:
-            k = self.keys(q)
-            n = parse_config(await self.reads.call("HGET", k.config, CONFIG_SHARDS), k.config)
-            got = self._layouts[q] = Layout(self.prefix, q, n)
+        if got is None:  # the first callers all wait for one read
+            reading = self._reading.get(q)
+            if reading is None or reading.done():  # (done: it failed)
+                reading = self._reading[q] = asyncio.ensure_future(self._read_layout(q))
+                reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+            got = await asyncio.shield(reading)
+        return got
+
+    async def _read_layout(self, q: str) -> Layout:
+        k = self.keys(q)
+        n = parse_config(await self.reads.call("HGET", k.config, CONFIG_SHARDS), k.config)
+        got = self._layouts[q] = Layout(self.prefix, q, n)
         return got
 
     async def keys_for(self, queue: str | None, request_id: str) -> Keys:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,22 +32,30 @@ class AutoTransport:
         self.url = url
         self._conn = Conn(url)
         self.target: Transport | None = None
+        self._detecting: asyncio.Future[None] | None = None
 
     async def _detect(self) -> Transport:
+        """The chosen transport; the first callers all wait for one ``INFO cluster``."""
         if self.target is None:
-            try:
-                info = await self._conn.call("INFO", "cluster")
-            except AccessDenied:  # a least-privilege user without INFO: one server, then
-                info = ""
-            if self.target is None:
-                if "cluster_enabled:1" in str(info):
-                    log.info("%s is a Redis Cluster node: routing by slot", safe_url(self.url))
-                    self.target, self.cluster = ClusterTransport(self.url), True
-                else:
-                    self.target, self.cluster = self._conn, False
-                self.pipeline = self.target.pipeline  # type: ignore[method-assign]
-                self.call = self.target.call  # type: ignore[method-assign]
+            if self._detecting is None or self._detecting.done():  # (done: it failed)
+                self._detecting = asyncio.ensure_future(self._find())
+                self._detecting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.shield(self._detecting)
+        assert self.target is not None
         return self.target
+
+    async def _find(self) -> None:
+        try:
+            info = await self._conn.call("INFO", "cluster")
+        except AccessDenied:  # a least-privilege user without INFO: one server, then
+            info = ""
+        if "cluster_enabled:1" in str(info):
+            log.info("%s is a Redis Cluster node: routing by slot", safe_url(self.url))
+            self.target, self.cluster = ClusterTransport(self.url), True
+        else:
+            self.target, self.cluster = self._conn, False
+        self.pipeline = self.target.pipeline  # type: ignore[method-assign]
+        self.call = self.target.call  # type: ignore[method-assign]
 
     async def pipeline(
         self, commands: Sequence[Command], *, head: int = 0, on_head: OnHead | None = None

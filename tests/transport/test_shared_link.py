@@ -146,3 +146,28 @@ def test_a_fresh_burst_waits_for_one_script_load(url: str, prefix: str, raw: Any
 def script_loads(raw: Any) -> int:
     stats = raw.info("commandstats")  # Redis 7 counts SCRIPT LOAD apart; 6.2 all of SCRIPT
     return int(stats.get("cmdstat_script|load", stats.get("cmdstat_script", {})).get("calls", 0))
+
+
+def test_a_fresh_clients_burst_of_submissions_takes_two_connections(
+    url: str, prefix: str, raw: Any
+) -> None:
+    """300 submissions at once from a new AsyncClient: one detection (``INFO cluster``), one
+    script load and one layout read that all of them wait for, on one link; then the
+    submissions on it and on the shared link."""
+    from rtq_nb import AsyncClient
+
+    def info_calls() -> int:
+        return int(raw.info("commandstats").get("cmdstat_info", {}).get("calls", 0))
+
+    async def main() -> int:
+        async with AsyncClient(url, prefix=prefix) as c:
+            handles = await asyncio.gather(*(c.submit(i) for i in range(300)))
+            assert len({h.id for h in handles}) == 300
+            return await c.pending_count()
+
+    before = opened(raw)
+    infos = info_calls()
+    assert asyncio.run(main()) == 300
+    infos = info_calls() - infos - 1  # (less the first reading's own INFO)
+    assert opened(raw) - before <= 2, opened(raw) - before
+    assert infos == 1, infos

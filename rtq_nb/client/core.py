@@ -9,7 +9,6 @@ dead letters in :mod:`~rtq_nb.client.admin`.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -62,6 +61,7 @@ from rtq_nb.security.results import ResultCheck, seal_json
 from rtq_nb.security.settings import Security, coerce_security
 from rtq_nb.tracing import tracing
 from rtq_nb.transport import connect, resolve_url, safe_url
+from rtq_nb.transport.once import Once
 from rtq_nb.transport.resp import Command, Template
 from rtq_nb.transport.retry import Backoff, Retrying
 
@@ -112,7 +112,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         self.reads = Retrying(self.conn, self.reconnect_timeout)  # idempotent calls
         self._keys: dict[str, Keys] = {}
         self._layouts: dict[str, Layout] = {}  # queue -> its shards (read once, on first use)
-        self._reading: dict[str, asyncio.Future[Layout]] = {}  # layouts being read
+        self._reading: dict[str, Once[Layout]] = {}  # layouts being read
         self._announced: set[str] = set()
         self._counter = itertools.count(1)
         # request ids are <client_id>-<this client's session>-<n>: a fixed client_id reused by
@@ -359,6 +359,8 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         return h
 
     async def aclose(self) -> None:
+        for reading in self._reading.values():
+            reading.cancel()
         if self._lanes is not None:
             await self._lanes.aclose()
         await self.conn.aclose()

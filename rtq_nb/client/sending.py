@@ -20,6 +20,7 @@ from rtq_nb.payloads import PayloadStore
 from rtq_nb.protocol.keys import Keys
 from rtq_nb.protocol.shards import CONFIG_SHARDS, Layout, parse_config
 from rtq_nb.transport.base import Transport
+from rtq_nb.transport.once import Once
 from rtq_nb.transport.resp import Command
 from rtq_nb.transport.retry import Backoff
 
@@ -46,7 +47,7 @@ class Sending:
     replication: Replication
     _keys: dict[str, Keys]
     _layouts: dict[str, Layout]
-    _reading: dict[str, asyncio.Future[Layout]]  # layouts being read (see layout)
+    _reading: dict[str, Once[Layout]]  # layouts being read (see layout)
     _lanes: StreamLanes | None = None
 
     def keys(self, queue: str | None = None) -> Keys:
@@ -68,10 +69,9 @@ class Sending:
         got = self._layouts.get(q)
         if got is None:  # the first callers all wait for one read
             reading = self._reading.get(q)
-            if reading is None or reading.done():  # (done: it failed)
-                reading = self._reading[q] = asyncio.ensure_future(self._read_layout(q))
-                reading.add_done_callback(lambda f: f.cancelled() or f.exception())
-            got = await asyncio.shield(reading)
+            if reading is None:
+                reading = self._reading[q] = Once()
+            got = await reading.run(functools.partial(self._read_layout, q))
         return got
 
     async def _read_layout(self, q: str) -> Layout:

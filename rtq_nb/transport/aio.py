@@ -20,6 +20,7 @@ from rtq_nb.transport.base import SCRIPT_LOADS, OnHead, check_replies
 from rtq_nb.transport.endpoint import Endpoint
 from rtq_nb.transport.errors import ScriptsLost, raise_mapped
 from rtq_nb.transport.link import Link, keep_idle, open_link
+from rtq_nb.transport.once import Once
 from rtq_nb.transport.resp import Command, pack
 
 __all__ = ["Conn"]
@@ -40,14 +41,17 @@ class Conn:
         self._busy = 0  # pipelines in flight (each on its own link)
         self._peak, self._peak_at = 0, 0.0  # the most in flight lately, and since when
         self._shared: asyncio.Future[Link] | None = None  # see shared_pipeline
-        self._loading: asyncio.Future[None] | None = None  # see _load
+        self._loading: Once[None] = Once()  # see _load
         self._loaded = False
+        self._scripts_gen = 0  # counts resets: a load that raced one does not count
+        self._closed = False
         if self.endpoint.sentinel is not None:
             self.endpoint.sentinel.follow(self)
 
     def primary_changed(self) -> None:
         """The Sentinel-managed primary moved (called from the resolver's thread): load the
         scripts again before the next pipeline, let go of the idle links that were dropped."""
+        self._scripts_gen += 1
         self._loaded = False
         for link in [x for x in self._idle if x.closed]:
             with contextlib.suppress(ValueError):  # taken meanwhile
@@ -55,6 +59,7 @@ class Conn:
 
     def _forget_scripts(self) -> None:
         log.info("scripts missing on %r (restart or SCRIPT FLUSH?): reloading", self.endpoint)
+        self._scripts_gen += 1
         self._loaded = False
 
     async def pipeline(
@@ -82,15 +87,12 @@ class Conn:
     async def _load(self) -> None:
         """``SCRIPT LOAD`` every script: one round trip, awaited by every pipeline that starts
         before it is done (none of them sends ``EVALSHA`` ahead of it)."""
-        loading = self._loading
-        if loading is None or loading.done():
-            loading = self._loading = asyncio.ensure_future(self._send_loads())
-            loading.add_done_callback(_retrieved)
-        await asyncio.shield(loading)
+        await self._loading.run(self._send_loads)
 
     async def _send_loads(self) -> None:
+        gen = self._scripts_gen
         await self._run(SCRIPT_LOADS, 0, None)
-        self._loaded = True
+        self._loaded = gen == self._scripts_gen  # (reset meanwhile: load again next time)
 
     async def _run(
         self, commands: Sequence[Command], head: int, on_head: OnHead | None
@@ -135,7 +137,11 @@ class Conn:
     async def _shared_link(self) -> Link:
         """The link pipelines that never block share, opened once for all who ask at once."""
         opening = self._shared
-        if opening is None or (opening.done() and _opened(opening) is None):
+        if (
+            opening is None
+            or (opening.done() and _opened(opening) is None)
+            or opening.get_loop() is not asyncio.get_running_loop()
+        ):
             opening = self._shared = asyncio.ensure_future(open_link(self.endpoint))
             opening.add_done_callback(_retrieved)
         return await asyncio.shield(opening)
@@ -157,6 +163,9 @@ class Conn:
         """Pool a link that finished its pipeline: up to ``max_idle`` links, or as many as
         were in flight at once within the last ``PEAK_HOLD_S`` (many readers ending together,
         then reading again, reuse their links instead of reconnecting)."""
+        if self._closed:  # (a pipeline that ended after aclose)
+            link.close()
+            return
         now = time.monotonic()
         if now - self._peak_at > PEAK_HOLD_S:
             self._peak, self._peak_at = self._busy, now
@@ -185,6 +194,8 @@ class Conn:
             raise_mapped(exc, self.url)
 
     async def aclose(self) -> None:
+        self._closed = True
+        self._loading.cancel()
         idle, self._idle = self._idle, []
         shared, self._shared = self._shared, None
         if shared is not None:  # closed once opened, if it is still opening

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from rtq_nb.transport.base import OnHead, Transport
 from rtq_nb.transport.cluster import ClusterTransport
 from rtq_nb.transport.endpoint import safe_url
 from rtq_nb.transport.link import Link
+from rtq_nb.transport.once import Once
 from rtq_nb.transport.resp import Command
 
 __all__ = ["AutoTransport"]
@@ -32,15 +32,12 @@ class AutoTransport:
         self.url = url
         self._conn = Conn(url)
         self.target: Transport | None = None
-        self._detecting: asyncio.Future[None] | None = None
+        self._detecting: Once[None] = Once()
 
     async def _detect(self) -> Transport:
         """The chosen transport; the first callers all wait for one ``INFO cluster``."""
         if self.target is None:
-            if self._detecting is None or self._detecting.done():  # (done: it failed)
-                self._detecting = asyncio.ensure_future(self._find())
-                self._detecting.add_done_callback(lambda f: f.cancelled() or f.exception())
-            await asyncio.shield(self._detecting)
+            await self._detecting.run(self._find)
         assert self.target is not None
         return self.target
 
@@ -77,6 +74,7 @@ class AutoTransport:
         return None if self.cluster else await self._conn.dedicated_link()
 
     async def aclose(self) -> None:
+        self._detecting.cancel()
         if self.target is not None and self.target is not self._conn:
             await self.target.aclose()
         await self._conn.aclose()

@@ -68,7 +68,7 @@ class NodeConn(Conn):
         back when an error reply cut the pipeline short (see ``Link.request``). Socket and
         connection errors are raised as they are (the router maps them)."""
         if not self._loaded:
-            await self.pipeline([("PING",)])  # loads the scripts first (errors mapped)
+            await self._load()  # the scripts first (one load for all who ask; errors mapped)
         data = pack(commands)
         link = self._idle_link() or await open_link(self.endpoint)
         self._took()

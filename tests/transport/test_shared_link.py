@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,3 +172,60 @@ def test_a_fresh_clients_burst_of_submissions_takes_two_connections(
     infos = info_calls() - infos - 1  # (less the first reading's own INFO)
     assert opened(raw) - before <= 2, opened(raw) - before
     assert infos == 1, infos
+
+
+def test_a_reset_during_the_script_load_is_not_lost(url: str) -> None:
+    """A NOSCRIPT reply or a Sentinel failover resets the scripts while a load is in flight:
+    the load does not count, the next pipeline loads them again."""
+
+    async def main() -> tuple[bool, bool]:
+        conn = Conn(url)
+        try:
+            load = asyncio.ensure_future(conn._load())
+            await asyncio.sleep(0)  # one loop turn: the single-flight task is made
+            await asyncio.sleep(0)  # another: it has started its round trip
+            conn._forget_scripts()
+            await load
+            raced = conn._loaded
+            await conn.pipeline([("PING",)])
+            return raced, conn._loaded
+        finally:
+            await conn.aclose()
+
+    assert asyncio.run(main()) == (False, True)
+
+
+def test_aclose_ends_a_load_in_flight_and_pools_nothing_after(url: str) -> None:
+    async def main() -> list[Any]:
+        conn = Conn(url)
+        call = asyncio.ensure_future(conn.pipeline([("PING",)]))
+        await asyncio.sleep(0)  # the call waits for the load
+        await asyncio.sleep(0)  # the load has started
+        await conn.aclose()
+        with contextlib.suppress(asyncio.CancelledError, RtqError):
+            await call
+        return conn._idle
+
+    assert asyncio.run(main()) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_conn_left_mid_load_on_a_closed_loop_works_on_the_next(url: str) -> None:
+    """A loop closed without cancelling its tasks leaves the single-flight task pending on
+    it forever: the next loop starts a task of its own instead of waiting on that one."""
+    conn = Conn(url)
+    dead = asyncio.new_event_loop()
+    left = dead.create_task(conn.pipeline([("PING",)]))
+    dead.run_until_complete(asyncio.sleep(0))  # the load is under way, on that loop
+    dead.close()
+    assert not left.done()
+
+    async def main() -> list[Any]:
+        try:
+            return await conn.pipeline([("ECHO", "alive")])
+        finally:
+            await conn.aclose()
+
+    assert asyncio.run(main()) == ["alive"]
+    del left, dead
+    gc.collect()  # the dead loop's pending task complains here, in this test (ignored)

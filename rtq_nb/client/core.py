@@ -86,8 +86,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
 
     def __init__(self, url: str | None = None, **options: Unpack[ClientOptions]) -> None:
         o = options
-        unknown = set(o) - set(ClientOptions.__annotations__)
-        if unknown:
+        if unknown := set(o) - set(ClientOptions.__annotations__):
             raise TypeError(f"unexpected client options: {', '.join(sorted(unknown))}")
         max_attempts = o.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
         timeout = o.get("timeout", DEFAULT_TIMEOUT)
@@ -359,8 +358,7 @@ class AsyncClient(Sending, Inspection, Admin, Capacity):
         return h
 
     async def aclose(self) -> None:
-        for reading in self._reading.values():
-            reading.cancel()
+        self.end_reads()
         if self._lanes is not None:
             await self._lanes.aclose()
         await self.conn.aclose()

@@ -74,6 +74,11 @@ class Sending:
             got = await reading.run(functools.partial(self._read_layout, q))
         return got
 
+    def end_reads(self) -> None:
+        """Closing: end the layout reads in flight."""
+        for reading in self._reading.values():
+            reading.cancel()
+
     async def _read_layout(self, q: str) -> Layout:
         k = self.keys(q)
         n = parse_config(await self.reads.call("HGET", k.config, CONFIG_SHARDS), k.config)

@@ -20,7 +20,7 @@ from rtq_nb.transport.base import SCRIPT_LOADS, OnHead, check_replies
 from rtq_nb.transport.endpoint import Endpoint
 from rtq_nb.transport.errors import ScriptsLost, raise_mapped
 from rtq_nb.transport.link import Link, keep_idle, open_link
-from rtq_nb.transport.once import Once
+from rtq_nb.transport.once import Once, mark_seen
 from rtq_nb.transport.resp import Command, pack
 
 __all__ = ["Conn"]
@@ -143,7 +143,7 @@ class Conn:
             or opening.get_loop() is not asyncio.get_running_loop()
         ):
             opening = self._shared = asyncio.ensure_future(open_link(self.endpoint))
-            opening.add_done_callback(_retrieved)
+            opening.add_done_callback(mark_seen)
         return await asyncio.shield(opening)
 
     def _checked(self, link: Link, replies: list[Any]) -> list[Any]:
@@ -219,9 +219,3 @@ def _close_opened(opening: asyncio.Future[Link]) -> None:
     link = _opened(opening)  # (an opening that failed: its error is retrieved, not logged)
     if link is not None:
         link.close()
-
-
-def _retrieved(done: asyncio.Future[Any]) -> None:
-    """Mark a shared task's error as seen (its awaiters got it; none may be left to)."""
-    if not done.cancelled():
-        done.exception()

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Once"]
+__all__ = ["Once", "mark_seen"]
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ class Once(Generic[T]):
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             task = self._task = asyncio.ensure_future(make())
-            task.add_done_callback(_seen)
+            task.add_done_callback(mark_seen)
             self._waiting = 0
         self._waiting += 1
         try:
@@ -46,7 +46,7 @@ class Once(Generic[T]):
             self._task.cancel()
 
 
-def _seen(done: asyncio.Future[T]) -> None:
-    """Mark the task's error as retrieved: its callers got it, and none may be left to."""
+def mark_seen(done: asyncio.Future[T]) -> None:
+    """Mark a shared task's error as retrieved: its callers got it, and none may be left to."""
     if not done.cancelled():
         done.exception()

@@ -233,8 +233,7 @@ class StreamView(ShowOnce, DeltaWidget):
                         self._dirty()
                     break
                 except WorkerLost as exc:  # its worker died; the retry streams from the start
-                    self._pending.clear()
-                    self._pending_chars, self._text_at = 0, float("-inf")
+                    self._pending, self._pending_chars, self._text_at = [], 0, float("-inf")
                     self._live.reset()
                     self._emit_reset()
                     self._set_status("retrying", _short(exc))
@@ -259,8 +258,9 @@ class StreamView(ShowOnce, DeltaWidget):
                 self._flush_handle = None
         await self._read_record()
         self.error = reason if final != "done" else None
-        self._set_status(final, reason[:300])
         try:
+            self._flush(final=True)  # the last text first: a view that shows "done" has it all
+            self._set_status(final, reason[:300])
             self._flush(final=True)
         finally:
             self._done.set()
@@ -293,6 +293,8 @@ class StreamView(ShowOnce, DeltaWidget):
                 self.reason, self.status = reason, status
             self._count(1)
             self._state_due = True
+            if not HAVE_ANYWIDGET:
+                self._render_fallback()  # (its HTML holds the status line)
 
     def _text_wait(self, now: float) -> float:
         """Seconds before the pending text is worth a message: at once for the first text or
